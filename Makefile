@@ -1,0 +1,38 @@
+# Two entry points, both from nothing: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= demo-data
+
+.PHONY: run test lint typecheck unit peers clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: set up and run a Standard Edition server on embedded storage
+run: $(STAMP)
+	$(BIN)/conclave --help
+
+## test: set up and run ruff, mypy (strict on conclave/sip) and pytest
+test: $(STAMP) peers lint typecheck unit
+
+peers:
+	@if [ "$$(id -u)" = "0" ]; then bash scripts/install-peers.sh; \
+	else echo "not root: skipping Debian test peers (scripts/install-peers.sh)"; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check conclave tests
+	$(BIN)/ruff format --check conclave tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
