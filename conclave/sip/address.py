@@ -1,0 +1,186 @@
+"""Address header values: From, To, Contact, Route, Record-Route, Reply-To...
+
+RFC 3261 §20.10 and §25.1::
+
+    name-addr    = [ display-name ] LAQUOT addr-spec RAQUOT
+    addr-spec    = SIP-URI / SIPS-URI / absoluteURI
+    display-name = *(token LWS) / quoted-string
+    LAQUOT       = SWS "<"
+    RAQUOT       = ">" SWS
+
+followed by ``*( SEMI generic-param )`` header parameters (tag, expires, q,
+received...). In the addr-spec form (no ``<>``) everything after the first
+``;`` is a *header* parameter, which is why a URI containing ``,``, ``?`` or
+``;`` must use the name-addr form (§20.10, RFC 4475 §3.1.2.13, §3.3.12).
+
+Two liberties, both asked for by RFC 4475: a token display name may be
+followed directly by ``<`` with no LWS (§3.1.1.6, an ABNF bug in RFC 3261),
+and runs of LWS between display-name tokens are kept as one space.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .grammar import QUOTED_STRING, is_token, unquote
+from .params import Params, parse_params
+from .uri import URI, parse_uri
+
+_QUOTED_RE = re.compile(QUOTED_STRING)
+_LWS_SPLIT_RE = re.compile(r"[ \t]+")
+_NEEDS_ANGLE_RE = re.compile(r"[;,?]")
+
+
+def _quote_display(name: str) -> str:
+    # quoted-string = DQUOTE *(qdtext / quoted-pair ) DQUOTE
+    # qdtext excludes controls, so they go out as quoted-pairs; CR and LF
+    # cannot be quoted at all and would split the header (§25.1).
+    out = ['"']
+    for ch in name:
+        if ch in "\r\n":
+            raise LocalProtocolError("display name must not contain CR or LF")
+        if ch in '"\\' or (ch < " " and ch != "\t") or ch == "\x7f":
+            out.append("\\")
+        out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+@dataclass(kw_only=True)
+class NameAddr:
+    """One address: optional display name, a URI and header parameters.
+
+    ``display_name`` is the unquoted text (None when absent, ``""`` for an
+    empty quoted string). ``params`` are header parameters with raw values.
+    ``angle`` records whether the value used ``<>``; it affects only how
+    ``str()`` renders and is ignored by ``==``. ``str()`` uses the
+    ``"Display" <uri>;params`` form whenever there is a display name or the
+    URI contains ``;``, ``,`` or ``?``, so the result always re-parses to an
+    equal value.
+    """
+
+    uri: URI
+    display_name: str | None = None
+    params: Params = field(default_factory=Params)
+    angle: bool = field(default=True, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.params.uri:
+            self.params = Params(self.params.items())
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (RFC 3261 §19.3), or None."""
+        return self.params.get("tag")
+
+    @tag.setter
+    def tag(self, value: str | None) -> None:
+        if value is None:
+            self.params.remove("tag")
+        else:
+            self.params.set("tag", value)
+
+    def copy(self) -> NameAddr:
+        """A deep copy: URI and params can be changed without touching this one."""
+        return NameAddr(
+            uri=self.uri.copy(),
+            display_name=self.display_name,
+            params=self.params.copy(),
+            angle=self.angle,
+        )
+
+    def __str__(self) -> str:
+        uri_text = str(self.uri)
+        if self.display_name is None:
+            if not self.angle and _NEEDS_ANGLE_RE.search(uri_text) is None:
+                return f"{uri_text}{self.params}"
+            return f"<{uri_text}>{self.params}"
+        return f"{_quote_display(self.display_name)} <{uri_text}>{self.params}"
+
+
+def _skip_sws(text: str, pos: int) -> int:
+    n = len(text)
+    while pos < n and text[pos] in " \t":
+        pos += 1
+    return pos
+
+
+def _token_display(text: str) -> str | None:
+    # display-name = *(token LWS): anything else (a comma, say) must be quoted
+    # (RFC 4475 §3.1.2.15).
+    words = [w for w in _LWS_SPLIT_RE.split(text) if w]
+    if not words:
+        return None
+    for word in words:
+        if not is_token(word):
+            raise RemoteProtocolError(
+                "display name with non-token characters must be a quoted string"
+            )
+    return " ".join(words)
+
+
+def _finish_angle(text: str, lt: int, display: str | None) -> NameAddr:
+    gt = text.find(">", lt + 1)
+    if gt < 0:
+        raise RemoteProtocolError("'<' without matching '>' in address")
+    uri_text = text[lt + 1 : gt]
+    if " " in uri_text or "\t" in uri_text:
+        # RFC 4475 §3.1.2.14: no LWS is allowed inside <addr-spec>.
+        raise RemoteProtocolError("whitespace inside <URI> is not allowed")
+    uri = parse_uri(uri_text)
+    params = parse_params(text[gt + 1 :], uri=False)
+    return NameAddr(uri=uri, display_name=display, params=params, angle=True)
+
+
+def _parse_addr_spec(text: str) -> NameAddr:
+    uri_text, semi, param_text = text.partition(";")
+    uri_text = uri_text.rstrip(" \t")
+    if "?" in uri_text or "," in uri_text:
+        raise RemoteProtocolError("a URI with '?' or ',' must use name-addr form (<URI>)")
+    uri = parse_uri(uri_text)
+    params = parse_params(semi + param_text, uri=False)
+    return NameAddr(uri=uri, params=params, angle=False)
+
+
+def parse_name_addr(value: str, *, angle_required: bool = False) -> NameAddr:
+    """Parse one address value in name-addr or addr-spec form, with parameters.
+
+    ``value`` is one element of the header (split list headers at commas
+    outside quotes and ``<>`` first) with folding already replaced by SP.
+    Pass ``angle_required=True`` where the grammar allows only name-addr
+    (Route, Record-Route, Path: RFC 3261 §20.30, §20.34). Raises
+    :class:`RemoteProtocolError` (400) on any syntax error.
+    """
+    text = value.strip(" \t")
+    if not text:
+        raise RemoteProtocolError("empty address")
+    if text[0] == '"':
+        m = _QUOTED_RE.match(text)
+        if m is None:
+            raise RemoteProtocolError("unterminated quoted string in display name")
+        pos = _skip_sws(text, m.end())
+        if pos >= len(text) or text[pos] != "<":
+            raise RemoteProtocolError("a quoted display name must be followed by <URI>")
+        return _finish_angle(text, pos, unquote(m.group()))
+    # A '<' belongs to the name-addr form only if it precedes any ';' or '"':
+    # after those it can only sit inside a quoted header parameter value.
+    lt = text.find("<")
+    stops = [i for i in (text.find(";"), text.find('"')) if i >= 0]
+    if lt >= 0 and (not stops or lt < min(stops)):
+        return _finish_angle(text, lt, _token_display(text[:lt]))
+    if angle_required:
+        raise RemoteProtocolError("address must use name-addr form (<URI>)")
+    return _parse_addr_spec(text)
+
+
+def parse_contact_value(value: str) -> NameAddr | None:
+    """Parse one Contact value (RFC 3261 §20.10); None means ``*``.
+
+    The star is legal only alone, in a REGISTER with ``Expires: 0``
+    (§10.2.2); checking that is the caller's job.
+    """
+    if value.strip(" \t") == "*":
+        return None
+    return parse_name_addr(value)

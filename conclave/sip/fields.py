@@ -1,0 +1,356 @@
+"""Typed views of individual header field values.
+
+Each ``parse_*`` function takes one field value (one list element for list
+headers, see :mod:`conclave.sip.headers`) and returns a typed object or
+raises :class:`~conclave.sip.errors.RemoteProtocolError` with status 400 and
+a one-line reason. The typed objects render back with ``str()``.
+
+Address headers (From, To, Contact, Route, Record-Route) are parsed by
+:mod:`conclave.sip.address`; Authorization and the challenges by
+:mod:`conclave.sip.digest`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import RemoteProtocolError
+from .grammar import QUOTED_STRING, SWS, TOKEN, is_token, quote, unquote
+from .limits import MAX_CSEQ, MAX_EXPIRES, MAX_MAX_FORWARDS
+from .params import Params, parse_params
+
+# --- hosts -----------------------------------------------------------------
+#   host         = hostname / IPv4address / IPv6reference
+#   hostname     = *( domainlabel "." ) toplabel [ "." ]
+#   IPv4address  = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
+#   IPv6reference = "[" IPv6address "]"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+HOSTNAME = rf"(?:{_LABEL}\.)*{_LABEL}\.?"
+IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+IPV6 = r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"
+IPV6_REF = rf"\[{IPV6}\]"
+HOST = rf"(?:{IPV6_REF}|{HOSTNAME})"
+_HOST_RE = re.compile(HOST)
+_IPV6_RE = re.compile(IPV6)
+_IPV4_RE = re.compile(IPV4)
+
+
+def is_host(text: str) -> bool:
+    """True when ``text`` is a host per RFC 3261 §25.1 (IPv6 in brackets)."""
+    if _IPV4_RE.fullmatch(text):
+        return all(int(p) <= 255 for p in text.split("."))
+    return _HOST_RE.fullmatch(text) is not None
+
+
+# --- Via ---------------------------------------------------------------------
+#   via-parm   = sent-protocol LWS sent-by *( SEMI via-params )
+#   sent-protocol = protocol-name SLASH protocol-version SLASH transport
+#   sent-by    = host [ COLON port ]
+_VIA_RE = re.compile(
+    rf"(?P<name>{TOKEN}){SWS}/{SWS}(?P<version>{TOKEN}){SWS}/{SWS}(?P<transport>{TOKEN})"
+    rf"[ \t]+(?P<host>\[[^\]]*\]|[^;:\s\[\]]+)(?:{SWS}:{SWS}(?P<port>\d{{1,5}}))?"
+    rf"{SWS}(?P<params>;.*)?",
+    re.DOTALL,
+)
+
+BRANCH_MAGIC = "z9hG4bK"
+"""RFC 3261 §8.1.1.7: branches that begin with this are globally unique."""
+
+
+@dataclass
+class Via:
+    """One Via value. ``host`` keeps IPv6 brackets; ``port`` is None if absent."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=Params)
+    protocol: str = "SIP/2.0"
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value filled in by a server (RFC 3581), or None."""
+        value = self.params.get("rport")
+        return int(value) if value else None
+
+    @property
+    def has_rport(self) -> bool:
+        return "rport" in self.params
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    @property
+    def rfc3261_branch(self) -> bool:
+        """True when the branch carries the magic cookie and an identifier."""
+        b = self.branch
+        return b is not None and b.startswith(BRANCH_MAGIC) and len(b) > len(BRANCH_MAGIC)
+
+    def __str__(self) -> str:
+        return f"{self.protocol}/{self.transport} {self.sent_by}{self.params}"
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via value (RFC 3261 §20.42, RFC 3581, RFC 5118 §4.5)."""
+    m = _VIA_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed Via: {value[:60]!r}")
+    host = m.group("host")
+    if not is_host(host):
+        raise RemoteProtocolError(f"malformed Via sent-by host: {host[:60]!r}")
+    port = _port(m.group("port"), "Via")
+    params = parse_params(m.group("params") or "", uri=False)
+    for name, pvalue in params.items():
+        lname = name.lower()
+        if lname == "branch" and (pvalue is None or not is_token(pvalue)):
+            raise RemoteProtocolError("malformed Via branch")
+        if lname == "received" and (pvalue is None or not _received_ok(pvalue)):
+            raise RemoteProtocolError("malformed Via received")
+        if lname == "rport" and pvalue is not None and not _port_ok(pvalue):
+            raise RemoteProtocolError("malformed Via rport")
+        if lname == "ttl" and (pvalue is None or not pvalue.isdigit() or int(pvalue) > 255):
+            raise RemoteProtocolError("malformed Via ttl")
+        if lname == "maddr" and (pvalue is None or not is_host(pvalue)):
+            raise RemoteProtocolError("malformed Via maddr")
+    protocol = f"{m.group('name')}/{m.group('version')}"
+    return Via(m.group("transport").upper(), host, port, params, protocol)
+
+
+def _received_ok(value: str) -> bool:
+    # RFC 3261 allows IPv4address / IPv6address; RFC 5118 §4.5 asks receivers
+    # to accept a bracketed IPv6reference too.
+    if _IPV4_RE.fullmatch(value):
+        return True
+    inner = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    return _IPV6_RE.fullmatch(inner) is not None
+
+
+def _port_ok(text: str) -> bool:
+    return text.isdigit() and len(text) <= 5 and int(text) <= 65535
+
+
+def _port(text: str | None, header: str) -> int | None:
+    if text is None:
+        return None
+    if not _port_ok(text):
+        raise RemoteProtocolError(f"{header} port out of range")
+    return int(text)
+
+
+# --- CSeq, Max-Forwards, Expires, Content-Length ------------------------------
+_CSEQ_RE = re.compile(rf"(?P<seq>\d+)[ \t]+(?P<method>{TOKEN})")
+
+
+@dataclass(frozen=True)
+class CSeq:
+    seq: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    """``CSeq = 1*DIGIT LWS Method``; the number must be below 2**31 (§8.1.1.5)."""
+    m = _CSEQ_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed CSeq: {value[:60]!r}")
+    digits = m.group("seq")
+    if len(digits) > 12 or int(digits) > MAX_CSEQ:
+        raise RemoteProtocolError("CSeq number must be below 2**31")
+    return CSeq(int(digits), m.group("method"))
+
+
+def parse_delta(value: str, header: str, maximum: int) -> int:
+    """A non-negative decimal integer no larger than ``maximum``."""
+    text = value.strip()
+    if not text.isdigit() or not text.isascii():
+        raise RemoteProtocolError(f"malformed {header}: {value[:40]!r}")
+    # Leading zeros are legal (RFC 4475 §3.1.1.1); bound the length first so
+    # int() never sees a megabyte of digits.
+    stripped = text.lstrip("0") or "0"
+    if len(stripped) > 20 or int(stripped) > maximum:
+        raise RemoteProtocolError(f"{header} out of range")
+    return int(stripped)
+
+
+def parse_max_forwards(value: str) -> int:
+    """``Max-Forwards = 1*DIGIT``, 0-255 (§20.22)."""
+    return parse_delta(value, "Max-Forwards", MAX_MAX_FORWARDS)
+
+
+def parse_expires(value: str) -> int:
+    """``Expires = delta-seconds`` (§20.19)."""
+    return parse_delta(value, "Expires", MAX_EXPIRES)
+
+
+def parse_content_length(value: str) -> int:
+    """``Content-Length = 1*DIGIT`` (§20.14). Negative values are errors (RFC 4475 ncl)."""
+    return parse_delta(value, "Content-Length", 2**31 - 1)
+
+
+# --- Content-Type ------------------------------------------------------------
+#   media-type = m-type SLASH m-subtype *(SEMI m-parameter)
+_MEDIA_RE = re.compile(rf"(?P<type>{TOKEN}){SWS}/{SWS}(?P<subtype>{TOKEN}){SWS}(?P<params>;.*)?")
+
+
+@dataclass
+class ContentType:
+    type: str
+    subtype: str
+    params: Params = field(default_factory=Params)
+
+    @property
+    def mime(self) -> str:
+        """``type/subtype`` in lower case, for comparisons."""
+        return f"{self.type}/{self.subtype}".lower()
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.subtype}{self.params}"
+
+
+def parse_content_type(value: str) -> ContentType:
+    m = _MEDIA_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed Content-Type: {value[:60]!r}")
+    return ContentType(
+        m.group("type"), m.group("subtype"), parse_params(m.group("params") or "", uri=False)
+    )
+
+
+# --- option tags and method lists ------------------------------------------------
+def parse_token(value: str, header: str) -> str:
+    """One element of Allow / Supported / Require / Proxy-Require / Unsupported."""
+    text = value.strip()
+    if not is_token(text):
+        raise RemoteProtocolError(f"malformed {header} value: {value[:40]!r}")
+    return text
+
+
+# --- Event, Subscription-State (RFC 6665) ----------------------------------------
+_EVENT_RE = re.compile(rf"(?P<type>{TOKEN}){SWS}(?P<params>;.*)?")
+
+
+@dataclass
+class Event:
+    package: str
+    params: Params = field(default_factory=Params)
+
+    @property
+    def id(self) -> str | None:
+        return self.params.get("id")
+
+    def __str__(self) -> str:
+        return f"{self.package}{self.params}"
+
+
+def parse_event(value: str) -> Event:
+    m = _EVENT_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed Event: {value[:60]!r}")
+    return Event(m.group("type"), parse_params(m.group("params") or "", uri=False))
+
+
+@dataclass
+class SubscriptionState:
+    state: str
+    params: Params = field(default_factory=Params)
+
+    @property
+    def expires(self) -> int | None:
+        v = self.params.get("expires")
+        return int(v) if v is not None and v.isdigit() else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.params.get("reason")
+
+    def __str__(self) -> str:
+        return f"{self.state}{self.params}"
+
+
+def parse_subscription_state(value: str) -> SubscriptionState:
+    m = _EVENT_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed Subscription-State: {value[:60]!r}")
+    params = parse_params(m.group("params") or "", uri=False)
+    for key in ("expires", "retry-after"):
+        v = params.get(key)
+        if v is not None:
+            parse_delta(v, f"Subscription-State {key}", MAX_EXPIRES)
+    return SubscriptionState(m.group("type").lower(), params)
+
+
+# --- Retry-After, Warning ------------------------------------------------------
+_RETRY_RE = re.compile(rf"(?P<delta>\d+){SWS}(?P<comment>\([^)]*\))?{SWS}(?P<params>;.*)?")
+
+
+@dataclass
+class RetryAfter:
+    seconds: int
+    comment: str | None = None
+    params: Params = field(default_factory=Params)
+
+    def __str__(self) -> str:
+        comment = f" {self.comment}" if self.comment else ""
+        return f"{self.seconds}{comment}{self.params}"
+
+
+def parse_retry_after(value: str) -> RetryAfter:
+    m = _RETRY_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed Retry-After: {value[:60]!r}")
+    seconds = parse_delta(m.group("delta"), "Retry-After", MAX_EXPIRES)
+    return RetryAfter(seconds, m.group("comment"), parse_params(m.group("params") or "", uri=False))
+
+
+#   warning-value = warn-code SP warn-agent SP warn-text ; warn-code = 3DIGIT
+_WARNING_RE = re.compile(rf"(?P<code>\d{{3}}) (?P<agent>[^ \t]+) (?P<text>{QUOTED_STRING})")
+
+
+@dataclass(frozen=True)
+class WarningValue:
+    """One Warning value (RFC 3261 §20.43)."""
+
+    code: int
+    agent: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.agent} {quote(self.text)}"
+
+
+def parse_warning(value: str) -> WarningValue:
+    m = _WARNING_RE.fullmatch(value.strip())
+    if m is None:
+        raise RemoteProtocolError(f"malformed Warning: {value[:60]!r}")
+    return WarningValue(int(m.group("code")), m.group("agent"), unquote(m.group("text")))
+
+
+# --- Date ----------------------------------------------------------------------
+#   SIP-date = rfc1123-date ; rfc1123-date = wkday "," SP date1 SP time SP "GMT"
+_DATE_RE = re.compile(
+    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} "
+    r"([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60) GMT"
+)
+
+
+def check_date(value: str) -> None:
+    """Raise unless ``value`` is an RFC 1123 date in GMT (RFC 4475 baddate)."""
+    if _DATE_RE.fullmatch(value.strip()) is None:
+        raise RemoteProtocolError(f"malformed Date (must be RFC 1123, GMT): {value[:40]!r}")

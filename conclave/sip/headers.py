@@ -1,0 +1,260 @@
+"""Ordered, multi-valued header fields with case-insensitive names.
+
+Names are stored in canonical form: compact forms (RFC 3261 §7.3.3 and the
+event-framework RFCs) are expanded and well-known names get their usual
+capitalisation, so ``v``, ``VIA`` and ``Via`` are one header. Unknown header
+names are preserved exactly as received.
+
+Headers whose grammar is a comma-separated list (Via, Contact, Route, ...)
+hold one entry per value: the parser splits ``Via: a, b`` into two entries
+(RFC 3261 §7.3.1 makes the two forms equivalent). Every other header holds
+its field value as received, with folding already replaced by a single space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+# RFC 3261 §7.3.3 compact forms, plus those of RFC 3265/6665 (o, u), RFC 3515
+# (r), RFC 3892 (b), RFC 4028 (x), RFC 3841 (a, j, d), RFC 4474 (y, n).
+COMPACT_FORMS: dict[str, str] = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "u": "Allow-Events",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "x": "Session-Expires",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+    "y": "Identity",
+    "n": "Identity-Info",
+}
+
+_WELL_KNOWN = [
+    "Accept",
+    "Accept-Contact",
+    "Accept-Encoding",
+    "Accept-Language",
+    "Alert-Info",
+    "Allow",
+    "Allow-Events",
+    "Authentication-Info",
+    "Authorization",
+    "Call-ID",
+    "Call-Info",
+    "Contact",
+    "Content-Disposition",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Date",
+    "Error-Info",
+    "Event",
+    "Expires",
+    "From",
+    "Identity",
+    "Identity-Info",
+    "In-Reply-To",
+    "Max-Forwards",
+    "Min-Expires",
+    "Min-SE",
+    "MIME-Version",
+    "Organization",
+    "Path",
+    "Priority",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "RAck",
+    "Record-Route",
+    "Refer-To",
+    "Referred-By",
+    "Reject-Contact",
+    "Reply-To",
+    "Request-Disposition",
+    "Require",
+    "Retry-After",
+    "Route",
+    "RSeq",
+    "Server",
+    "Service-Route",
+    "Session-Expires",
+    "SIP-ETag",
+    "SIP-If-Match",
+    "Subject",
+    "Subscription-State",
+    "Supported",
+    "Timestamp",
+    "To",
+    "Unsupported",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "WWW-Authenticate",
+    "Flow-Timer",
+    "Sec-WebSocket-Protocol",
+]
+_CANONICAL: dict[str, str] = {name.lower(): name for name in _WELL_KNOWN}
+_CANONICAL.update(COMPACT_FORMS)
+
+LIST_HEADERS: frozenset[str] = frozenset(
+    {
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Call-Info",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "Error-Info",
+        "In-Reply-To",
+        "Path",
+        "Proxy-Require",
+        "Record-Route",
+        "Require",
+        "Route",
+        "Service-Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+    }
+)
+"""Headers whose ABNF is ``#element``: a comma list that may also be written
+as several header fields (RFC 3261 §7.3.1)."""
+
+SINGLE_HEADERS: frozenset[str] = frozenset(
+    {"Call-ID", "To", "From", "CSeq", "Max-Forwards", "Content-Length", "Content-Type"}
+)
+"""Headers that must appear at most once; a second one is a 400 (RFC 4475
+§3.3.8, §3.3.9)."""
+
+EMPTY_LIST_ALLOWED: frozenset[str] = frozenset(
+    {"Accept", "Accept-Encoding", "Accept-Language", "Allow", "Supported", "Allow-Events"}
+)
+"""List headers whose ABNF allows an empty field value (``[ element ... ]``)."""
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name (compact forms expanded)."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+class Headers:
+    """An ordered list of ``(name, value)`` with case-insensitive lookups."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+
+    # -- reading -------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of ``name``, or ``default``."""
+        key = canonical_name(name).lower()
+        for n, v in self._items:
+            if n.lower() == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order."""
+        key = canonical_name(name).lower()
+        return [v for n, v in self._items if n.lower() == key]
+
+    def count(self, name: str) -> int:
+        key = canonical_name(name).lower()
+        return sum(1 for n, _ in self._items if n.lower() == key)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        if len(self._items) != len(other._items):
+            return False
+        return all(
+            a[0].lower() == b[0].lower() and a[1] == b[1]
+            for a, b in zip(self._items, other._items, strict=True)
+        )
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._items = list(self._items)
+        return new
+
+    # -- writing -------------------------------------------------------
+    def add(self, name: str, value: str) -> None:
+        """Append a header field at the end."""
+        self._items.append((canonical_name(name), value))
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert ``name`` before its first existing occurrence (or at the top).
+
+        This is how a proxy pushes its Via and Record-Route (RFC 3261 §16.6).
+        """
+        canon = canonical_name(name)
+        key = canon.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == key:
+                self._items.insert(i, (canon, value))
+                return
+        self._items.insert(0, (canon, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every occurrence of ``name`` with one, where the first was."""
+        canon = canonical_name(name)
+        key = canon.lower()
+        out: list[tuple[str, str]] = []
+        placed = False
+        for n, v in self._items:
+            if n.lower() == key:
+                if not placed:
+                    out.append((canon, value))
+                    placed = True
+            else:
+                out.append((n, v))
+        if not placed:
+            out.append((canon, value))
+        self._items = out
+
+    def remove(self, name: str) -> int:
+        """Remove every occurrence of ``name``; return how many there were."""
+        key = canonical_name(name).lower()
+        before = len(self._items)
+        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        return before - len(self._items)
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first value of ``name`` (a proxy's own Via/Route)."""
+        key = canonical_name(name).lower()
+        for i, (n, v) in enumerate(self._items):
+            if n.lower() == key:
+                del self._items[i]
+                return v
+        return None

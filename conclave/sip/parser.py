@@ -1,0 +1,245 @@
+"""Parse one SIP message from bytes (RFC 3261 §7, §18.3, §25).
+
+``parse_message`` is the only entry point. It returns a
+:class:`~conclave.sip.message.Request` or
+:class:`~conclave.sip.message.Response`, or raises
+:class:`~conclave.sip.errors.RemoteProtocolError` carrying the status to
+answer with. It never raises anything else, whatever the input.
+
+The parser checks *syntax*: the start line, header field syntax, the typed
+headers every element relies on (Via, From, To, Call-ID, CSeq, Max-Forwards,
+Content-Length, Content-Type, Contact, Route, Record-Route, Date, Expires),
+that single-valued headers appear at most once, and the framing of the body.
+Checks that concern what a server will *do* with a well-formed message (the
+SIP version, URI schemes, required headers, CSeq/method agreement, Require,
+Max-Forwards exhausted) live in :mod:`conclave.sip.validate`, so that a
+server can still build a proper response to such messages.
+
+Header bytes are decoded as UTF-8 with ``surrogateescape``: RFC 3261 allows
+UTF-8 in many places, and any octet that is not UTF-8 survives unchanged and
+is written back out as the same octet.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .address import parse_contact_value, parse_name_addr
+from .errors import RemoteProtocolError
+from .fields import (
+    check_date,
+    parse_content_length,
+    parse_content_type,
+    parse_cseq,
+    parse_expires,
+    parse_max_forwards,
+    parse_via,
+)
+from .grammar import TOKEN, WORD, split_outside_quotes
+from .headers import EMPTY_LIST_ALLOWED, LIST_HEADERS, SINGLE_HEADERS, Headers, canonical_name
+from .limits import (
+    MAX_HEADER_COUNT,
+    MAX_HEADER_SECTION,
+    MAX_LINE_LENGTH,
+    MAX_MESSAGE_SIZE,
+    MAX_VIA_COUNT,
+)
+from .message import Request, Response
+from .uri import SipURI, parse_uri
+
+#   Request-Line = Method SP Request-URI SP SIP-Version CRLF
+#   SIP-Version  = "SIP" "/" 1*DIGIT "." 1*DIGIT
+_VERSION = r"[Ss][Ii][Pp]/\d{1,3}\.\d{1,3}"
+_REQUEST_LINE_RE = re.compile(rf"(?P<method>{TOKEN}) (?P<uri>[^ \t\r\n]+) (?P<version>{_VERSION})")
+#   Status-Line  = SIP-Version SP Status-Code SP Reason-Phrase CRLF
+#   Status-Code  = 3DIGIT ; Reason-Phrase may be empty (RFC 4475 §3.1.1.13)
+_STATUS_LINE_RE = re.compile(rf"(?P<version>{_VERSION}) (?P<status>[1-6]\d\d)(?: (?P<reason>.*))?")
+#   Call-ID = ( "Call-ID" / "i" ) HCOLON callid ; callid = word [ "@" word ]
+_CALLID_RE = re.compile(rf"{WORD}(?:@{WORD})?")
+#   header-name = token ; HCOLON = *( SP / HTAB ) ":" SWS
+_HEADER_NAME_RE = re.compile(TOKEN)
+
+_ADDRESS_HEADERS = ("From", "To")
+_ROUTE_HEADERS = ("Route", "Record-Route", "Path", "Service-Route")
+
+
+def parse_message(data: bytes, *, datagram: bool = True) -> Request | Response:
+    """Parse exactly one message.
+
+    With ``datagram=True`` (UDP, RFC 3261 §18.3), ``data`` is the whole
+    datagram: octets beyond Content-Length are ignored, fewer octets than it
+    promises are a 400, and a missing Content-Length means "the rest". With
+    ``datagram=False``, ``data`` is one frame cut by
+    :class:`~conclave.sip.framing.StreamFramer`, and Content-Length must be
+    present and exact.
+    """
+    try:
+        return _parse(data, datagram)
+    except RemoteProtocolError:
+        raise
+    except (ValueError, IndexError, UnicodeError, OverflowError) as exc:  # defensive
+        raise RemoteProtocolError(f"unparseable message ({type(exc).__name__})") from None
+
+
+def _parse(data: bytes, datagram: bool) -> Request | Response:
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise RemoteProtocolError("message larger than 64 KiB", 513)
+    # RFC 3261 §7.5: empty lines before the start line are ignored.
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        if datagram and data.endswith(b"\r\n") and len(data) > start:
+            # The header section runs to the end of the datagram with no
+            # blank line (seen in the wild; RFC 4475 baddn). Treat as no body.
+            head_bytes = data[start:-2]
+            body_start = len(data)
+        else:
+            raise RemoteProtocolError("header section is not terminated by an empty line")
+    else:
+        head_bytes = data[start:end]
+        body_start = end + 4
+    if len(head_bytes) > MAX_HEADER_SECTION:
+        raise RemoteProtocolError("header section too large", 513)
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    start_line, fields = _split_fields(head)
+    headers = _build_headers(fields)
+    _check_headers(headers)
+    body = _take_body(data, body_start, headers, datagram)
+    if "Content-Length" not in headers:
+        # Normalise: the body's length is known now, and every message
+        # Conclave sends carries Content-Length (§18.3), so record it.
+        headers.add("Content-Length", str(len(body)))
+
+    m = _REQUEST_LINE_RE.fullmatch(start_line)
+    if m is not None:
+        method = m.group("method")
+        uri = parse_uri(m.group("uri"))
+        if isinstance(uri, SipURI) and uri.headers:
+            # RFC 3261 §19.1.1 table: headers are not allowed in a Request-URI
+            # (RFC 4475 §3.1.2.11).
+            raise RemoteProtocolError("Request-URI must not carry headers")
+        return Request(method, uri, headers, body, m.group("version").upper())
+    m = _STATUS_LINE_RE.fullmatch(start_line)
+    if m is not None:
+        return Response(
+            int(m.group("status")),
+            m.group("reason") or "",
+            headers,
+            body,
+            m.group("version").upper(),
+        )
+    if start_line[:4].upper() == "SIP/":
+        raise RemoteProtocolError("malformed Status-Line")
+    raise RemoteProtocolError("malformed Request-Line")
+
+
+def _split_fields(head: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split the header section into the start line and unfolded fields."""
+    lines = head.split("\r\n")
+    if len(lines) > MAX_HEADER_COUNT + 1:
+        raise RemoteProtocolError("too many header lines")
+    start_line = lines[0]
+    fields: list[tuple[str, str]] = []
+    for line in lines:
+        if "\r" in line or "\n" in line:
+            raise RemoteProtocolError("bare CR or LF in header section")
+        if len(line) > MAX_LINE_LENGTH:
+            raise RemoteProtocolError("header line too long")
+    folded: list[str] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the
+            # previous field; the fold is equivalent to one SP.
+            if not folded:
+                raise RemoteProtocolError("continuation line after the start line")
+            folded[-1] = folded[-1].rstrip(" \t") + " " + line.strip(" \t")
+            if len(folded[-1]) > MAX_LINE_LENGTH:
+                raise RemoteProtocolError("header field too long")
+        else:
+            folded.append(line)
+    for line in folded:
+        colon = line.find(":")
+        if colon <= 0:
+            raise RemoteProtocolError(f"header line without a name and colon: {line[:40]!r}")
+        name = line[:colon].rstrip(" \t")
+        if _HEADER_NAME_RE.fullmatch(name) is None:
+            raise RemoteProtocolError(f"malformed header name: {name[:40]!r}")
+        fields.append((name, line[colon + 1 :].strip(" \t")))
+    return start_line, fields
+
+
+def _build_headers(fields: list[tuple[str, str]]) -> Headers:
+    headers = Headers()
+    for raw_name, value in fields:
+        name = canonical_name(raw_name)
+        if name not in LIST_HEADERS:
+            headers.add(name, value)
+            continue
+        parts = [p.strip(" \t") for p in split_outside_quotes(value, ",")]
+        if len(parts) == 1 and not parts[0]:
+            if name in EMPTY_LIST_ALLOWED:
+                headers.add(name, "")
+                continue
+            raise RemoteProtocolError(f"empty {name} header")
+        if any(not p for p in parts):
+            raise RemoteProtocolError(f"empty element in {name} list")
+        for part in parts:
+            headers.add(name, part)
+    return headers
+
+
+def _check_headers(headers: Headers) -> None:
+    for name in SINGLE_HEADERS:
+        if headers.count(name) > 1:
+            raise RemoteProtocolError(f"more than one {name} header field")
+    vias = headers.get_all("Via")
+    if len(vias) > MAX_VIA_COUNT:
+        raise RemoteProtocolError("too many Via header values")
+    for v in vias:
+        parse_via(v)
+    value = headers.get("CSeq")
+    if value is not None:
+        parse_cseq(value)
+    value = headers.get("Call-ID")
+    if value is not None and _CALLID_RE.fullmatch(value) is None:
+        raise RemoteProtocolError("malformed Call-ID")
+    value = headers.get("Max-Forwards")
+    if value is not None:
+        parse_max_forwards(value)
+    value = headers.get("Content-Type")
+    if value is not None:
+        parse_content_type(value)
+    for name in _ADDRESS_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            parse_name_addr(value)
+    for value in headers.get_all("Contact"):
+        parse_contact_value(value)
+    for name in _ROUTE_HEADERS:
+        for value in headers.get_all(name):
+            parse_name_addr(value)
+    for value in headers.get_all("Date"):
+        check_date(value)
+    for value in headers.get_all("Expires"):
+        parse_expires(value)
+
+
+def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -> bytes:
+    available = len(data) - body_start
+    value = headers.get("Content-Length")
+    if value is None:
+        if not datagram:
+            raise RemoteProtocolError("Content-Length is required on stream transports")
+        return data[body_start:]
+    length = parse_content_length(value)
+    if length > MAX_MESSAGE_SIZE:
+        raise RemoteProtocolError("body larger than the message size limit", 413)
+    if length > available:
+        # RFC 3261 §18.3: over UDP a shorter body than Content-Length is a 400.
+        raise RemoteProtocolError("body shorter than Content-Length")
+    if not datagram and length != available:
+        raise RemoteProtocolError("body longer than Content-Length")
+    # Octets beyond Content-Length in a datagram are ignored (RFC 4475 dblreq).
+    return data[body_start : body_start + length]

@@ -1,0 +1,221 @@
+"""The database handle: engine creation, transactions and migrations.
+
+URLs are given in their ordinary synchronous form (``sqlite:///DATA/conclave.db``,
+``postgresql://host/db``); :func:`async_url` maps them to the asyncio drivers
+(aiosqlite, asyncpg) so configuration never names a driver.
+
+Start-up sequence for a server::
+
+    migrate(url)                   # or await migrate_async(url); idempotent
+    db = Database(url)
+    await db.check_schema()        # refuse to run against an old schema
+    users = UserStore(db)
+    ...
+    await db.dispose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from conclave.store.errors import ConflictError, StoreError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+"""How long SQLite waits for another writer (say ``conclave user add`` while
+the server runs) before failing with "database is locked"."""
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(url: str) -> URL:
+    """Map a database URL to its asyncio driver: sqlite -> aiosqlite, postgresql -> asyncpg."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"invalid database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    driver = _ASYNC_DRIVERS.get(backend)
+    if driver is None:
+        raise StoreError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    return parsed.set(drivername=driver)
+
+
+def redact(url: str | URL) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of a driver's error message (they can span many lines)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def rowcount(result: object) -> int:
+    """Rows affected by a DML statement (its Result is a CursorResult at run time)."""
+    count = getattr(result, "rowcount", 0)
+    return count if isinstance(count, int) and count > 0 else 0
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # WAL lets readers (the server) proceed while a writer (the CLI) commits.
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """An async engine and session factory for one database URL.
+
+    Create one per process, share it between the stores, and
+    ``await dispose()`` it at shutdown (or use ``async with``).
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self._async_url = async_url(url)
+        self.engine: AsyncEngine = create_async_engine(self._async_url, echo=echo)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """The backend name: ``"sqlite"`` or ``"postgresql"``."""
+        return self._async_url.get_backend_name()
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.dispose()
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        Driver errors come out as :class:`StoreError` with a one-line message
+        (:class:`ConflictError` for a broken uniqueness rule); StoreErrors
+        raised inside pass through unchanged.
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except StoreError:
+            raise
+        except IntegrityError as exc:
+            raise ConflictError(f"conflicting data: {one_line(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database error: {one_line(exc)}") from exc
+
+    async def current_revision(self) -> str | None:
+        """The schema revision recorded in the database, or None if never migrated."""
+
+        def read(connection: Connection) -> str | None:
+            return MigrationContext.configure(connection).get_current_revision()
+
+        try:
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(read)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot open database {redact(self.url)}: {one_line(exc)}") from exc
+
+    async def check_schema(self) -> None:
+        """Raise :class:`StoreError` unless the schema is at the newest migration."""
+        current = await self.current_revision()
+        head = head_revision()
+        if current != head:
+            raise StoreError(
+                f"database {redact(self.url)} has schema {current or 'none'}, "
+                f"this version needs {head}: run the migrations first"
+            )
+
+    async def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision`` in one transaction (idempotent)."""
+
+        def upgrade(connection: Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+        try:
+            async with self.engine.begin() as connection:
+                await connection.run_sync(upgrade)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot migrate {redact(self.url)}: {one_line(exc)}") from exc
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic configuration for the packaged migrations (no alembic.ini needed).
+
+    With ``url``, Alembic commands (``command.revision(cfg, autogenerate=True)``,
+    ``command.history(cfg)``...) open that database themselves.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.attributes["url"] = url
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration revision shipped with this code."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise StoreError("no migrations found in the package")
+    return head
+
+
+async def migrate_async(url: str, revision: str = "head") -> None:
+    """Upgrade the database at ``url`` to ``revision`` from inside an event loop."""
+    async with Database(url) as database:
+        await database.migrate(revision)
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Run ``alembic upgrade head`` on ``url`` (e.g. ``sqlite:///DATA/conclave.db``).
+
+    Safe to call on every start: an up-to-date database is left alone. Callable
+    from plain code (the CLI) and, blocking, from inside a running event loop.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(migrate_async(url, revision))
+        return
+    # asyncio.run cannot nest: give the migration its own loop on a helper thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, migrate_async(url, revision)).result()

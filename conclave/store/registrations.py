@@ -1,0 +1,136 @@
+"""Registrar bindings, persisted so a restarted server keeps its location service.
+
+The registrar answers from memory (nothing on the request path waits on the
+database); it writes bindings through to this store and reloads them with
+:meth:`RegistrationStore.load_all` at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from conclave.store.database import Database, rowcount
+from conclave.store.errors import StoreError
+from conclave.store.models import Registration
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One contact of an address of record, with the flow it was registered over.
+
+    ``aor`` and ``contact`` are the canonical URI strings the registrar
+    compares with (RFC 3261 §10.3 step 6); the store compares them bytewise.
+    Timestamps are timezone-aware UTC.
+    """
+
+    aor: str
+    contact: str
+    expires_at: dt.datetime
+    call_id: str
+    cseq: int
+    transport: str
+    """"udp", "tcp", "tls", "ws" or "wss"."""
+    remote_addr: str
+    """Source of the REGISTER, "host:port" ("[v6]:port")."""
+    updated_at: dt.datetime
+    q: float = 1.0
+    instance_id: str | None = None
+    reg_id: int | None = None
+    connection_id: str | None = None
+    path: str | None = None
+    user_agent: str | None = None
+
+
+_KEY_COLUMNS = ("aor", "contact")
+
+
+def _from_row(row: Registration) -> Binding:
+    return Binding(
+        aor=row.aor,
+        contact=row.contact,
+        expires_at=row.expires_at,
+        call_id=row.call_id,
+        cseq=row.cseq,
+        transport=row.transport,
+        remote_addr=row.remote_addr,
+        updated_at=row.updated_at,
+        q=row.q,
+        instance_id=row.instance_id,
+        reg_id=row.reg_id,
+        connection_id=row.connection_id,
+        path=row.path,
+        user_agent=row.user_agent,
+    )
+
+
+class RegistrationStore:
+    """Persistent copy of the location service's bindings."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def replace_all_for_aor(self, aor: str, bindings: Sequence[Binding]) -> None:
+        """Make ``bindings`` the complete set for ``aor`` (empty: remove them all).
+
+        Done in one transaction, matching a REGISTER that the registrar
+        processed atomically (RFC 3261 §10.3).
+        """
+        for binding in bindings:
+            if binding.aor != aor:
+                raise StoreError(f"binding for {binding.aor} given for {aor}")
+        async with self._db.transaction() as session:
+            await session.execute(delete(Registration).where(Registration.aor == aor))
+            if bindings:
+                await session.execute(
+                    Registration.__table__.insert(), [asdict(b) for b in bindings]
+                )
+
+    async def upsert(self, binding: Binding) -> None:
+        """Insert the binding, or replace the one with the same (aor, contact)."""
+        values = asdict(binding)
+        insert_fn: Any = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
+        statement = insert_fn(Registration).values(**values)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(_KEY_COLUMNS),
+            set_={k: statement.excluded[k] for k in values if k not in _KEY_COLUMNS},
+        )
+        async with self._db.transaction() as session:
+            await session.execute(statement)
+
+    async def delete(self, aor: str, contact: str) -> bool:
+        """Remove one binding; False if it was not there."""
+        async with self._db.transaction() as session:
+            result = await session.execute(
+                delete(Registration).where(Registration.aor == aor, Registration.contact == contact)
+            )
+            return rowcount(result) > 0
+
+    async def load_for(self, aor: str) -> list[Binding]:
+        """The bindings of one address of record, highest q first."""
+        query = (
+            select(Registration)
+            .where(Registration.aor == aor)
+            .order_by(Registration.q.desc(), Registration.id)
+        )
+        async with self._db.transaction() as session:
+            return [_from_row(row) for row in await session.scalars(query)]
+
+    async def load_all(self) -> list[Binding]:
+        """Every stored binding, grouped by AOR. Call :meth:`purge_expired` first."""
+        query = select(Registration).order_by(Registration.aor, Registration.id)
+        async with self._db.transaction() as session:
+            return [_from_row(row) for row in await session.scalars(query)]
+
+    async def purge_expired(self, now: dt.datetime) -> int:
+        """Delete bindings with ``expires_at <= now``; returns how many went."""
+        async with self._db.transaction() as session:
+            result = await session.execute(
+                delete(Registration).where(Registration.expires_at <= now)
+            )
+            return rowcount(result)
