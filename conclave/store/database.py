@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -165,15 +165,21 @@ class Database:
 
     async def migrate(self, revision: str = "head") -> None:
         """Upgrade the schema to ``revision`` in one transaction (idempotent)."""
+        await self._run_alembic(command.upgrade, revision)
 
-        def upgrade(connection: Connection) -> None:
+    async def downgrade(self, revision: str) -> None:
+        """Revert the schema to ``revision`` ("base": drop everything). For tests and rollbacks."""
+        await self._run_alembic(command.downgrade, revision)
+
+    async def _run_alembic(self, action: Callable[[Config, str], None], revision: str) -> None:
+        def run(connection: Connection) -> None:
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            action(config, revision)
 
         try:
             async with self.engine.begin() as connection:
-                await connection.run_sync(upgrade)
+                await connection.run_sync(run)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot migrate {redact(self.url)}: {one_line(exc)}") from exc
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conclave.store.database import Database, rowcount
@@ -87,9 +87,7 @@ class RegistrationStore:
         async with self._db.transaction() as session:
             await session.execute(delete(Registration).where(Registration.aor == aor))
             if bindings:
-                await session.execute(
-                    Registration.__table__.insert(), [asdict(b) for b in bindings]
-                )
+                await session.execute(insert(Registration), [asdict(b) for b in bindings])
 
     async def upsert(self, binding: Binding) -> None:
         """Insert the binding, or replace the one with the same (aor, contact)."""

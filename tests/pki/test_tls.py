@@ -80,7 +80,7 @@ def test_handshake_by_ip_address(server_files: ServerFiles) -> None:
         client_context(server_files.ca_cert),
         "127.0.0.1",
     )
-    assert client.error is None and client.data == b"pong"
+    assert server.data == b"ping" and client.data == b"pong"
 
 
 def test_wrong_server_name_is_refused(server_files: ServerFiles) -> None:
@@ -108,6 +108,7 @@ def test_tls12_uses_aead_forward_secret_cipher(server_files: ServerFiles) -> Non
     server_ctx = server_context(server_files.cert, server_files.key)
     server, client = converse(server_ctx, client_ctx, "sip.example.test")
     assert client.error is None and client.version == "TLSv1.2"
+    assert server.version == "TLSv1.2" and server.data == b"ping"
     names = {c["name"] for c in server_ctx.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert names and all(n.startswith("ECDHE-") for n in names)
     assert all("GCM" in n or "CHACHA20" in n for n in names)

@@ -1,0 +1,5 @@
+"""``python -m conclave`` runs the ``conclave`` command."""
+
+from conclave.cli import main
+
+main()
