@@ -150,7 +150,7 @@ def parse_name_addr(value: str, *, angle_required: bool = False) -> NameAddr:
     ``value`` is one element of the header (split list headers at commas
     outside quotes and ``<>`` first) with folding already replaced by SP.
     Pass ``angle_required=True`` where the grammar allows only name-addr
-    (Route, Record-Route, Path: RFC 3261 §20.30, §20.34). Raises
+    (Record-Route and Route, RFC 3261 §20.30, §20.34; Path, RFC 3327). Raises
     :class:`RemoteProtocolError` (400) on any syntax error.
     """
     text = value.strip(" \t")

@@ -45,23 +45,6 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import QUOTED_STRING, TOKEN, quote, unquote
 from .limits import MAX_DIGEST_NONCES, MAX_LINE_LENGTH, MAX_PARAMS
 
-__all__ = [
-    "ALGORITHMS",
-    "Challenge",
-    "Credentials",
-    "NonceCounter",
-    "NonceFactory",
-    "NonceStatus",
-    "UnsupportedScheme",
-    "authorization_value",
-    "compute_ha1",
-    "compute_response",
-    "ha1_by_algorithm",
-    "parse_challenge",
-    "parse_credentials",
-    "verify_response",
-]
-
 
 class UnsupportedScheme(RemoteProtocolError):
     """Credentials or a challenge this module cannot use, though not malformed.
@@ -175,9 +158,9 @@ def verify_response(credentials: Credentials, ha1: str, method: str) -> bool:
     caller's (see the module docstring).
     """
     c = credentials
-    if c.qop != "auth" or c.nc is None or c.cnonce is None or c.algorithm not in ALGORITHMS:
+    if c.qop != "auth" or c.cnonce is None or c.algorithm not in ALGORITHMS:
         return False
-    if not 0 <= c.nc <= 0xFFFFFFFF:
+    if c.nc is None or not 0 <= c.nc <= 0xFFFFFFFF:
         return False
     expected = compute_response(
         ha1=ha1,
@@ -413,31 +396,22 @@ def authorization_value(
     chooses, and ``nc`` counts requests sent with this nonce, starting at 1. For a
     challenge without qop (RFC 2069) ``cnonce`` and ``nc`` are not used.
     """
-    ha1 = compute_ha1(username, challenge.realm, password, challenge.algorithm)
     qop = challenge.qop
+    nc_, cnonce_ = (nc, cnonce) if qop else (None, None)
     response = compute_response(
-        ha1=ha1,
+        ha1=compute_ha1(username, challenge.realm, password, challenge.algorithm),
         method=method,
         uri=uri,
         nonce=challenge.nonce,
         algorithm=challenge.algorithm,
         qop=qop,
-        nc=nc if qop else None,
-        cnonce=cnonce if qop else None,
+        nc=nc_,
+        cnonce=cnonce_,
     )
-    creds = Credentials(
-        username=username,
-        realm=challenge.realm,
-        nonce=challenge.nonce,
-        uri=uri,
-        response=response,
-        algorithm=challenge.algorithm,
-        cnonce=cnonce if qop else None,
-        opaque=challenge.opaque,
-        qop=qop,
-        nc=nc if qop else None,
-    )
-    return creds.to_header_value()
+    return Credentials(
+        username, challenge.realm, challenge.nonce, uri, response, challenge.algorithm,
+        cnonce_, challenge.opaque, qop, nc_,
+    ).to_header_value()  # fmt: skip
 
 
 # --------------------------------------------------------------------------- nonces

@@ -46,8 +46,6 @@ from dataclasses import dataclass
 from .errors import LocalProtocolError, RemoteProtocolError
 from .limits import MAX_HEADER_COUNT, MAX_HEADER_SECTION, MAX_LINE_LENGTH, MAX_MESSAGE_SIZE
 
-__all__ = ["PONG", "Frame", "KeepAlive", "StreamFramer"]
-
 PONG = b"\r\n"
 """The RFC 5626 §3.5.1 answer to a CRLFCRLF ping."""
 
@@ -120,7 +118,7 @@ class StreamFramer:
     def _reset_message(self) -> None:
         self._scan = 0  # where the next CRLF search starts
         self._line_start = 0  # start of the physical line being read
-        self._field_start = -1  # start of the current header field; -1 on the start line
+        self._field_start = -1  # start of the header field not yet judged, else -1
         self._field_len = 0  # unfolded length of the current field so far
         self._fields = 0
         self._content_length: int | None = None
@@ -244,6 +242,10 @@ class StreamFramer:
         folded = self._line_start > 0 and buf[self._line_start] in _WSP
         if size + (self._field_len if folded else 0) > self._max_line:
             raise RemoteProtocolError("header line too long")
+        if not folded:
+            # The previous field cannot continue, so judge its Content-Length
+            # now rather than after this line, which may be slow to arrive.
+            self._end_field(self._line_start - 2)
         if self._line_start + size + 2 > self._max_section:
             raise RemoteProtocolError("header section too large", 413)
 
@@ -251,7 +253,8 @@ class StreamFramer:
         """The field that started at ``_field_start`` ends at ``end``: check Content-Length."""
         start = self._field_start
         if start < 0:
-            return
+            return  # on the start line, or this field was already judged
+        self._field_start = -1
         buf = self._buf
         colon = buf.find(b":", start, end)
         if colon < 0:

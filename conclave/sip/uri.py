@@ -76,7 +76,7 @@ _IPV6_CHARS_RE = re.compile(r"[0-9A-Fa-f:.]+")
 #   RFC 3261's IPv6address = hexpart [ ":" IPv4address ] lets hexpart end in
 #   "::" and still add ":" before the IPv4 part. RFC 5118 §4.10 asks
 #   receivers to tolerate the resulting "x:::1.2.3.4".
-_IPV6_ABNF_BUG_RE = re.compile(r":::(?=[0-9.]+$)")
+_IPV6_ABNF_BUG_RE = re.compile(r":::(?=[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$)")
 
 #   RFC 3966: global-number-digits = "+" *phonedigit DIGIT *phonedigit
 #             local-number-digits  = *phonedigit-hex (HEXDIG / "*" / "#") *phonedigit-hex
@@ -301,6 +301,10 @@ class SipURI:
         ``method``, ``maddr`` and ``transport`` must match if either URI has
         them; other parameters only if both do; headers must all match
         (names case-insensitive, values exactly, order ignored).
+
+        Components are stored decoded, so an escaped *reserved* character
+        (``%3B``) compares equal to the literal one (``;``), which §19.1.4
+        strictly would not; nothing routes differently on that distinction.
         """
         if not isinstance(other, SipURI) or self.scheme != other.scheme:
             return False

@@ -82,6 +82,18 @@ def rowcount(result: object) -> int:
     return count if isinstance(count, int) and count > 0 else 0
 
 
+def _check_sqlite_directory(url: str, parsed: URL) -> None:
+    # SQLite creates the file but not its directory; say so plainly instead
+    # of "unable to open database file" (which also trips an aiosqlite race).
+    path = parsed.database or ""
+    if path and path != ":memory:" and not path.startswith("file:"):
+        directory = Path(path).parent
+        if not directory.is_dir():
+            raise StoreError(
+                f"cannot open database {redact(url)}: directory {directory} does not exist"
+            )
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -103,6 +115,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self._async_url = async_url(url)
+        if self.dialect == "sqlite":
+            _check_sqlite_directory(url, self._async_url)
         self.engine: AsyncEngine = create_async_engine(self._async_url, echo=echo)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

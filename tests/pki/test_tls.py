@@ -8,6 +8,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ class Outcome:
     data: bytes | None = None
     error: BaseException | None = None
     version: str | None = None
-    peer_cert: dict[str, object] | None = None
+    peer_cert: Any = None
 
 
 def converse(

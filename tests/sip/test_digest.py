@@ -72,7 +72,7 @@ def test_rfc7616_authorization_header_verifies(algorithm: str) -> None:
     v = RFC7616
     header = (
         f'Digest username="Mufasa",\trealm="{v["realm"]}", uri="{v["uri"]}", '
-        f"algorithm={algorithm}, nonce=\"{v['nonce']}\", nc=00000001, "
+        f'algorithm={algorithm}, nonce="{v["nonce"]}", nc=00000001, '
         f'cnonce="{v["cnonce"]}", qop=auth, response="{RFC7616_RESPONSES[algorithm]}", '
         f'opaque="{v["opaque"]}"'
     )
@@ -127,8 +127,11 @@ def test_rfc2069_form_without_qop() -> None:
     assert got == expected
 
 
-@pytest.mark.skipif("SHA-512-256" not in ALGORITHMS, reason="OpenSSL lacks SHA-512/256")
 def test_sha512_256_is_the_fips_variant_not_truncated_sha512() -> None:
+    if "SHA-512-256" not in ALGORITHMS:
+        # Offered only where the local OpenSSL has it; then it is never offered.
+        assert "sha512_256" not in hashlib.algorithms_available
+        return
     ha1 = compute_ha1("a", "b", "c", "SHA-512-256")
     assert ha1 == hashlib.new("sha512_256", b"a:b:c").hexdigest()
     assert ha1 != hashlib.sha512(b"a:b:c").hexdigest()[:64]
@@ -139,7 +142,10 @@ def test_ha1_by_algorithm_and_non_ascii() -> None:
     table = ha1_by_algorithm("J\u00e4s\u00f8n Doe", "example.test", "Secret, or not?")
     assert set(table) == set(ALGORITHMS)
     assert ALGORITHMS[0] == "SHA-256"
-    assert table["MD5"] == hashlib.md5("J\u00e4s\u00f8n Doe:example.test:Secret, or not?".encode()).hexdigest()
+    assert (
+        table["MD5"]
+        == hashlib.md5("J\u00e4s\u00f8n Doe:example.test:Secret, or not?".encode()).hexdigest()
+    )
 
 
 def test_compute_rejects_misuse() -> None:
@@ -147,11 +153,11 @@ def test_compute_rejects_misuse() -> None:
         compute_ha1("u", "r", "p", "SHA-1")
     kw = {"ha1": "x", "method": "M", "uri": "u", "nonce": "n", "algorithm": "MD5"}
     with pytest.raises(LocalProtocolError):
-        compute_response(**kw, qop="auth", nc=None, cnonce="c")  # type: ignore[arg-type]
+        compute_response(**kw, qop="auth", nc=None, cnonce="c")
     with pytest.raises(LocalProtocolError):
-        compute_response(**kw, qop="auth-int", nc=1, cnonce="c")  # type: ignore[arg-type]
+        compute_response(**kw, qop="auth-int", nc=1, cnonce="c")
     with pytest.raises(LocalProtocolError):
-        compute_response(**kw, qop="auth", nc=2**32, cnonce="c")  # type: ignore[arg-type]
+        compute_response(**kw, qop="auth", nc=2**32, cnonce="c")
 
 
 # --------------------------------------------------------------------------- round trip
@@ -168,7 +174,7 @@ def _server_round_trip(algorithm: str, password: str = "s3cret") -> tuple[Creden
         password=password,
         method="REGISTER",
         uri="sip:example.test",
-        cnonce="abc,def \"quoted\"",
+        cnonce='abc,def "quoted"',
         nc=1,
     )
     creds = parse_credentials(value)
@@ -437,7 +443,7 @@ _FRAGMENTS = st.sampled_from(
         "=",
         '"',
         "\\",
-        "\\\"",
+        '\\"',
         "username",
         "realm",
         "nonce",

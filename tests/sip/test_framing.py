@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,7 +66,9 @@ def test_partial_message_needs_more_data() -> None:
 
 
 def test_keep_alives_interleaved() -> None:
-    stream = b"\r\n\r\n" + msg(b"a") + b"\r\n\r\n\r\n\r\n" + msg() + b"\r\n" + msg(b"b") + b"\r\n\r\n"
+    stream = (
+        b"\r\n\r\n" + msg(b"a") + b"\r\n\r\n\r\n\r\n" + msg() + b"\r\n" + msg(b"b") + b"\r\n\r\n"
+    )
     expected = [KeepAlive(), Frame(msg(b"a"), len(msg(b"a")) - 1), KeepAlive(), KeepAlive()]
     expected += [Frame(msg(), len(msg())), Frame(msg(b"b"), len(msg(b"b")) - 1), KeepAlive()]
     assert frames(stream) == expected
@@ -154,8 +158,9 @@ def test_bad_content_length(stream: bytes, status: int) -> None:
 def test_oversized_content_length_is_refused_before_the_body() -> None:
     f = StreamFramer()
     header = b"INVITE sip:x SIP/2.0\r\nContent-Length: 1000000\r\n"
+    assert f.feed(header) == []  # a folded continuation could still follow
     with pytest.raises(RemoteProtocolError) as info:
-        f.feed(header)  # not even the end of the headers yet
+        f.feed(b"V")  # the field is complete: refuse before the empty line arrives
     assert info.value.status == 413
 
 
@@ -205,20 +210,25 @@ def test_line_length_limit() -> None:
 
 
 def test_folded_lines_count_towards_the_line_limit() -> None:
-    folded = b"INFO sip:x SIP/2.0\r\nSubject: " + b"a" * 50 + b"\r\n " + b"b" * 50 + b"\r\nl: 0\r\n\r\n"
+    folded = (
+        b"INFO sip:x SIP/2.0\r\nSubject: " + b"a" * 50 + b"\r\n " + b"b" * 50 + b"\r\nl: 0\r\n\r\n"
+    )
     assert len(frames(folded, StreamFramer(max_line_length=200))) == 1
     with pytest.raises(RemoteProtocolError) as info:
         frames(folded, StreamFramer(max_line_length=100))
     assert info.value.status == 400
     f = StreamFramer(max_line_length=100)
-    f.feed(b"INFO sip:x SIP/2.0\r\nSubject: " + b"a" * 50 + b"\r\n " + b"b" * 45)
+    f.feed(b"INFO sip:x SIP/2.0\r\nSubject: " + b"a" * 50 + b"\r\n " + b"b" * 40)
     with pytest.raises(RemoteProtocolError):
-        f.feed(b"b" * 5)  # the unfinished continuation already exceeds the limit
+        f.feed(b"b")  # the unfinished continuation already exceeds the limit
 
 
 def test_start_line_is_subject_to_the_line_limit() -> None:
     with pytest.raises(RemoteProtocolError):
-        frames(b"INFO sip:" + b"x" * 200 + b" SIP/2.0\r\nl: 0\r\n\r\n", StreamFramer(max_line_length=100))
+        frames(
+            b"INFO sip:" + b"x" * 200 + b" SIP/2.0\r\nl: 0\r\n\r\n",
+            StreamFramer(max_line_length=100),
+        )
 
 
 def test_header_count_limit() -> None:
@@ -315,21 +325,15 @@ def _expected(items: list[tuple[str, bytes]]) -> tuple[bytes, list[object]]:
 
 @settings(max_examples=300)
 @given(st.lists(_items, max_size=12), st.lists(st.integers(0, 5000), max_size=30))
-def test_any_split_yields_the_same_events(
-    items: list[tuple[str, bytes]], cuts: list[int]
-) -> None:
+def test_any_split_yields_the_same_events(items: list[tuple[str, bytes]], cuts: list[int]) -> None:
     stream, expected = _expected(items)
     whole = frames(stream)
     points = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     f = StreamFramer()
     split: list[object] = []
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         split += f.feed(stream[a:b])
     assert split == whole
-    # A ping split across messages only matters in pairs; compare frames exactly.
-    assert [e for e in whole if isinstance(e, Frame)] == [
-        e for e in expected if isinstance(e, Frame)
-    ]
     assert whole == expected
 
 

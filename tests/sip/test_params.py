@@ -38,11 +38,14 @@ HEADER_OK: list[tuple[str, Items]] = [
     # host values: IPv4, IPv6 reference, and (RFC 5118 §4.5) bare IPv6.
     (";received=192.0.2.1", [("received", "192.0.2.1")]),
     (";received=[2001:db8::9:255]", [("received", "[2001:db8::9:255]")]),
-    (";received=2001:db8::9:255;branch=z9hG4bKas3", [("received", "2001:db8::9:255"), ("branch", "z9hG4bKas3")]),
+    (
+        ";received=2001:db8::9:255;branch=z9hG4bKas3",
+        [("received", "2001:db8::9:255"), ("branch", "z9hG4bKas3")],
+    ),
     # '%' is a token character: header parameter values are never decoded.
     (";branch=z9hG4bK209%fzsnel234", [("branch", "z9hG4bK209%fzsnel234")]),
     (";Tag=X", [("Tag", "X")]),
-]  # fmt: skip
+]
 
 HEADER_BAD = [
     ";",  # trailing SEMI with no parameter
@@ -84,7 +87,7 @@ def test_header_params_reject(text: str) -> None:
 
 
 def test_header_params_render_compactly() -> None:
-    assert str(parse_params(" ; a = 1 ;  b ; c = \"x y\"", uri=False)) == ';a=1;b;c="x y"'
+    assert str(parse_params(' ; a = 1 ;  b ; c = "x y"', uri=False)) == ';a=1;b;c="x y"'
 
 
 # --- URI parameters (RFC 3261 §19.1.1, paramchar) ------------------------------
@@ -221,7 +224,14 @@ def test_unquoted() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("", "1"), ("a b", "1"), ("a;b", None), ("tag", ""), ("tag", "a b"), ("tag", "x\r\nVia: evil")],
+    [
+        ("", "1"),
+        ("a b", "1"),
+        ("a;b", None),
+        ("tag", ""),
+        ("tag", "a b"),
+        ("tag", "x\r\nVia: evil"),
+    ],
 )
 def test_header_setter_refuses_what_would_not_render(name: str, value: str | None) -> None:
     with pytest.raises(LocalProtocolError):

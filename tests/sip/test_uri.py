@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -32,21 +33,44 @@ SIP_OK: list[tuple[str, dict[str, Any]]] = [
     ("sip:example.com", {"host": "example.com"}),
     ("sip:alice@atlanta.com", {"user": "alice", "host": "atlanta.com"}),
     ("SIPS:Alice@AtLanTa.CoM", {"scheme": "sips", "user": "Alice", "host": "AtLanTa.CoM"}),
-    ("sip:alice:secretword@atlanta.com;transport=tcp",
-     {"user": "alice", "password": "secretword", "host": "atlanta.com",
-      "params": [("transport", "tcp")]}),
+    (
+        "sip:alice:secretword@atlanta.com;transport=tcp",
+        {
+            "user": "alice",
+            "password": "secretword",
+            "host": "atlanta.com",
+            "params": [("transport", "tcp")],
+        },
+    ),
     ("sip:alice:@atlanta.com", {"user": "alice", "password": "", "host": "atlanta.com"}),
-    ("sips:alice@atlanta.com?subject=project%20x&priority=urgent",
-     {"scheme": "sips", "user": "alice", "host": "atlanta.com",
-      "headers": [("subject", "project x"), ("priority", "urgent")]}),
-    ("sip:+1-212-555-1212:1234@gateway.com;user=phone",
-     {"user": "+1-212-555-1212", "password": "1234", "host": "gateway.com",
-      "params": [("user", "phone")]}),
+    (
+        "sips:alice@atlanta.com?subject=project%20x&priority=urgent",
+        {
+            "scheme": "sips",
+            "user": "alice",
+            "host": "atlanta.com",
+            "headers": [("subject", "project x"), ("priority", "urgent")],
+        },
+    ),
+    (
+        "sip:+1-212-555-1212:1234@gateway.com;user=phone",
+        {
+            "user": "+1-212-555-1212",
+            "password": "1234",
+            "host": "gateway.com",
+            "params": [("user", "phone")],
+        },
+    ),
     ("sips:1212@gateway.com", {"scheme": "sips", "user": "1212", "host": "gateway.com"}),
     ("sip:alice@192.0.2.4", {"user": "alice", "host": "192.0.2.4"}),
-    ("sip:atlanta.com;method=REGISTER?to=alice%40atlanta.com",
-     {"host": "atlanta.com", "params": [("method", "REGISTER")],
-      "headers": [("to", "alice@atlanta.com")]}),
+    (
+        "sip:atlanta.com;method=REGISTER?to=alice%40atlanta.com",
+        {
+            "host": "atlanta.com",
+            "params": [("method", "REGISTER")],
+            "headers": [("to", "alice@atlanta.com")],
+        },
+    ),
     ("sip:alice;day=tuesday@atlanta.com", {"user": "alice;day=tuesday", "host": "atlanta.com"}),
     ("sip:host.example.com.:5060", {"host": "host.example.com.", "port": 5060}),
     ("sip:h:0", {"host": "h", "port": 0}),
@@ -54,27 +78,49 @@ SIP_OK: list[tuple[str, dict[str, Any]]] = [
     ("sip:h:0005060", {"host": "h", "port": 5060}),
     ("sip:1host-x.example-1.com", {"host": "1host-x.example-1.com"}),
     ("sip:h?body=", {"host": "h", "headers": [("body", "")]}),
-    ("sip:h;lr;transport=FOO;x", {"host": "h", "params": [("lr", None), ("transport", "FOO"), ("x", None)]}),
+    (
+        "sip:h;lr;transport=FOO;x",
+        {"host": "h", "params": [("lr", None), ("transport", "FOO"), ("x", None)]},
+    ),
     # RFC 4475 esc01: escapes in the user part, decoded once.
-    ("sip:sips%3Auser%40example.com@example.net", {"user": "sips:user@example.com", "host": "example.net"}),
+    (
+        "sip:sips%3Auser%40example.com@example.net",
+        {"user": "sips:user@example.com", "host": "example.net"},
+    ),
     ("sip:%75se%72@example.com", {"user": "user", "host": "example.com"}),
     ("sip:I%20have%20spaces@example.net", {"user": "I have spaces", "host": "example.net"}),
-    ("sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31",
-     {"user": "caller", "host": "host5.example.net", "params": [("lr", None), ("name", "value%41")]}),
+    (
+        "sip:cal%6Cer@host5.example.net;%6C%72;n%61me=v%61lue%25%34%31",
+        {
+            "user": "caller",
+            "host": "host5.example.net",
+            "params": [("lr", None), ("name", "value%41")],
+        },
+    ),
     ("sip:%2541@h", {"user": "%41", "host": "h"}),
     # RFC 4475 escnull: %00 survives and is not a terminator.
     ("sip:null-%00-null@example.com", {"user": "null-\x00-null", "host": "example.com"}),
     ("sip:%00%00@host5.example.com", {"user": "\x00\x00", "host": "host5.example.com"}),
     ("sip:%C3%A9%FF@h", {"user": "\u00e9\udcff", "host": "h"}),
     # RFC 4475 semiuri: ';' in the user part belongs to the user.
-    ("sip:user;par=u%40example.net@example.com", {"user": "user;par=u@example.net", "host": "example.com"}),
+    (
+        "sip:user;par=u%40example.net@example.com",
+        {"user": "user;par=u@example.net", "host": "example.com"},
+    ),
     # RFC 4475 intmeth: every legal user and password character.
-    ("sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
-     {"user": "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*",
-      "password": "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)", "host": "example.com"}),
+    (
+        "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
+        {
+            "user": "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*",
+            "password": "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)",
+            "host": "example.com",
+        },
+    ),
     # RFC 4475 escruri / regescrt: escaped headers (a message layer may refuse them).
-    ("sip:user@example.com?Route=%3Csip:example.com%3E",
-     {"user": "user", "host": "example.com", "headers": [("Route", "<sip:example.com>")]}),
+    (
+        "sip:user@example.com?Route=%3Csip:example.com%3E",
+        {"user": "user", "host": "example.com", "headers": [("Route", "<sip:example.com>")]},
+    ),
     # RFC 5118.
     ("sip:[2001:db8::10]", {"host": "[2001:db8::10]"}),
     ("sip:[2001:db8::10]:5070", {"host": "[2001:db8::10]", "port": 5070}),
@@ -82,9 +128,15 @@ SIP_OK: list[tuple[str, dict[str, Any]]] = [
     ("sip:user@[2001:db8:::192.0.2.1]", {"user": "user", "host": "[2001:db8:::192.0.2.1]"}),
     ("sip:user@[2001:db8::192.0.2.1]", {"user": "user", "host": "[2001:db8::192.0.2.1]"}),
     ("sip:ted@[::ffff:192.0.2.2]", {"user": "ted", "host": "[::ffff:192.0.2.2]"}),
-    ("sip:[::1]:5061;transport=tls;maddr=[2001:DB8::2]",
-     {"host": "[::1]", "port": 5061, "params": [("transport", "tls"), ("maddr", "[2001:DB8::2]")]}),
-]  # fmt: skip
+    (
+        "sip:[::1]:5061;transport=tls;maddr=[2001:DB8::2]",
+        {
+            "host": "[::1]",
+            "port": 5061,
+            "params": [("transport", "tls"), ("maddr", "[2001:DB8::2]")],
+        },
+    ),
+]
 
 SIP_BAD = [
     "sip:",
@@ -139,6 +191,8 @@ SIP_BAD = [
     "sip:[2001:db8::10]:",
     "sip:[2001:db8::g]",
     "sip:[1:2:3:4:5:6:7:8:9]",
+    "sip:[2001:db8:::1]",  # three colons are tolerated only before an IPv4 part
+    "sip:[2001:db8:::192.0.2]",
     "sip:[192.0.2.1]",
     "sip:[fe80::1%25eth0]",
     "sip:[]",
@@ -282,13 +336,16 @@ def test_construction_escapes_on_output() -> None:
         user="a@b:c d",
         password="p:w@",
         host="example.com",
-        params=Params([("x", "1 2")]),  # header-kind Params is converted
+        params=Params([("x", "1")]),  # header-kind Params is converted
         headers=[("Subject", "hi there&more")],
     )
     assert uri.scheme == "sips"
     assert uri.params.uri
+    uri.params.set("y", "1 2;3")
     text = str(uri)
-    assert text == "sips:a%40b%3Ac%20d:p%3Aw%40@example.com;x=1%202?Subject=hi%20there%26more"
+    assert text == (
+        "sips:a%40b%3Ac%20d:p%3Aw%40@example.com;x=1;y=1%202%3B3?Subject=hi%20there%26more"
+    )
     assert parse_uri(text) == uri
 
 
@@ -389,14 +446,31 @@ def test_structural_equality_is_stricter() -> None:
 TEL_OK = [
     ("tel:+1-201-555-0123", "+1-201-555-0123", [], True, "+12015550123"),
     ("TEL:+1(201)555.0123;ext=1234", "+1(201)555.0123", [("ext", "1234")], True, "+12015550123"),
-    ("tel:7042;phone-context=example.com", "7042", [("phone-context", "example.com")], False, "7042"),
-    ("tel:863-1234;phone-context=+1-914-555", "863-1234", [("phone-context", "+1-914-555")], False, "8631234"),
+    (
+        "tel:7042;phone-context=example.com",
+        "7042",
+        [("phone-context", "example.com")],
+        False,
+        "7042",
+    ),
+    (
+        "tel:863-1234;phone-context=+1-914-555",
+        "863-1234",
+        [("phone-context", "+1-914-555")],
+        False,
+        "8631234",
+    ),
     ("tel:*67#;phone-context=+1", "*67#", [("phone-context", "+1")], False, "*67#"),
     ("tel:*67%23;phone-context=+1", "*67%23", [("phone-context", "+1")], False, "*67#"),
     ("tel:ABC1;phone-context=x.example", "ABC1", [("phone-context", "x.example")], False, "abc1"),
-    ("tel:+358-555-1234567;postd=pp22;isub=1411", "+358-555-1234567",
-     [("postd", "pp22"), ("isub", "1411")], True, "+3585551234567"),
-]  # fmt: skip
+    (
+        "tel:+358-555-1234567;postd=pp22;isub=1411",
+        "+358-555-1234567",
+        [("postd", "pp22"), ("isub", "1411")],
+        True,
+        "+3585551234567",
+    ),
+]
 
 TEL_BAD = [
     "tel:",
@@ -462,13 +536,30 @@ ABSOLUTE_OK = [
     ("isbn:2983792873", "isbn", "2983792873"),
     ("http://www.example.com", "http", "//www.example.com"),
     ("name:John_Smith", "name", "John_Smith"),
-    ("mailto:Alice%20Smith@example.com?subject=hi", "mailto", "Alice%20Smith@example.com?subject=hi"),
-    ("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", "urn", "uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6"),
+    (
+        "mailto:Alice%20Smith@example.com?subject=hi",
+        "mailto",
+        "Alice%20Smith@example.com?subject=hi",
+    ),
+    (
+        "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+        "urn",
+        "uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+    ),
     ("im:fred@example.com", "im", "fred@example.com"),
     ("http://[2001:db8::1]:80/a;b?c=d", "http", "//[2001:db8::1]:80/a;b?c=d"),
 ]
 
-ABSOLUTE_BAD = ["http:", "http://a b", "http://a<b", "http://a>", "x:%4", 'x:"y"', "x:a#b", "x:\u00e9"]
+ABSOLUTE_BAD = [
+    "http:",
+    "http://a b",
+    "http://a<b",
+    "http://a>",
+    "x:%4",
+    'x:"y"',
+    "x:a#b",
+    "x:\u00e9",
+]
 
 
 @pytest.mark.parametrize(("text", "scheme", "opaque"), ABSOLUTE_OK)
@@ -522,8 +613,7 @@ TORTURE_RURI = [
 @pytest.mark.parametrize(("name", "valid"), TORTURE_RURI)
 def test_torture_request_uris(name: str, valid: bool) -> None:
     path = TORTURE / f"{name}.dat"
-    if not path.exists():
-        pytest.skip(f"torture corpus not available: {path}")
+    assert path.exists(), f"torture corpus missing: {path}"
     first_line = path.read_bytes().split(b"\r\n", 1)[0].decode("utf-8", "surrogateescape")
     text = first_line.split(" ")[1]
     if valid:
@@ -546,7 +636,7 @@ def test_torture_request_uri_details() -> None:
 # --- properties ------------------------------------------------------------------
 
 _URI_ALPHABET = st.sampled_from(
-    list("sipSIPtel:@;=?&%[]<>.-_!~*'()/+$, \"#\t0123456789abcdefABCDEF") + ["sip:", "::", "%00"]
+    [*"sipSIPtel:@;=?&%[]<>.-_!~*'()/+$, \"#\t0123456789abcdefABCDEF", "sip:", "::", "%00"]
 )
 _URIISH = st.lists(_URI_ALPHABET, max_size=40).map("".join)
 
@@ -598,10 +688,8 @@ def test_sip_uri_round_trips(uri: SipURI) -> None:
 
 def _time(func: Any, arg: str) -> float:
     start = time.perf_counter()
-    try:
+    with contextlib.suppress(RemoteProtocolError):
         func(arg)
-    except RemoteProtocolError:
-        pass
     return time.perf_counter() - start
 
 

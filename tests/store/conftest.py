@@ -14,8 +14,8 @@ import asyncio
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from typing import NoReturn
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest

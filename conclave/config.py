@@ -1,0 +1,561 @@
+"""The data directory's configuration file, ``conclave.toml``.
+
+Each ``[section]`` is a frozen pydantic model; unknown keys are errors so
+typos are caught. Durations ("90s", "5m", "7d", "1h30m") become seconds and
+sizes ("64KiB") become bytes. Every error names the exact key path::
+
+    DATA/conclave.toml: transports.tls_port: must be 1-65535
+
+Use :func:`load_config` at start-up and :func:`write_default_config` from
+``conclave init``. Paths in the file are relative to the data directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_FILENAME = "conclave.toml"
+TRANSPORT_NAMES = ("tls", "tcp", "udp", "ws")
+
+
+class ConfigError(Exception):
+    """The configuration is missing, unreadable or invalid.
+
+    ``problems`` lists each fault as ``"dotted.key.path: what is wrong"``;
+    the message prefixes them with the file name, one per line.
+    """
+
+    def __init__(self, message: str, problems: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+# --- human-readable durations and sizes -----------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_SIZE_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_SIZE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+_SIZE = re.compile(r"(\d+)\s*([A-Za-z]*)")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"90s"``, ``"5m"``, ``"1h30m"``, ``"500ms"`` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 90s, 5m or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise ValueError(f"must be a duration such as 90s, 5m or 7d, not {value!r}")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    else:
+        raise ValueError("must be a duration such as 90s, 5m or 7d")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("must be a non-negative duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling of ``seconds`` in the largest whole unit ("7d", "90s")."""
+    for unit in ("d", "h", "m", "s", "ms"):
+        count = seconds / _DURATION_UNITS[unit]
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds}s" if seconds else "0s"
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``"64KiB"``, ``"1MiB"``, ``"10kB"`` (decimal) or a plain integer."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size such as 64KiB or 1MiB")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
+        unit = match.group(2).upper() or "B"
+        if unit not in _SIZE_UNITS:
+            raise ValueError(f"unknown size unit {match.group(2)!r}: use B, KiB, MiB, GiB")
+        size = int(match.group(1)) * _SIZE_UNITS[unit]
+    else:
+        raise ValueError(f"must be a size such as 64KiB or 1MiB, not {value!r}")
+    if size < 0:
+        raise ValueError("must be a non-negative size")
+    return size
+
+
+def format_size(size: int) -> str:
+    """The largest binary unit that divides ``size`` exactly ("64KiB")."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be 1-65535")
+    return value
+
+
+def _positive(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _host_name(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    label = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+    if len(host) > 253 or not re.fullmatch(rf"{label}(\.{label})*", host):
+        raise ValueError(f"must be a DNS name, not {value!r}")
+    return host
+
+
+def _host(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        return _host_name(value)
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise ValueError(f"must be an IP address such as 0.0.0.0 or ::, not {value!r}") from None
+
+
+def _host_port(value: str) -> str:
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
+    if not match:
+        raise ValueError(f"must be host:port (IPv6 as [::1]:port), not {value!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError("port must be 0-65535")
+    host = _ip(host)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _number(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+    return float(value)
+
+
+Bool = Annotated[bool, Strict()]
+Int = Annotated[int, Strict()]
+Str = Annotated[str, Strict()]
+Number = Annotated[float, BeforeValidator(_number), AfterValidator(_positive)]
+Port = Annotated[int, Strict(), AfterValidator(_port)]
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+"""Seconds, written in the file as "90s", "5m", "7d"..."""
+Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str)]
+"""Bytes, written in the file as "64KiB", "1MiB"..."""
+RelPath = Annotated[str, Strict(), AfterValidator(_not_empty)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class ServerSection(_Section):
+    """Identity of this deployment."""
+
+    domain: Annotated[Str, AfterValidator(_host_name)] = Field(
+        description="SIP domain served (user@domain); also the digest realm"
+    )
+    host: Annotated[Str, AfterValidator(_host)] = Field(
+        description="FQDN or IP address of this server, named by its TLS certificate"
+    )
+
+
+class TransportsSection(_Section):
+    """Listening sockets. Only SIP over TLS is on by default."""
+
+    tls: Bool = Field(default=True, description="SIP over TLS (RFC 3261 §26.2)")
+    tcp: Bool = Field(default=False, description="plain SIP over TCP: unencrypted, off by default")
+    udp: Bool = Field(default=False, description="plain SIP over UDP: unencrypted, off by default")
+    ws: Bool = Field(default=False, description="SIP over WebSocket (RFC 7118)")
+    bind: Annotated[Str, AfterValidator(_ip)] = Field(
+        default="0.0.0.0", description="address to listen on (0.0.0.0 or :: for all)"
+    )
+    tls_port: Port = Field(default=5061, description="port for SIP over TLS")
+    sip_port: Port = Field(default=5060, description="port for plain SIP (TCP and UDP)")
+
+    @field_validator("sip_port")
+    @classmethod
+    def _distinct_ports(cls, value: int, info: ValidationInfo) -> int:
+        data = info.data
+        if data.get("tls") and data.get("tcp") and value == data.get("tls_port"):
+            raise ValueError("must differ from tls_port when both tls and tcp are on")
+        return value
+
+    @model_validator(mode="after")
+    def _some_transport(self) -> TransportsSection:
+        if not (self.tls or self.tcp or self.udp or self.ws):
+            raise ValueError("enable at least one transport")
+        return self
+
+
+class TlsSection(_Section):
+    """Certificate files, relative to the data directory."""
+
+    cert: RelPath = Field(
+        default="tls/server.crt", description="server certificate, leaf then chain"
+    )
+    key: RelPath = Field(default="tls/server.key", description="server private key (mode 0600)")
+    ca: RelPath = Field(
+        default="ca/ca.crt", description="internal CA certificate that clients trust"
+    )
+
+
+class RegistrarSection(_Section):
+    """Registration lifetimes in seconds (RFC 3261 §10.2.1.1) and binding limits."""
+
+    min_expires: Int = Field(
+        default=60, ge=1, description="shorter requests get 423 Interval Too Brief"
+    )
+    default_expires: Int = Field(default=3600, description="used when the client asks for none")
+    max_expires: Int = Field(
+        default=86400, le=2**32 - 1, description="longer requests are shortened"
+    )
+    max_contacts_per_aor: Int = Field(default=10, ge=1, description="bindings allowed per user")
+
+    @field_validator("default_expires")
+    @classmethod
+    def _default_after_min(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("min_expires", 0):
+            raise ValueError("must be at least min_expires")
+        return value
+
+    @field_validator("max_expires")
+    @classmethod
+    def _max_after_default(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("default_expires", 0):
+            raise ValueError("must be at least default_expires")
+        return value
+
+
+class ImSection(_Section):
+    """Instant messaging."""
+
+    offline_max_per_user: Int = Field(
+        default=100, ge=0, description="messages held per offline user (0: none held)"
+    )
+    offline_max_age: Duration = Field(
+        default=7 * 86400, description="held messages older than this are dropped"
+    )
+
+
+class LimitsSection(_Section):
+    """Per-source protection against floods and password guessing."""
+
+    requests_per_second: Number = Field(
+        default=20.0, description="sustained requests per source address"
+    )
+    burst: Int = Field(
+        default=50, ge=1, description="requests a source may send at once above the rate"
+    )
+    ban_seconds: Duration = Field(default=600, description="how long an abusive source is refused")
+    auth_failures_per_minute: Int = Field(
+        default=10, ge=1, description="failed authentications per source before a ban"
+    )
+    max_message_size: Size = Field(
+        default=64 * 1024, description="largest SIP message accepted (up to 64KiB)"
+    )
+
+    @field_validator("max_message_size")
+    @classmethod
+    def _message_size(cls, value: int) -> int:
+        # Bounded by the parser's hard limit (conclave.sip.limits.MAX_MESSAGE_SIZE).
+        if not 1024 <= value <= 65536:
+            raise ValueError("must be 1KiB-64KiB")
+        return value
+
+
+class AuthSection(_Section):
+    """SIP digest authentication (RFC 8760, RFC 7616)."""
+
+    nonce_lifetime: Duration = Field(default=300, description="after this a nonce is stale")
+    algorithms: tuple[Literal["SHA-256", "MD5"], ...] = Field(
+        default=("SHA-256", "MD5"), description="challenges offered, preferred first"
+    )
+
+    @field_validator("nonce_lifetime")
+    @classmethod
+    def _lifetime(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one algorithm")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat an algorithm")
+        return value
+
+
+class LoggingSection(_Section):
+    """Logging."""
+
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    ] = Field(default="info", description="debug, info, warning or error")
+
+
+class AdminSection(_Section):
+    """The admin HTTP interface: off by default, loopback only when on."""
+
+    enabled: Bool = Field(default=False, description="serve the admin interface")
+    bind: Annotated[Str, AfterValidator(_host_port)] = Field(
+        default="127.0.0.1:0", description="host:port to listen on; port 0 picks a free port"
+    )
+
+
+class DatabaseSection(_Section):
+    """Back-end database."""
+
+    url: Annotated[Str, AfterValidator(_not_empty)] = Field(
+        default="sqlite:///conclave.db",
+        description="sqlite:///FILE (relative to the data directory) or postgresql://...",
+    )
+
+
+class Config(_Section):
+    """The whole of conclave.toml."""
+
+    server: ServerSection
+    transports: TransportsSection = TransportsSection()
+    tls: TlsSection = TlsSection()
+    registrar: RegistrarSection = RegistrarSection()
+    im: ImSection = ImSection()
+    limits: LimitsSection = LimitsSection()
+    auth: AuthSection = AuthSection()
+    logging: LoggingSection = LoggingSection()
+    admin: AdminSection = AdminSection()
+    database: DatabaseSection = DatabaseSection()
+
+    def path(self, data_dir: Path, relative: str) -> Path:
+        """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""
+        candidate = Path(relative).expanduser()
+        return candidate if candidate.is_absolute() else Path(data_dir) / candidate
+
+    def database_url(self, data_dir: Path) -> str:
+        """The database URL with a relative SQLite file placed in the data directory."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            name = url[len(prefix) :]
+            if name and name != ":memory:":
+                return prefix + str(Path(data_dir).resolve() / name)
+        return url
+
+
+# --- loading -------------------------------------------------------------------------
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required key is missing",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "tuple_type": "must be an array",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+}
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    path = ""
+    for part in error["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    elif kind == "literal_error":
+        message = f"must be {ctx.get('expected', 'one of the allowed values')}"
+    elif kind in ("greater_than_equal", "greater_than"):
+        message = f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    elif kind in ("less_than_equal", "less_than"):
+        message = f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    else:
+        message = _MESSAGES.get(kind, error["msg"])
+    return f"{path or '(top level)'}: {message}"
+
+
+def config_from_mapping(data: Mapping[str, Any], *, source: str = CONFIG_FILENAME) -> Config:
+    """Validate already-parsed TOML; :class:`ConfigError` names every bad key path."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = [_problem(error) for error in exc.errors()]
+        raise ConfigError("\n".join(f"{source}: {p}" for p in problems), problems) from None
+
+
+def loads_config(text: str, *, source: str = CONFIG_FILENAME) -> Config:
+    """Parse and validate TOML text (``source`` names it in error messages)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}", [f"invalid TOML: {exc}"]) from None
+    return config_from_mapping(data, source=source)
+
+
+def load_config(data_dir: Path) -> Config:
+    """Read ``DATA/conclave.toml``; raise :class:`ConfigError` if missing or invalid."""
+    path = Path(data_dir) / CONFIG_FILENAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run conclave init first)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return loads_config(text, source=str(path))
+
+
+# --- writing -------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _toml_string(value: str) -> str:
+    out = ['"']
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("TOML output cannot hold inf or nan here")
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def dumps_config(config: Config) -> str:
+    """Render ``config`` as commented TOML that :func:`loads_config` reads back equal."""
+    data = config.model_dump(mode="python")
+    lines = ["# Conclave configuration. Durations: 90s, 5m, 7d. Sizes: 64KiB, 1MiB."]
+    for section_name, section_model in type(config).model_fields.items():
+        section_type = section_model.annotation
+        assert isinstance(section_type, type) and issubclass(section_type, BaseModel)
+        lines.append("")
+        doc = (section_type.__doc__ or "").strip().splitlines()
+        if doc:
+            lines.append(f"# {doc[0]}")
+        lines.append(f"[{_toml_key(section_name)}]")
+        for key, value in data[section_name].items():
+            description = section_type.model_fields[key].description
+            if description:
+                lines.append(f"# {description}")
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(data_dir: Path, config: Config, *, overwrite: bool = True) -> Path:
+    """Write ``config`` to ``DATA/conclave.toml`` atomically; returns the path."""
+    path = Path(data_dir) / CONFIG_FILENAME
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path}: already exists (refusing to overwrite it)")
+    tmp = path.with_name(f".{CONFIG_FILENAME}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(dumps_config(config), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return path
+
+
+def write_default_config(
+    data_dir: Path,
+    *,
+    domain: str,
+    host: str,
+    transports: Iterable[str] = ("tls",),
+    tls_port: int = 5061,
+    sip_port: int = 5060,
+    bind: str | None = None,
+    overwrite: bool = False,
+) -> Config:
+    """Create ``DATA/conclave.toml`` for ``conclave init`` and return what it holds.
+
+    ``transports`` names the enabled ones (tls, tcp, udp, ws); all else takes
+    secure defaults. Refuses to replace an existing file unless ``overwrite``.
+    """
+    enabled = {t.strip().lower() for t in transports if t.strip()}
+    unknown = sorted(enabled - set(TRANSPORT_NAMES))
+    if unknown:
+        problem = f"transports: unknown transport {unknown[0]!r} (use {', '.join(TRANSPORT_NAMES)})"
+        raise ConfigError(problem, [problem])
+    section: dict[str, Any] = {name: name in enabled for name in TRANSPORT_NAMES}
+    section |= {"tls_port": tls_port, "sip_port": sip_port}
+    if bind is not None:
+        section["bind"] = bind
+    config = config_from_mapping(
+        {"server": {"domain": domain, "host": host}, "transports": section}, source="init"
+    )
+    write_config(data_dir, config, overwrite=overwrite)
+    return config

@@ -1,0 +1,1 @@
+"""Wiring of the server: the SIP stack, request routing, the proxy, authentication."""

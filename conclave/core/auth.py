@@ -1,0 +1,190 @@
+"""Digest authentication of requests from local users (RFC 3261 §22, RFC 8760).
+
+The :class:`Authenticator` answers one question for the router: is this
+request authenticated as a local user, and if not, what should it get back?
+
+Security properties this module is responsible for:
+
+* **Passwords are never held in clear.** The cache holds, per user, the
+  digest HA1 for each algorithm (``H(user:realm:password)``), which is what
+  the store keeps too.
+* **Unknown users and wrong passwords are indistinguishable.** Both get the
+  same fresh challenge with the same headers, and both cost the same work:
+  an unknown user is checked against a per-process decoy HA1, so the hash
+  computations and comparisons are identical. Disabled users are unknown.
+* **Replays are refused.** Nonces are HMAC-bound to their issue time
+  (:class:`~conclave.sip.digest.NonceFactory`); an expired nonce gets
+  ``stale=true`` and a re-used nonce-count is refused
+  (:class:`~conclave.sip.digest.NonceCounter`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from conclave.sip.digest import (
+    Challenge,
+    Credentials,
+    NonceCounter,
+    NonceFactory,
+    NonceStatus,
+    UnsupportedScheme,
+    parse_credentials,
+    verify_response,
+)
+from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.message import Request
+
+DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
+"""Offered in this order: RFC 8760 §2.4 asks for the most preferred first.
+MD5 stays for clients (many SIP phones) that know nothing else."""
+
+
+@dataclass(frozen=True)
+class UserCredentials:
+    """What the server knows about one user's secret: HA1 per algorithm."""
+
+    ha1: dict[str, str]
+    disabled: bool = False
+
+
+class CredentialCache:
+    """All local users' HA1 values, in memory, so no request waits on the database.
+
+    The server replaces the whole map when the users table changes
+    (:meth:`replace`); lookups are a dict access.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[str, UserCredentials] = {}
+
+    def replace(self, users: dict[str, UserCredentials]) -> None:
+        self._users = {name.lower(): creds for name, creds in users.items()}
+
+    def get(self, user: str) -> UserCredentials | None:
+        creds = self._users.get(user.lower())
+        if creds is None or creds.disabled:
+            return None
+        return creds
+
+    def exists(self, user: str) -> bool:
+        """True for an enabled local user (routing: 404 versus 480)."""
+        return self.get(user) is not None
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    user: str
+
+
+@dataclass(frozen=True)
+class Challenge401:
+    """Answer with a challenge. ``failed`` is True when credentials were tried
+    and did not verify (counted against the source for throttling)."""
+
+    headers: list[tuple[str, str]]
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class BadCredentials:
+    """Credentials so malformed that the answer is 400."""
+
+    reason: str
+
+
+AuthOutcome = Authenticated | Challenge401 | BadCredentials
+
+
+@dataclass
+class Authenticator:
+    realm: str
+    users: CredentialCache
+    nonce_lifetime: float = 300.0
+    algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    secret: bytes = field(default_factory=lambda: os.urandom(32))
+    random_bytes: Callable[[int], bytes] = os.urandom
+
+    def __post_init__(self) -> None:
+        self._nonces = NonceFactory(self.secret, self.nonce_lifetime)
+        self._counter = NonceCounter()
+        self._opaque = hmac.new(self.secret, b"opaque", hashlib.sha256).hexdigest()[:32]
+
+    def authenticate(self, request: Request, *, proxy: bool, now: float) -> AuthOutcome:
+        """Check the request's credentials for our realm.
+
+        ``proxy`` selects Proxy-Authorization / 407 (requests other than
+        REGISTER) versus Authorization / 401 (REGISTER, §22.2 and §22.3).
+        """
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        creds: Credentials | None = None
+        for value in request.headers.get_all(header):
+            try:
+                parsed = parse_credentials(value)
+            except UnsupportedScheme:
+                continue
+            except RemoteProtocolError as exc:
+                return BadCredentials(exc.reason)
+            if parsed.realm == self.realm:
+                creds = parsed
+                break
+        if creds is None:
+            return Challenge401(self.challenge_headers(proxy=proxy, now=now))
+        if creds.algorithm not in self.algorithms:
+            return Challenge401(self.challenge_headers(proxy=proxy, now=now))
+        status = self._nonces.check(creds.nonce, now)
+        if status is NonceStatus.INVALID:
+            return Challenge401(self.challenge_headers(proxy=proxy, now=now), failed=True)
+        user = self.users.get(creds.username)
+        ha1 = user.ha1.get(creds.algorithm) if user is not None else None
+        if ha1 is None:
+            # Same work as a real user: verify against a decoy HA1.
+            ha1 = self._decoy_ha1(creds.username, creds.algorithm)
+        good = verify_response(creds, ha1, request.method) and user is not None
+        if not good:
+            return Challenge401(self.challenge_headers(proxy=proxy, now=now), failed=True)
+        if status is NonceStatus.STALE or not self._counter.accept(creds.nonce, creds.nc or 0):
+            # The client knows the password; its nonce is old or the count was
+            # used before. stale=true lets it retry without asking the user.
+            return Challenge401(self.challenge_headers(proxy=proxy, now=now, stale=True))
+        return Authenticated(creds.username)
+
+    def challenge_headers(
+        self, *, proxy: bool, now: float, stale: bool = False
+    ) -> list[tuple[str, str]]:
+        """One challenge per algorithm, most preferred first (RFC 8760 §2.4)."""
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        nonce = self._nonces.make(now, self.random_bytes(16))
+        return [
+            (
+                name,
+                Challenge(
+                    realm=self.realm,
+                    nonce=nonce,
+                    algorithm=alg,
+                    opaque=self._opaque,
+                    stale=stale,
+                ).to_header_value(),
+            )
+            for alg in self.algorithms
+        ]
+
+    def _decoy_ha1(self, username: str, algorithm: str) -> str:
+        digest = hmac.new(self.secret, f"{algorithm}:{username}".encode(), hashlib.sha256)
+        size = 32 if algorithm == "MD5" else 64
+        return digest.hexdigest()[:size].ljust(size, "0")
+
+
+def credentials_from_rows(rows: Iterable[tuple[str, str, str, bool]]) -> dict[str, UserCredentials]:
+    """Build the cache map from ``(name, ha1_md5, ha1_sha256, disabled)`` rows."""
+    return {
+        name: UserCredentials({"MD5": md5, "SHA-256": sha256}, disabled)
+        for name, md5, sha256, disabled in rows
+    }
