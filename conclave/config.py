@@ -115,14 +115,8 @@ def format_size(size: int) -> str:
 
 
 def _port(value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise ValueError("must be 1-65535")
-    return value
-
-
-def _positive(value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("must be greater than 0")
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0-65535")  # 0: a free port, named in the log
     return value
 
 
@@ -166,16 +160,18 @@ def _not_empty(value: str) -> str:
     return value
 
 
-def _number(value: object) -> object:
+def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError("must be greater than 0")
     return float(value)
 
 
 Bool = Annotated[bool, Strict()]
 Int = Annotated[int, Strict()]
 Str = Annotated[str, Strict()]
-Number = Annotated[float, BeforeValidator(_number), AfterValidator(_positive)]
+Number = Annotated[float, BeforeValidator(_number)]
 Port = Annotated[int, Strict(), AfterValidator(_port)]
 Duration = Annotated[
     float,
@@ -189,38 +185,43 @@ RelPath = Annotated[str, Strict(), AfterValidator(_not_empty)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=True
+    )
 
 
 class ServerSection(_Section):
     """Identity of this deployment."""
 
-    domain: Annotated[Str, AfterValidator(_host_name)] = Field(
-        description="SIP domain served (user@domain); also the digest realm"
-    )
-    host: Annotated[Str, AfterValidator(_host)] = Field(
-        description="FQDN or IP address of this server, named by its TLS certificate"
-    )
+    domain: Annotated[Str, AfterValidator(_host_name)]
+    """SIP domain served (user@domain); also the digest realm"""
+    host: Annotated[Str, AfterValidator(_host)]
+    """FQDN or IP address of this server, named by its TLS certificate"""
 
 
 class TransportsSection(_Section):
     """Listening sockets. Only SIP over TLS is on by default."""
 
-    tls: Bool = Field(default=True, description="SIP over TLS (RFC 3261 §26.2)")
-    tcp: Bool = Field(default=False, description="plain SIP over TCP: unencrypted, off by default")
-    udp: Bool = Field(default=False, description="plain SIP over UDP: unencrypted, off by default")
-    ws: Bool = Field(default=False, description="SIP over WebSocket (RFC 7118)")
-    bind: Annotated[Str, AfterValidator(_ip)] = Field(
-        default="0.0.0.0", description="address to listen on (0.0.0.0 or :: for all)"
-    )
-    tls_port: Port = Field(default=5061, description="port for SIP over TLS")
-    sip_port: Port = Field(default=5060, description="port for plain SIP (TCP and UDP)")
+    tls: Bool = True
+    """SIP over TLS (RFC 3261 §26.2)"""
+    tcp: Bool = False
+    """plain SIP over TCP: unencrypted, off by default"""
+    udp: Bool = False
+    """plain SIP over UDP: unencrypted, off by default"""
+    ws: Bool = False
+    """SIP over WebSocket (RFC 7118)"""
+    bind: Annotated[Str, AfterValidator(_ip)] = "0.0.0.0"
+    """address to listen on (0.0.0.0 or :: for all)"""
+    tls_port: Port = 5061
+    """port for SIP over TLS"""
+    sip_port: Port = 5060
+    """port for plain SIP (TCP and UDP)"""
 
     @field_validator("sip_port")
     @classmethod
     def _distinct_ports(cls, value: int, info: ValidationInfo) -> int:
         data = info.data
-        if data.get("tls") and data.get("tcp") and value == data.get("tls_port"):
+        if data.get("tls") and data.get("tcp") and value == data.get("tls_port") and value:
             raise ValueError("must differ from tls_port when both tls and tcp are on")
         return value
 
@@ -234,26 +235,25 @@ class TransportsSection(_Section):
 class TlsSection(_Section):
     """Certificate files, relative to the data directory."""
 
-    cert: RelPath = Field(
-        default="tls/server.crt", description="server certificate, leaf then chain"
-    )
-    key: RelPath = Field(default="tls/server.key", description="server private key (mode 0600)")
-    ca: RelPath = Field(
-        default="ca/ca.crt", description="internal CA certificate that clients trust"
-    )
+    cert: RelPath = "tls/server.crt"
+    """server certificate, leaf then chain"""
+    key: RelPath = "tls/server.key"
+    """server private key (mode 0600)"""
+    ca: RelPath = "ca/ca.crt"
+    """internal CA certificate that clients trust"""
 
 
 class RegistrarSection(_Section):
     """Registration lifetimes in seconds (RFC 3261 §10.2.1.1) and binding limits."""
 
-    min_expires: Int = Field(
-        default=60, ge=1, description="shorter requests get 423 Interval Too Brief"
-    )
-    default_expires: Int = Field(default=3600, description="used when the client asks for none")
-    max_expires: Int = Field(
-        default=86400, le=2**32 - 1, description="longer requests are shortened"
-    )
-    max_contacts_per_aor: Int = Field(default=10, ge=1, description="bindings allowed per user")
+    min_expires: Annotated[Int, Field(ge=1)] = 60
+    """shorter requests get 423 Interval Too Brief"""
+    default_expires: Int = 3600
+    """used when the client asks for none"""
+    max_expires: Annotated[Int, Field(le=2**32 - 1)] = 86400
+    """longer requests are shortened"""
+    max_contacts_per_aor: Annotated[Int, Field(ge=1)] = 10
+    """bindings allowed per user"""
 
     @field_validator("default_expires")
     @classmethod
@@ -273,35 +273,29 @@ class RegistrarSection(_Section):
 class ImSection(_Section):
     """Instant messaging."""
 
-    offline_max_per_user: Int = Field(
-        default=100, ge=0, description="messages held per offline user (0: none held)"
-    )
-    offline_max_age: Duration = Field(
-        default=7 * 86400, description="held messages older than this are dropped"
-    )
+    offline_max_per_user: Annotated[Int, Field(ge=0)] = 100
+    """messages held per offline user (0: none held)"""
+    offline_max_age: Duration = 7 * 86400
+    """held messages older than this are dropped"""
 
 
 class LimitsSection(_Section):
     """Per-source protection against floods and password guessing."""
 
-    requests_per_second: Number = Field(
-        default=20.0, description="sustained requests per source address"
-    )
-    burst: Int = Field(
-        default=50, ge=1, description="requests a source may send at once above the rate"
-    )
-    ban_seconds: Duration = Field(default=600, description="how long an abusive source is refused")
-    auth_failures_per_minute: Int = Field(
-        default=10, ge=1, description="failed authentications per source before a ban"
-    )
-    max_message_size: Size = Field(
-        default=64 * 1024, description="largest SIP message accepted (up to 64KiB)"
-    )
+    requests_per_second: Number = 20.0
+    """sustained requests per source address"""
+    burst: Annotated[Int, Field(ge=1)] = 50
+    """requests a source may send at once above the rate"""
+    ban_seconds: Duration = 600
+    """how long an abusive source is refused"""
+    auth_failures_per_minute: Annotated[Int, Field(ge=1)] = 10
+    """failed authentications per source before a ban"""
+    max_message_size: Size = 64 * 1024
+    """largest SIP message accepted (1KiB-64KiB, the parser's hard limit)"""
 
     @field_validator("max_message_size")
     @classmethod
     def _message_size(cls, value: int) -> int:
-        # Bounded by the parser's hard limit (conclave.sip.limits.MAX_MESSAGE_SIZE).
         if not 1024 <= value <= 65536:
             raise ValueError("must be 1KiB-64KiB")
         return value
@@ -310,10 +304,10 @@ class LimitsSection(_Section):
 class AuthSection(_Section):
     """SIP digest authentication (RFC 8760, RFC 7616)."""
 
-    nonce_lifetime: Duration = Field(default=300, description="after this a nonce is stale")
-    algorithms: tuple[Literal["SHA-256", "MD5"], ...] = Field(
-        default=("SHA-256", "MD5"), description="challenges offered, preferred first"
-    )
+    nonce_lifetime: Duration = 300
+    """after this a nonce is stale"""
+    algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
+    """challenges offered, preferred first"""
 
     @field_validator("nonce_lifetime")
     @classmethod
@@ -338,25 +332,24 @@ class LoggingSection(_Section):
     level: Annotated[
         Literal["debug", "info", "warning", "error"],
         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
-    ] = Field(default="info", description="debug, info, warning or error")
+    ] = "info"
+    """debug, info, warning or error"""
 
 
 class AdminSection(_Section):
     """The admin HTTP interface: off by default, loopback only when on."""
 
-    enabled: Bool = Field(default=False, description="serve the admin interface")
-    bind: Annotated[Str, AfterValidator(_host_port)] = Field(
-        default="127.0.0.1:0", description="host:port to listen on; port 0 picks a free port"
-    )
+    enabled: Bool = False
+    """serve the admin interface"""
+    bind: Annotated[Str, AfterValidator(_host_port)] = "127.0.0.1:0"
+    """host:port to listen on; port 0 picks a free port"""
 
 
 class DatabaseSection(_Section):
     """Back-end database."""
 
-    url: Annotated[Str, AfterValidator(_not_empty)] = Field(
-        default="sqlite:///conclave.db",
-        description="sqlite:///FILE (relative to the data directory) or postgresql://...",
-    )
+    url: Annotated[Str, AfterValidator(_not_empty)] = "sqlite:///conclave.db"
+    """sqlite:///FILE (relative to the data directory) or postgresql://..."""
 
 
 class Config(_Section):
@@ -454,28 +447,12 @@ def load_config(data_dir: Path) -> Config:
 
 # --- writing -------------------------------------------------------------------------
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TOML_ESCAPES = {i: f"\\u{i:04X}" for i in (*range(0x20), 0x7F)}
+_TOML_ESCAPES |= {ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t"}
 
 
 def _toml_string(value: str) -> str:
-    out = ['"']
-    for ch in value:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
+    return '"' + value.translate(_TOML_ESCAPES) + '"'
 
 
 def _toml_value(value: object) -> str:
@@ -484,9 +461,7 @@ def _toml_value(value: object) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("TOML output cannot hold inf or nan here")
-        return repr(value)
+        return repr(value)  # finite: the models refuse inf and nan
     if isinstance(value, str):
         return _toml_string(value)
     if isinstance(value, list | tuple):
@@ -505,12 +480,12 @@ def dumps_config(config: Config) -> str:
         doc = (section_type.__doc__ or "").strip().splitlines()
         if doc:
             lines.append(f"# {doc[0]}")
-        lines.append(f"[{_toml_key(section_name)}]")
+        lines.append(f"[{section_name}]")  # field names are bare keys
         for key, value in data[section_name].items():
             description = section_type.model_fields[key].description
             if description:
                 lines.append(f"# {description}")
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+            lines.append(f"{key} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 

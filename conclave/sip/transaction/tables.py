@@ -213,120 +213,121 @@ def backoff(timer: Timer) -> TimerAction:
     return TimerAction(TimerOp.BACKOFF, timer)
 
 
-S, I, E, T = State, Input, Effect, Timer
+S, In, E, T = State, Input, Effect, Timer
 
 INVITE_CLIENT: Table = {
-    (S.CALLING, I.START): ((E.SEND_REQUEST, start(T.A), start(T.B)), S.CALLING),
-    (S.CALLING, I.TIMER_A): ((E.SEND_REQUEST, backoff(T.A)), S.CALLING),
-    (S.CALLING, I.TIMER_B): ((E.REPORT_TIMEOUT,), S.TERMINATED),
-    (S.CALLING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.CALLING, I.RESPONSE_1XX): ((stop(T.A), stop(T.B), E.PASS_RESPONSE), S.PROCEEDING),
-    (S.CALLING, I.RESPONSE_2XX): (
+    (S.CALLING, In.START): ((E.SEND_REQUEST, start(T.A), start(T.B)), S.CALLING),
+    (S.CALLING, In.TIMER_A): ((E.SEND_REQUEST, backoff(T.A)), S.CALLING),
+    (S.CALLING, In.TIMER_B): ((E.REPORT_TIMEOUT,), S.TERMINATED),
+    (S.CALLING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.CALLING, In.RESPONSE_1XX): ((stop(T.A), stop(T.B), E.PASS_RESPONSE), S.PROCEEDING),
+    (S.CALLING, In.RESPONSE_2XX): (
         (stop(T.A), stop(T.B), E.PASS_RESPONSE, start(T.M)),
         S.ACCEPTED,
     ),
-    (S.CALLING, I.RESPONSE_FINAL): (
+    (S.CALLING, In.RESPONSE_FINAL): (
         (stop(T.A), stop(T.B), E.PASS_RESPONSE, E.SEND_ACK, start(T.D)),
         S.COMPLETED,
     ),
-    (S.PROCEEDING, I.RESPONSE_1XX): ((E.PASS_RESPONSE,), S.PROCEEDING),
-    (S.PROCEEDING, I.RESPONSE_2XX): ((E.PASS_RESPONSE, start(T.M)), S.ACCEPTED),
-    (S.PROCEEDING, I.RESPONSE_FINAL): (
+    (S.PROCEEDING, In.RESPONSE_1XX): ((E.PASS_RESPONSE,), S.PROCEEDING),
+    (S.PROCEEDING, In.RESPONSE_2XX): ((E.PASS_RESPONSE, start(T.M)), S.ACCEPTED),
+    (S.PROCEEDING, In.RESPONSE_FINAL): (
         (E.PASS_RESPONSE, E.SEND_ACK, start(T.D)),
         S.COMPLETED,
     ),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
     # Completed: a retransmitted final is absorbed by re-sending the ACK.
-    (S.COMPLETED, I.RESPONSE_FINAL): ((E.SEND_ACK,), S.COMPLETED),
-    (S.COMPLETED, I.TIMER_D): ((), S.TERMINATED),
-    (S.COMPLETED, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.COMPLETED, In.RESPONSE_FINAL): ((E.SEND_ACK,), S.COMPLETED),
+    (S.COMPLETED, In.TIMER_D): ((), S.TERMINATED),
+    (S.COMPLETED, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
     # Accepted (RFC 6026 §7.2): every 2xx goes up; the TU ACKs each one.
-    (S.ACCEPTED, I.RESPONSE_2XX): ((E.PASS_RESPONSE,), S.ACCEPTED),
-    (S.ACCEPTED, I.TIMER_M): ((), S.TERMINATED),
+    (S.ACCEPTED, In.RESPONSE_2XX): ((E.PASS_RESPONSE,), S.ACCEPTED),
+    (S.ACCEPTED, In.TIMER_M): ((), S.TERMINATED),
 }
 """RFC 3261 Figure 5 with RFC 6026 Figure 5's Accepted state."""
 
 NON_INVITE_CLIENT: Table = {
-    (S.TRYING, I.START): ((E.SEND_REQUEST, start(T.E), start(T.F)), S.TRYING),
-    (S.TRYING, I.TIMER_E): ((E.SEND_REQUEST, backoff(T.E)), S.TRYING),
-    (S.TRYING, I.TIMER_F): ((E.REPORT_TIMEOUT,), S.TERMINATED),
-    (S.TRYING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.TRYING, I.RESPONSE_1XX): ((E.PASS_RESPONSE,), S.PROCEEDING),
-    (S.TRYING, I.RESPONSE_2XX): (
+    (S.TRYING, In.START): ((E.SEND_REQUEST, start(T.E), start(T.F)), S.TRYING),
+    (S.TRYING, In.TIMER_E): ((E.SEND_REQUEST, backoff(T.E)), S.TRYING),
+    (S.TRYING, In.TIMER_F): ((E.REPORT_TIMEOUT,), S.TERMINATED),
+    (S.TRYING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.TRYING, In.RESPONSE_1XX): ((E.PASS_RESPONSE,), S.PROCEEDING),
+    (S.TRYING, In.RESPONSE_2XX): (
         (stop(T.E), stop(T.F), E.PASS_RESPONSE, start(T.K)),
         S.COMPLETED,
     ),
-    (S.TRYING, I.RESPONSE_FINAL): (
+    (S.TRYING, In.RESPONSE_FINAL): (
         (stop(T.E), stop(T.F), E.PASS_RESPONSE, start(T.K)),
         S.COMPLETED,
     ),
-    (S.PROCEEDING, I.TIMER_E): (
+    (S.PROCEEDING, In.TIMER_E): (
         (E.SEND_REQUEST, TimerAction(TimerOp.RESET_T2, T.E)),
         S.PROCEEDING,
     ),
-    (S.PROCEEDING, I.TIMER_F): ((E.REPORT_TIMEOUT,), S.TERMINATED),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.PROCEEDING, I.RESPONSE_1XX): ((E.PASS_RESPONSE,), S.PROCEEDING),
-    (S.PROCEEDING, I.RESPONSE_2XX): (
+    (S.PROCEEDING, In.TIMER_F): ((E.REPORT_TIMEOUT,), S.TERMINATED),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.PROCEEDING, In.RESPONSE_1XX): ((E.PASS_RESPONSE,), S.PROCEEDING),
+    (S.PROCEEDING, In.RESPONSE_2XX): (
         (stop(T.E), stop(T.F), E.PASS_RESPONSE, start(T.K)),
         S.COMPLETED,
     ),
-    (S.PROCEEDING, I.RESPONSE_FINAL): (
+    (S.PROCEEDING, In.RESPONSE_FINAL): (
         (stop(T.E), stop(T.F), E.PASS_RESPONSE, start(T.K)),
         S.COMPLETED,
     ),
     # Completed: retransmitted responses are absorbed (missing pairs).
-    (S.COMPLETED, I.TIMER_K): ((), S.TERMINATED),
+    (S.COMPLETED, In.TIMER_K): ((), S.TERMINATED),
 }
 """RFC 3261 Figure 6."""
 
 INVITE_SERVER: Table = {
-    (S.PROCEEDING, I.START): ((start(T.TRYING),), S.PROCEEDING),
-    (S.PROCEEDING, I.TIMER_TRYING): ((E.SEND_TRYING,), S.PROCEEDING),
-    (S.PROCEEDING, I.REQUEST): ((E.RESEND_RESPONSE,), S.PROCEEDING),
-    (S.PROCEEDING, I.TU_1XX): ((stop(T.TRYING), E.SEND_RESPONSE), S.PROCEEDING),
-    (S.PROCEEDING, I.TU_2XX): ((stop(T.TRYING), E.SEND_RESPONSE, start(T.L)), S.ACCEPTED),
-    (S.PROCEEDING, I.TU_FINAL): (
+    (S.PROCEEDING, In.START): ((start(T.TRYING),), S.PROCEEDING),
+    (S.PROCEEDING, In.TIMER_TRYING): ((E.SEND_TRYING,), S.PROCEEDING),
+    (S.PROCEEDING, In.REQUEST): ((E.RESEND_RESPONSE,), S.PROCEEDING),
+    (S.PROCEEDING, In.TU_1XX): ((stop(T.TRYING), E.SEND_RESPONSE), S.PROCEEDING),
+    (S.PROCEEDING, In.TU_2XX): ((stop(T.TRYING), E.SEND_RESPONSE, start(T.L)), S.ACCEPTED),
+    (S.PROCEEDING, In.TU_FINAL): (
         (stop(T.TRYING), E.SEND_RESPONSE, start(T.G), start(T.H)),
         S.COMPLETED,
     ),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.COMPLETED, I.REQUEST): ((E.RESEND_RESPONSE,), S.COMPLETED),
-    (S.COMPLETED, I.TIMER_G): ((E.RESEND_RESPONSE, backoff(T.G)), S.COMPLETED),
-    (S.COMPLETED, I.TIMER_H): ((E.REPORT_TIMEOUT,), S.TERMINATED),
-    (S.COMPLETED, I.ACK): ((stop(T.G), stop(T.H), start(T.I)), S.CONFIRMED),
-    (S.COMPLETED, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.COMPLETED, In.REQUEST): ((E.RESEND_RESPONSE,), S.COMPLETED),
+    (S.COMPLETED, In.TIMER_G): ((E.RESEND_RESPONSE, backoff(T.G)), S.COMPLETED),
+    (S.COMPLETED, In.TIMER_H): ((E.REPORT_TIMEOUT,), S.TERMINATED),
+    (S.COMPLETED, In.ACK): ((stop(T.G), stop(T.H), start(T.I)), S.CONFIRMED),
+    (S.COMPLETED, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
     # Confirmed: further ACKs and INVITEs are absorbed (missing pairs).
-    (S.CONFIRMED, I.TIMER_I): ((), S.TERMINATED),
+    (S.CONFIRMED, In.TIMER_I): ((), S.TERMINATED),
     # Accepted (RFC 6026 §8.7): INVITE retransmissions absorbed (missing
     # pair); 2xx from the TU sent; a matching ACK goes to the TU. A transport
     # error is reported but the TU owns the 2xx, so the state is kept.
-    (S.ACCEPTED, I.TU_2XX): ((E.SEND_RESPONSE,), S.ACCEPTED),
-    (S.ACCEPTED, I.ACK): ((E.PASS_ACK,), S.ACCEPTED),
-    (S.ACCEPTED, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.ACCEPTED),
-    (S.ACCEPTED, I.TIMER_L): ((), S.TERMINATED),
+    (S.ACCEPTED, In.TU_2XX): ((E.SEND_RESPONSE,), S.ACCEPTED),
+    (S.ACCEPTED, In.ACK): ((E.PASS_ACK,), S.ACCEPTED),
+    (S.ACCEPTED, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.ACCEPTED),
+    (S.ACCEPTED, In.TIMER_L): ((), S.TERMINATED),
 }
 """RFC 3261 Figure 7 with RFC 6026 Figure 7's Accepted state."""
 
 NON_INVITE_SERVER: Table = {
-    (S.TRYING, I.START): ((), S.TRYING),
+    (S.TRYING, In.START): ((), S.TRYING),
     # Trying: retransmissions are discarded (missing pair, §17.2.2).
-    (S.TRYING, I.TU_1XX): ((E.SEND_RESPONSE,), S.PROCEEDING),
-    (S.TRYING, I.TU_2XX): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
-    (S.TRYING, I.TU_FINAL): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
-    (S.TRYING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.PROCEEDING, I.REQUEST): ((E.RESEND_RESPONSE,), S.PROCEEDING),
-    (S.PROCEEDING, I.TU_1XX): ((E.SEND_RESPONSE,), S.PROCEEDING),
-    (S.PROCEEDING, I.TU_2XX): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
-    (S.PROCEEDING, I.TU_FINAL): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
-    (S.PROCEEDING, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.COMPLETED, I.REQUEST): ((E.RESEND_RESPONSE,), S.COMPLETED),
-    (S.COMPLETED, I.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
-    (S.COMPLETED, I.TIMER_J): ((), S.TERMINATED),
+    (S.TRYING, In.TU_1XX): ((E.SEND_RESPONSE,), S.PROCEEDING),
+    (S.TRYING, In.TU_2XX): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
+    (S.TRYING, In.TU_FINAL): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
+    (S.TRYING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.PROCEEDING, In.REQUEST): ((E.RESEND_RESPONSE,), S.PROCEEDING),
+    (S.PROCEEDING, In.TU_1XX): ((E.SEND_RESPONSE,), S.PROCEEDING),
+    (S.PROCEEDING, In.TU_2XX): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
+    (S.PROCEEDING, In.TU_FINAL): ((E.SEND_RESPONSE, start(T.J)), S.COMPLETED),
+    (S.PROCEEDING, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.COMPLETED, In.REQUEST): ((E.RESEND_RESPONSE,), S.COMPLETED),
+    (S.COMPLETED, In.TRANSPORT_ERROR): ((E.REPORT_TRANSPORT_ERROR,), S.TERMINATED),
+    (S.COMPLETED, In.TIMER_J): ((), S.TERMINATED),
 }
 """RFC 3261 Figure 8."""
 
-del S, I, E, T
+del S, In, E, T
+
 
 def initial_state(table: Table) -> State:
     """The state a machine starts in: the one that accepts ``START``."""
@@ -342,7 +343,9 @@ def to_dot(table: Table, name: str) -> str:
     for (state, inp), (actions, nxt) in table.items():
         label = inp.value
         if actions:
-            label += " / " + ", ".join(str(a.value if isinstance(a, Effect) else a) for a in actions)
+            label += " / " + ", ".join(
+                a.value if isinstance(a, Effect) else str(a) for a in actions
+            )
         lines.append(f'  "{state.value}" -> "{nxt.value}" [label="{label}"];')
     lines.append("}")
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Subcommands of the ``conclave`` CLI, one module per group."""

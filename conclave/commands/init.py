@@ -1,0 +1,112 @@
+"""``conclave init``: a new deployment's data directory, CA, certificate and database."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import click
+
+from conclave.config import ConfigError, write_default_config
+from conclave.pki import create_ca
+from conclave.pki.errors import PkiError
+from conclave.store.database import migrate
+from conclave.store.errors import StoreError
+
+from .common import data_dir_option, fail
+
+TRANSPORTS = ("tls", "tcp", "udp")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def initialise(
+    data_dir: Path,
+    *,
+    domain: str,
+    host: str,
+    transports: tuple[str, ...],
+    tls_port: int,
+    sip_port: int,
+) -> None:
+    """Create everything a Standard Edition server needs in ``data_dir``."""
+    if (data_dir / "conclave.toml").exists():
+        raise fail(f"{data_dir} already holds a deployment (conclave.toml exists)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    try:
+        config = write_default_config(
+            data_dir,
+            domain=domain,
+            host=host,
+            transports=transports,
+            tls_port=tls_port,
+            sip_port=sip_port,
+            # Listen where the host name says, not on every interface: a
+            # fresh install exposes only what was asked for.
+            bind=host if _is_ip(host) else None,
+        )
+        ca = create_ca(
+            config.path(data_dir, str(Path(config.tls.ca).parent)),
+            common_name=f"Conclave CA for {domain}",
+        )
+        names = [n for n in dict.fromkeys([host, domain, f"sip.{domain}"]) if not _is_ip(n)]
+        ips = [host] if _is_ip(host) else []
+        issued = ca.issue_server(names, ips)
+        issued.write(config.path(data_dir, config.tls.cert), config.path(data_dir, config.tls.key))
+        migrate(config.database_url(data_dir))
+    except (ConfigError, PkiError, StoreError) as exc:
+        raise fail(str(exc).splitlines()[0]) from None
+
+
+@click.command("init")
+@click.option("--domain", required=True, help="The SIP domain users sign in to.")
+@data_dir_option
+@click.option(
+    "--transports",
+    default="tls",
+    show_default=True,
+    help="Comma-separated: tls, tcp, udp. Only TLS is on unless you ask.",
+)
+@click.option("--tls-port", type=click.IntRange(0, 65535), default=5061, show_default=True)
+@click.option("--sip-port", type=click.IntRange(0, 65535), default=5060, show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="The server's FQDN or IP address (named in its certificate; an IP is also bound).",
+)
+def init_command(
+    domain: str,
+    data_dir: Path,
+    transports: str,
+    tls_port: int,
+    sip_port: int,
+    host: str,
+) -> None:
+    """Create a new deployment: config, internal CA, server certificate, database."""
+    chosen = tuple(t.strip().lower() for t in transports.split(",") if t.strip())
+    bad = [t for t in chosen if t not in TRANSPORTS]
+    if bad or not chosen:
+        raise fail(
+            f"--transports: unknown transport {bad[0] if bad else '(none)'!r}; use tls,tcp,udp"
+        )
+    initialise(
+        data_dir,
+        domain=domain.lower(),
+        host=host,
+        transports=chosen,
+        tls_port=tls_port,
+        sip_port=sip_port,
+    )
+    click.echo(f"Initialised {domain} in {data_dir}")
+    click.echo(f"  CA certificate (trust this in clients): {data_dir / 'ca' / 'ca.crt'}")
+    click.echo(f"  Transports: {', '.join(chosen)}")
+    click.echo(f"Next: conclave user add NAME --dir {data_dir}; conclave serve --dir {data_dir}")

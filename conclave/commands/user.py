@@ -1,0 +1,119 @@
+"""``conclave user …``: local accounts (passwords are stored only as digest HA1 values)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from conclave.store.database import Database
+from conclave.store.passwords import generate_password, password_policy_problems
+from conclave.store.users import UserStore
+
+from .common import data_dir_option, fail, load, notify_server, run_async
+
+
+def _read_password(stdin: bool, name: str) -> tuple[str, bool]:
+    """The password to set and whether it was generated."""
+    if not stdin:
+        return generate_password(), True
+    text = sys.stdin.readline().rstrip("\r\n")
+    problems = password_policy_problems(text, user=name)
+    if problems:
+        raise fail(f"password rejected: {problems[0]}")
+    return text, False
+
+
+def _store_call(data_dir: Path, action: str, name: str, *args: object) -> object:
+    config = load(data_dir)
+    url = config.database_url(data_dir)
+
+    async def go() -> object:
+        async with Database(url) as db:
+            await db.check_schema()
+            method = getattr(UserStore(db), action)
+            return await method(name, config.server.domain, *args)
+
+    result = run_async(go)
+    notify_server(data_dir)
+    return result
+
+
+@click.group("user")
+def user_group() -> None:
+    """Manage user accounts."""
+
+
+@user_group.command("add")
+@click.argument("name")
+@data_dir_option
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_add(name: str, data_dir: Path, password_stdin: bool) -> None:
+    """Add a user. Without --password-stdin a strong password is generated and printed once."""
+    load(data_dir)
+    password, generated = _read_password(password_stdin, name)
+    _store_call(data_dir, "add", name, password)
+    domain = load(data_dir).server.domain
+    click.echo(f"added {name}@{domain}")
+    if generated:
+        click.echo(f"password: {password}")
+        click.echo("(shown once; it is stored only as a digest hash)")
+
+
+@user_group.command("passwd")
+@click.argument("name")
+@data_dir_option
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def user_passwd(name: str, data_dir: Path, password_stdin: bool) -> None:
+    """Set a user's password (generated and printed once unless --password-stdin)."""
+    load(data_dir)
+    password, generated = _read_password(password_stdin, name)
+    _store_call(data_dir, "set_password", name, password)
+    click.echo(f"password changed for {name}")
+    if generated:
+        click.echo(f"password: {password}")
+
+
+@user_group.command("disable")
+@click.argument("name")
+@data_dir_option
+def user_disable(name: str, data_dir: Path) -> None:
+    """Stop a user from signing in (their account and data are kept)."""
+    _store_call(data_dir, "set_disabled", name, True)
+    click.echo(f"disabled {name}")
+
+
+@user_group.command("enable")
+@click.argument("name")
+@data_dir_option
+def user_enable(name: str, data_dir: Path) -> None:
+    """Allow a disabled user to sign in again."""
+    _store_call(data_dir, "set_disabled", name, False)
+    click.echo(f"enabled {name}")
+
+
+@user_group.command("remove")
+@click.argument("name")
+@data_dir_option
+def user_remove(name: str, data_dir: Path) -> None:
+    """Delete a user."""
+    _store_call(data_dir, "remove", name)
+    click.echo(f"removed {name}")
+
+
+@user_group.command("list")
+@data_dir_option
+def user_list(data_dir: Path) -> None:
+    """List users: name, state and creation time."""
+    config = load(data_dir)
+    url = config.database_url(data_dir)
+
+    async def go() -> list[tuple[str, bool, str]]:
+        async with Database(url) as db:
+            await db.check_schema()
+            users = await UserStore(db).list(config.server.domain)
+            return [(u.address, u.disabled, u.created_at.isoformat()) for u in users]
+
+    for address, disabled, created in run_async(go):
+        click.echo(f"{address}\t{'disabled' if disabled else 'enabled'}\t{created}")
