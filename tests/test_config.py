@@ -221,7 +221,7 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
         "logging.level: must be 'debug', 'info', 'warning' or 'error'",
     ]
     lines = str(info.value).splitlines()
-    assert lines[0] == f"{tmp_path / CONFIG_FILENAME}: transports.tls_port: must be 1-65535"
+    assert lines[0] == f"{tmp_path / CONFIG_FILENAME}: transports.tls_port: must be 0-65535"
     assert len(lines) == 3
 
 
