@@ -9,35 +9,32 @@ the same data in Redis later (a local cache kept current over pub/sub).
 
 :class:`MemoryLocationService` (Standard Edition) holds everything in dicts
 and persists *write-behind*: each change marks its AOR dirty, and
-:meth:`~MemoryLocationService.run_persistence` writes the complete binding set
-of every dirty AOR to the :class:`~conclave.store.RegistrationStore` once per
-interval. Repeated changes to one AOR between two flushes cost one write.
+:meth:`~MemoryLocationService.run_persistence` writes the whole binding set of
+each dirty AOR to the :class:`~conclave.store.RegistrationStore` once per
+interval, so repeated changes to one AOR between two flushes cost one write.
 
-**Loss window.** Changes made during the last flush interval before a crash
-(default one second) are lost. That is harmless: a lost refresh or new
-binding is repaired by the client's next REGISTER (clients refresh well before
-expiry, RFC 3261 §10.2.4), and a lost removal leaves a binding that the proxy
-finds unreachable until it expires. A graceful shutdown calls
-:meth:`~MemoryLocationService.flush` and loses nothing.
+**Loss window.** Changes made in the last flush interval (default 1 s) before
+a crash are lost. A lost refresh or new binding is repaired by the client's
+next REGISTER (clients refresh well before expiry, RFC 3261 §10.2.4); a lost
+removal leaves a binding that stays until it expires. A graceful shutdown
+calls :meth:`~MemoryLocationService.flush` and loses nothing.
 
 Flows (RFC 5626, RFC 5923)
 --------------------------
 Every binding keeps the :class:`~conclave.transport.flow.Flow` its REGISTER
-arrived on. A binding registered over TCP or TLS is reachable only
-over that connection (the client is typically behind NAT and keeps the
-connection open for incoming requests). When such a connection closes, the
-transport calls :meth:`LocationService.remove_flow` and the bindings on it are
+arrived on. A binding registered over TCP or TLS is reachable only over that
+connection (the client is typically behind NAT). When the connection closes,
+the transport calls :meth:`LocationService.remove_flow` and its bindings are
 *removed*: RFC 5626 §5.3 treats the flow as dead, and removing them at once
 makes the user appear offline (presence, offline IM) instead of leaving a
-binding that would only yield 430 Flow Failed until it expires. The client
-notices the broken connection (keep-alives, RFC 5626 §4.4) and re-registers
-over a new one.
+binding that could only yield 430 Flow Failed until it expires. The client
+notices (keep-alives, RFC 5626 §4.4) and re-registers over a new connection.
 
-After a restart every stream connection is gone, and connection ids are reused
-by the new process, so restored stream bindings are kept but have
-``flow=None`` (:attr:`Contact.reachable` is False): the proxy treats them as
-unreachable until the client re-registers. UDP bindings are restored with a
-flow to their recorded source address and stay reachable.
+After a restart every stream connection is gone and connection ids are reused
+by the new process, so restored stream bindings are kept with ``flow=None``
+(:attr:`Contact.reachable` is False): the proxy treats them as unreachable
+until the client re-registers. UDP bindings are restored with their flow (our
+socket, the recorded source address) and stay reachable.
 """
 
 from __future__ import annotations
@@ -61,7 +58,6 @@ _log = structlog.get_logger("conclave.services.location")
 
 # Column sizes of the ``registrations`` table: longer values cannot be stored,
 # so the registrar refuses them (400) rather than accept what it cannot persist.
-MAX_AOR_LENGTH = 512
 MAX_CONTACT_URI_LENGTH = 2048
 MAX_CALL_ID_LENGTH = 255
 MAX_INSTANCE_ID_LENGTH = 255
@@ -265,10 +261,7 @@ class LocationService(Protocol):
     """
 
     def lookup(self, aor: str, now: float) -> list[Contact]:
-        """Unexpired bindings, highest q first, then most recently updated first.
-
-        Includes unreachable (flow-less) bindings; the proxy skips those.
-        """
+        """Unexpired bindings, highest q then most recent first (flow-less ones included)."""
         ...
 
     def bindings(self, aor: str, now: float) -> list[Contact]:
@@ -278,10 +271,9 @@ class LocationService(Protocol):
     def apply(
         self, aor: str, change: RegisterChange, now: float, *, max_contacts: int | None = None
     ) -> list[Contact]:
-        """Apply one REGISTER atomically and return the AOR's bindings afterwards.
+        """Apply one REGISTER atomically; return the AOR's bindings afterwards.
 
-        Raises :class:`OutOfOrder` or :class:`TooManyBindings` with nothing
-        changed. Listeners are called for each binding added or refreshed.
+        Raises :class:`OutOfOrder` or :class:`TooManyBindings` with nothing changed.
         """
         ...
 
@@ -353,7 +345,7 @@ class MemoryLocationService:
         return self._total
 
     def aors(self) -> list[str]:
-        """Every AOR with at least one binding held (expired ones until purged)."""
+        """Every AOR with a binding held (expired ones until purged)."""
         return list(self._aors)
 
     # --- writing -------------------------------------------------------------
@@ -535,22 +527,3 @@ class MemoryLocationService:
                 await self.flush()
             except StoreError as exc:
                 _log.warning("registration flush failed", reason=str(exc), pending=self.pending)
-
-
-__all__ = [
-    "MAX_AOR_LENGTH",
-    "MAX_CALL_ID_LENGTH",
-    "MAX_CONTACT_URI_LENGTH",
-    "MAX_INSTANCE_ID_LENGTH",
-    "MAX_USER_AGENT_LENGTH",
-    "Contact",
-    "ContactUpdate",
-    "LocationError",
-    "LocationService",
-    "MemoryLocationService",
-    "OutOfOrder",
-    "RegisterChange",
-    "RegisteredListener",
-    "TooManyBindings",
-    "aor_of",
-]

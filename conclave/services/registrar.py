@@ -54,6 +54,7 @@ from .location import (
     MAX_CONTACT_URI_LENGTH,
     MAX_INSTANCE_ID_LENGTH,
     ContactUpdate,
+    LocationError,
     LocationService,
     OutOfOrder,
     RegisterChange,
@@ -166,6 +167,8 @@ class Registrar:
             raise _Reject(500, "Out-of-order REGISTER (CSeq not above stored)") from exc
         except TooManyBindings as exc:
             raise _Reject(403, f"Too many contacts (at most {self.max_contacts})") from exc
+        except LocationError as exc:  # another implementation's own refusal
+            raise _Reject(500, str(exc)[:100] or "Location service refused the change") from exc
         extra: list[tuple[str, str]] = []
         supported = _tokens(request, "Supported")
         if "outbound" in supported and any(u.reg_id is not None for u in change.updates):

@@ -243,6 +243,16 @@ class Headers:
             out.append((canon, value))
         self._items = out
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the first value of ``name`` in place (or append if absent)."""
+        canon = canonical_name(name)
+        key = canon.lower()
+        for i, (n, _) in enumerate(self._items):
+            if n.lower() == key:
+                self._items[i] = (n, value)
+                return
+        self._items.append((canon, value))
+
     def remove(self, name: str) -> int:
         """Remove every occurrence of ``name``; return how many there were."""
         key = canonical_name(name).lower()

@@ -243,3 +243,46 @@ def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -
         raise RemoteProtocolError("body longer than Content-Length")
     # Octets beyond Content-Length in a datagram are ignored (RFC 4475 dblreq).
     return data[body_start : body_start + length]
+
+
+_SALVAGE = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+
+
+def salvage_error_response(data: bytes, error: RemoteProtocolError) -> bytes | None:
+    """A best-effort error response to a request the parser refused.
+
+    RFC 3261 §8.2 wants a 400 for a malformed request whenever an answer can
+    be routed back. This reads the start line and the Via, From, To, Call-ID
+    and CSeq lines leniently; if it is a request (not an ACK) and all five
+    are there, it returns the wire form of ``error.status`` with the reason
+    as the reason phrase. Otherwise None: the caller drops and logs it.
+    """
+    head = data[:MAX_HEADER_SECTION].split(b"\r\n\r\n", 1)[0]
+    try:
+        text = head.decode("utf-8", "surrogateescape")
+    except UnicodeError:  # pragma: no cover - surrogateescape cannot fail
+        return None
+    lines = text.split("\r\n")
+    first = lines[0].split(" ", 1)[0] if lines else ""
+    if not first or first.upper().startswith("SIP/") or first == "ACK":
+        return None
+    if _HEADER_NAME_RE.fullmatch(first) is None:
+        return None
+    kept: list[str] = []
+    seen: set[str] = set()
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        key = name.strip().lower()
+        if not sep or key not in _SALVAGE or "\r" in line or "\n" in line:
+            continue
+        if len(line) > MAX_LINE_LENGTH:
+            return None
+        canon = canonical_name(key)
+        seen.add(canon)
+        kept.append(f"{canon}: {value.strip()}")
+    if seen != {"Via", "From", "To", "Call-ID", "CSeq"}:
+        return None
+    reason = error.reason.replace("\r", " ").replace("\n", " ")[:120]
+    out = [f"SIP/2.0 {error.status} {reason}", *kept, *(f"{n}: {v}" for n, v in error.headers)]
+    out.append("Content-Length: 0")
+    return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", "surrogateescape")

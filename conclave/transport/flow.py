@@ -100,9 +100,7 @@ class Flow:
 
     def __str__(self) -> str:
         suffix = f"#{self.conn_id}" if self.conn_id else ""
-        return (
-            f"{self.transport}:{_format(self.local)}<->{_format(self.remote)}{suffix}"
-        )
+        return f"{self.transport}:{_format(self.local)}<->{_format(self.remote)}{suffix}"
 
     def token(self) -> str:
         """A compact string form; :meth:`from_token` gives back an equal flow.
@@ -209,9 +207,7 @@ def _unpack(raw: bytes) -> Flow:
         if shift > 63:
             raise ValueError("connection id too long")
     local, pos = _unpack_address(raw, pos, bool(flags & _LOCAL_V6), bool(flags & _LOCAL_SCOPE))
-    remote, pos = _unpack_address(
-        raw, pos, bool(flags & _REMOTE_V6), bool(flags & _REMOTE_SCOPE)
-    )
+    remote, pos = _unpack_address(raw, pos, bool(flags & _REMOTE_V6), bool(flags & _REMOTE_SCOPE))
     if pos != len(raw):
         raise ValueError("trailing bytes")
     return Flow(TRANSPORTS[code], remote, local, conn_id)

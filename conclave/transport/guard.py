@@ -45,6 +45,8 @@ EVICTION_SCAN: Final = 64
 oldest outright. It bounds the work per insertion when the table is full."""
 
 _SECONDS_PER_MINUTE: Final = 60.0
+_EPSILON: Final = 1e-9  # refills are sums of float products: a source pacing itself
+# exactly at the rate must not be refused because 10 × 0.1 came out as 0.9999999
 
 
 class Verdict(enum.Enum):
@@ -126,7 +128,7 @@ class SourceGuard:
         if source.banned_until > now:
             return Verdict.BANNED
         self._refill(source, now)
-        if source.tokens >= 1.0:
+        if source.tokens >= 1.0 - _EPSILON:
             source.tokens -= 1.0
             source.strikes = 0
             return Verdict.ALLOWED
@@ -204,7 +206,7 @@ class SourceGuard:
             return False
         self._refill(source, now)
         self._drain_auth(source, now)
-        return source.tokens >= self.burst and source.auth_level == 0.0
+        return source.tokens >= self.burst - _EPSILON and source.auth_level <= _EPSILON
 
     def _touch(self, ip: str, now: float) -> _Source:
         """The entry for ``ip``, created if needed, moved to most recently seen."""

@@ -19,6 +19,7 @@ from conclave.sip.transaction import (
     ServerTransaction,
     State,
     StrayResponse,
+    Timer,
     TransactionLayer,
     TransactionLimitError,
     TransactionTerminated,
@@ -336,7 +337,7 @@ def test_one_deadline_for_many_transactions() -> None:
         assert events, "a due deadline must produce something"
         timeouts += [e for e in events if isinstance(e, TransactionTimeout)]
     assert len(timeouts) == 50 and len(layer) == 0
-    assert all(isinstance(e, TransactionTimeout) and e.timer == "F" for e in timeouts)
+    assert all(isinstance(e, TransactionTimeout) and e.timer is Timer.F for e in timeouts)
 
 
 def test_rescheduling_many_times_keeps_deadlines_exact() -> None:

@@ -10,6 +10,7 @@ from conclave.sip.transaction import (
     AckReceived,
     ServerTransaction,
     State,
+    Timer,
     TimerConfig,
     TransactionTimeout,
 )
@@ -94,7 +95,7 @@ def test_timer_g_retransmits_final_until_timer_h() -> None:
     assert times == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
     assert kinds(last) == ["TransactionTimeout", "TransactionTerminated"]
     timeout = last[0]
-    assert isinstance(timeout, TransactionTimeout) and timeout.timer == "H"
+    assert isinstance(timeout, TransactionTimeout) and timeout.timer is Timer.H
 
 
 def test_ack_moves_to_confirmed_then_timer_i() -> None:

@@ -27,7 +27,7 @@ from .events import (
     TransportFailed,
 )
 from .matching import ClientKey, client_key
-from .tables import INVITE_CLIENT, NON_INVITE_CLIENT, Effect, Input
+from .tables import INVITE_CLIENT, NON_INVITE_CLIENT, Effect, Input, Timer
 
 DEFAULT_MAX_FORWARDS = "70"
 """Max-Forwards of the ACKs and CANCELs built here (§8.1.1.6)."""
@@ -176,7 +176,7 @@ class ClientTransaction(Transaction):
                 self._ack = make_ack(self.request, message).serialise()
             events.append(Transmit(self._ack, self.destination, self))
         elif effect is Effect.REPORT_TIMEOUT:
-            events.append(TransactionTimeout(self, inp.name.removeprefix("TIMER_")))
+            events.append(TransactionTimeout(self, Timer[inp.name.removeprefix("TIMER_")]))
         elif effect is Effect.REPORT_TRANSPORT_ERROR:
             events.append(TransportFailed(self))
         else:  # pragma: no cover - the client tables use no other effect

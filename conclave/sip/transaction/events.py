@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 from ..message import Request, Response
+from .tables import Timer
 
 if TYPE_CHECKING:
     from .base import Transaction
@@ -124,7 +125,7 @@ class TransactionTimeout:
     """
 
     transaction: Transaction
-    timer: str
+    timer: Timer
 
 
 @dataclass(frozen=True)

@@ -17,19 +17,27 @@ every transaction.
 A minimal asyncio adapter (the shape only; it lives outside ``conclave.sip``)::
 
     def on_datagram(data, addr):
-        msg = parse_message(data)
-        now = loop.time()
-        if isinstance(msg, Request):
-            handle(layer.receive_request(msg, ("udp", addr), now))
-        else:
-            handle(layer.receive_response(msg, ("udp", addr), now))
+        msg = parse_message(data)            # RemoteProtocolError: log and drop
+        handler = layer.receive_request if isinstance(msg, Request) else layer.receive_response
+        dispatch(handler(msg, ("udp", addr), loop.time()))
+
+    def on_timer():
+        dispatch(layer.handle_timers(loop.time()))
+
+    def dispatch(events):
+        for event in events:
+            if isinstance(event, Transmit):
+                send(event)                  # on failure: dispatch(layer.transport_error(...))
+            else:
+                tu.handle(event)             # may call layer.send_response(...) -> dispatch
         rearm()
 
     def rearm():
+        nonlocal handle
+        if handle is not None:
+            handle.cancel()
         deadline = layer.next_deadline()
-        if deadline is not None:
-            timer = loop.call_at(deadline, lambda: (handle(layer.handle_timers(loop.time())),
-                                                    rearm()))
+        handle = loop.call_at(deadline, on_timer) if deadline is not None else None
 """
 
 from __future__ import annotations

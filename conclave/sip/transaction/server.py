@@ -22,7 +22,7 @@ from .base import Transaction
 from .config import TimerConfig
 from .events import AckReceived, Event, TransactionTimeout, Transmit, TransportFailed
 from .matching import ServerKey, server_key, to_tag
-from .tables import INVITE_SERVER, NON_INVITE_SERVER, Effect, Input
+from .tables import INVITE_SERVER, NON_INVITE_SERVER, Effect, Input, Timer
 
 
 def _tu_input(status: int) -> Input:
@@ -110,7 +110,7 @@ class ServerTransaction(Transaction):
             assert isinstance(message, Request)
             events.append(AckReceived(message, source, self))
         elif effect is Effect.REPORT_TIMEOUT:
-            events.append(TransactionTimeout(self, inp.name.removeprefix("TIMER_")))
+            events.append(TransactionTimeout(self, Timer[inp.name.removeprefix("TIMER_")]))
         elif effect is Effect.REPORT_TRANSPORT_ERROR:
             events.append(TransportFailed(self))
         else:  # pragma: no cover - the server tables use no other effect

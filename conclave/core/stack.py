@@ -1,0 +1,313 @@
+"""The SIP stack: transport <-> parser <-> transaction layer <-> transaction user.
+
+This is the asyncio-facing glue (aioquic's shape): bytes arrive from the
+transport, are parsed, pass the source guard and the receipt checks, go
+through the sans-IO :class:`~conclave.sip.transaction.TransactionLayer`,
+and the resulting events are dispatched: ``Transmit`` to the transport,
+everything else to the :class:`TransactionUser`. One loop timer serves
+every transaction: after each input the stack re-arms it for the layer's
+next deadline.
+
+Nothing here waits: every handler runs to completion on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+
+from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
+from conclave.sip.fields import parse_via
+from conclave.sip.message import Request, Response, default_reason, make_response
+from conclave.sip.parser import parse_message, salvage_error_response
+from conclave.sip.transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientTransaction,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimeout,
+    Transmit,
+    TransportFailed,
+)
+from conclave.sip.validate import check_request, check_response
+from conclave.transport.flow import Flow
+from conclave.transport.guard import SourceGuard, Verdict
+
+log = structlog.get_logger("conclave.stack")
+
+
+class TransactionUser(Protocol):
+    """What the stack hands events to (the router / proxy core)."""
+
+    def on_request(self, txn: ServerTransaction, request: Request) -> None: ...
+    def on_cancel(
+        self, txn: ServerTransaction, request: Request, invite: ServerTransaction | None
+    ) -> None: ...
+    def on_ack(self, request: Request, flow: Flow) -> None: ...
+    def on_response(self, txn: ClientTransaction, response: Response) -> None: ...
+    def on_stray_response(self, response: Response, flow: Flow) -> None: ...
+    def on_timeout(self, txn: Any, timer: object) -> None: ...
+    def on_transport_failed(self, txn: Any) -> None: ...
+    def on_terminated(self, txn: Any) -> None: ...
+
+
+class Sender(Protocol):
+    def send(self, flow: Flow, data: bytes) -> bool: ...
+
+
+def new_branch() -> str:
+    """A fresh RFC 3261 branch (§8.1.1.7): magic cookie plus 96 random bits."""
+    return "z9hG4bK" + os.urandom(12).hex()
+
+
+def new_tag() -> str:
+    return os.urandom(8).hex()
+
+
+class SipStack:
+    """Owns the transaction layer and its timer; routes events to the TU."""
+
+    def __init__(
+        self,
+        *,
+        layer: TransactionLayer,
+        guard: SourceGuard,
+        supported: frozenset[str],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.layer = layer
+        self.guard = guard
+        self.supported = supported
+        self.wall_clock = wall_clock
+        self.tu: TransactionUser | None = None
+        self.sender: Sender | None = None
+        self.draining = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
+
+    # -- wiring --------------------------------------------------------------------------
+    def attach(self, tu: TransactionUser, sender: Sender) -> None:
+        self.tu = tu
+        self.sender = sender
+        self._loop = asyncio.get_running_loop()
+
+    def now(self) -> float:
+        """Monotonic time for the transaction layer."""
+        assert self._loop is not None
+        return self._loop.time()
+
+    # -- inbound -------------------------------------------------------------------------
+    def on_message(self, data: bytes, flow: Flow) -> None:
+        """Called by the transport for every datagram or stream frame."""
+        self.counters["received"] += 1
+        ip = flow.remote[0]
+        verdict = self.guard.allow(ip, self.wall_clock())
+        if verdict is not Verdict.ALLOWED:
+            self.counters["dropped"] += 1
+            if verdict is Verdict.BANNED_NOW:
+                log.warning(
+                    "source banned",
+                    source=ip,
+                    reason="request rate",
+                    seconds=self.guard.ban_seconds,
+                )
+            return
+        try:
+            message = parse_message(data, datagram=not flow.reliable)
+        except RemoteProtocolError as exc:
+            self._malformed(data, flow, exc)
+            return
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(call_id=message.headers.get("Call-ID"))
+        try:
+            if isinstance(message, Request):
+                self._inbound_request(message, flow)
+            else:
+                self._inbound_response(message, flow)
+        finally:
+            structlog.contextvars.clear_contextvars()
+            self._rearm()
+
+    def _malformed(self, data: bytes, flow: Flow, exc: RemoteProtocolError) -> None:
+        self.counters["malformed"] += 1
+        answer = salvage_error_response(data, exc)
+        log.info(
+            "malformed message",
+            source=str(flow),
+            reason=exc.reason,
+            status=exc.status,
+            answered=answer is not None,
+        )
+        if answer is not None and self.sender is not None:
+            self.sender.send(flow, answer)
+
+    def _inbound_request(self, req: Request, flow: Flow) -> None:
+        _stamp_via(req, flow)
+        try:
+            check_request(req, supported=self.supported, check_require=False, forwarding=False)
+        except RemoteProtocolError as exc:
+            log.info("request refused", method=req.method, status=exc.status, reason=exc.reason)
+            if req.method != "ACK":
+                self.respond_stateless(req, flow, exc.status, exc.reason, exc.headers)
+            return
+        try:
+            events = self.layer.receive_request(req, flow, self.now(), reliable=flow.reliable)
+        except RemoteProtocolError as exc:
+            if req.method != "ACK":
+                self.respond_stateless(req, flow, exc.status, exc.reason, exc.headers)
+            return
+        self.dispatch(events)
+
+    def _inbound_response(self, resp: Response, flow: Flow) -> None:
+        try:
+            check_response(resp)
+            events = self.layer.receive_response(resp, flow, self.now())
+        except RemoteProtocolError as exc:
+            log.info("response dropped", status=resp.status, reason=exc.reason)
+            return
+        self.dispatch(events)
+
+    # -- outbound ------------------------------------------------------------------------
+    def respond_stateless(
+        self,
+        req: Request,
+        flow: Flow,
+        status: int,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        resp = make_response(
+            req, status, reason or default_reason(status), to_tag=new_tag(), headers=headers
+        )
+        self.dispatch(self.layer.send_stateless(resp, flow))
+
+    def respond(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
+        body: bytes = b"",
+        to_tag: str | None = None,
+    ) -> None:
+        """Answer ``txn``'s request with a locally generated response."""
+        resp = make_response(
+            txn.request,
+            status,
+            reason,
+            to_tag=to_tag or new_tag(),
+            headers=tuple(headers),
+            body=body,
+        )
+        self.send_response(txn, resp)
+
+    def send_response(self, txn: ServerTransaction, resp: Response) -> bool:
+        """Send on ``txn``; False if its state no longer allows it (e.g. it ended)."""
+        try:
+            events = self.layer.send_response(txn, resp, self.now())
+        except LocalProtocolError as exc:
+            log.debug("response not sent", status=resp.status, reason=str(exc))
+            return False
+        self.dispatch(events)
+        self._rearm()
+        return True
+
+    def send_request(self, req: Request, flow: Flow) -> ClientTransaction:
+        txn, events = self.layer.send_request(req, flow, self.now(), reliable=flow.reliable)
+        self.dispatch(events)
+        self._rearm()
+        return txn
+
+    def send_stateless(self, message: Request | Response, flow: Flow) -> None:
+        self.dispatch(self.layer.send_stateless(message, flow))
+
+    # -- events --------------------------------------------------------------------------
+    def dispatch(self, events: list[Event]) -> None:
+        tu = self.tu
+        assert tu is not None and self.sender is not None
+        for ev in events:
+            if isinstance(ev, Transmit):
+                dest = ev.destination
+                ok = isinstance(dest, Flow) and self.sender.send(dest, ev.data)
+                if not ok and ev.transaction is not None:
+                    self.dispatch(self.layer.transport_error(ev.transaction, self.now()))
+            elif isinstance(ev, RequestReceived):
+                tu.on_request(ev.transaction, ev.request)
+            elif isinstance(ev, CancelReceived):
+                tu.on_cancel(ev.transaction, ev.request, ev.invite)
+            elif isinstance(ev, AckReceived):
+                if isinstance(ev.source, Flow):
+                    tu.on_ack(ev.request, ev.source)
+            elif isinstance(ev, ResponseReceived):
+                tu.on_response(ev.transaction, ev.response)
+            elif isinstance(ev, StrayResponse):
+                if isinstance(ev.source, Flow):
+                    tu.on_stray_response(ev.response, ev.source)
+            elif isinstance(ev, TransactionTimeout):
+                tu.on_timeout(ev.transaction, ev.timer)
+            elif isinstance(ev, TransportFailed):
+                tu.on_transport_failed(ev.transaction)
+            elif isinstance(ev, TransactionTerminated):
+                tu.on_terminated(ev.transaction)
+
+    # -- the one timer -------------------------------------------------------------------
+    def _rearm(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        deadline = self.layer.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.dispatch(self.layer.handle_timers(self.now()))
+        self._rearm()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _stamp_via(req: Request, flow: Flow) -> None:
+    """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
+    top = req.headers.get("Via")
+    if top is None:
+        return
+    try:
+        via = parse_via(top)
+    except RemoteProtocolError:
+        return
+    ip, port = flow.remote
+    changed = False
+    host = via.host.strip("[]")
+    if host != ip or via.has_rport:
+        via.params.set("received", ip if ":" not in ip else f"[{ip}]")
+        changed = True
+    if via.has_rport:
+        via.params.set("rport", str(port))
+        changed = True
+    if changed:
+        req.headers.replace_first("Via", str(via))

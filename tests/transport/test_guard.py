@@ -1,0 +1,141 @@
+"""SourceGuard: token bucket, bans and their expiry, auth failures, bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from conclave.transport import SourceGuard, Verdict
+
+IP = "127.0.0.1"
+
+
+def test_burst_then_ban_then_expiry() -> None:
+    guard = SourceGuard(rate=10, burst=5, ban_seconds=60)
+    now = 1000.0
+    assert [guard.allow(IP, now) for _ in range(5)] == [Verdict.ALLOWED] * 5
+    assert not guard.is_banned(IP, now)
+    assert guard.allow(IP, now) is Verdict.BANNED_NOW
+    assert guard.is_banned(IP, now)
+    assert guard.banned_until(IP, now) == now + 60
+    assert guard.allow(IP, now + 1) is Verdict.BANNED
+    assert guard.is_banned(IP, now + 59.9)
+    assert not guard.is_banned(IP, now + 60)
+    # The bucket is full again after the ban: a whole burst is allowed.
+    assert [guard.allow(IP, now + 60) for _ in range(5)] == [Verdict.ALLOWED] * 5
+
+
+def test_refill_at_rate() -> None:
+    guard = SourceGuard(rate=10, burst=2, ban_seconds=60)
+    now = 0.0
+    for step in range(100):  # exactly the sustained rate: never limited
+        assert guard.allow(IP, now + step * 0.1) is Verdict.ALLOWED
+    assert guard.allow(IP, now + 9.9) is Verdict.ALLOWED  # the burst's spare token
+    assert guard.allow(IP, now + 9.9) is Verdict.BANNED_NOW
+
+
+def test_limited_before_ban() -> None:
+    guard = SourceGuard(rate=1, burst=1, ban_seconds=30, limited_before_ban=2)
+    assert guard.allow(IP, 0.0) is Verdict.ALLOWED
+    assert guard.allow(IP, 0.1) is Verdict.LIMITED
+    assert guard.allow(IP, 0.2) is Verdict.LIMITED
+    assert not guard.is_banned(IP, 0.2)
+    # Backing off clears the strikes...
+    assert guard.allow(IP, 1.5) is Verdict.ALLOWED
+    assert guard.allow(IP, 1.6) is Verdict.LIMITED
+    assert guard.allow(IP, 1.7) is Verdict.LIMITED
+    # ...and persisting gets the source banned.
+    assert guard.allow(IP, 1.8) is Verdict.BANNED_NOW
+    assert guard.is_banned(IP, 31.7)
+    assert not guard.is_banned(IP, 31.8)
+
+
+def test_sources_are_independent() -> None:
+    guard = SourceGuard(rate=1, burst=1, ban_seconds=30)
+    guard.allow("192.0.2.1", 0.0)
+    assert guard.allow("192.0.2.1", 0.0) is Verdict.BANNED_NOW
+    assert guard.allow("192.0.2.2", 0.0) is Verdict.ALLOWED
+    assert not guard.is_banned("192.0.2.2", 0.0)
+
+
+def test_auth_failures_ban_past_the_threshold() -> None:
+    guard = SourceGuard(auth_failures_per_minute=3, ban_seconds=120)
+    assert [guard.record_auth_failure(IP, 10.0 + i) for i in range(3)] == [False] * 3
+    assert guard.record_auth_failure(IP, 13.0) is True
+    assert guard.is_banned(IP, 13.0)
+    assert guard.allow(IP, 14.0) is Verdict.BANNED
+    assert guard.record_auth_failure(IP, 14.0) is False  # already banned
+    assert not guard.is_banned(IP, 133.0)
+
+
+def test_auth_failures_spread_out_are_tolerated() -> None:
+    guard = SourceGuard(auth_failures_per_minute=3)
+    # One failure every 20 s is exactly 3 a minute: never over the limit.
+    assert not any(guard.record_auth_failure(IP, i * 20.0) for i in range(50))
+
+
+def test_exempt_and_loopback() -> None:
+    guard = SourceGuard(rate=1, burst=1, exempt=["192.0.2.50", "2001:DB8::1"])
+    for _ in range(10):
+        assert guard.allow("192.0.2.50", 0.0) is Verdict.ALLOWED
+        assert guard.record_auth_failure("2001:db8::1", 0.0) is False
+    guard.ban("192.0.2.50", 0.0)
+    assert not guard.is_banned("192.0.2.50", 0.0)
+    assert len(guard) == 0
+    # Loopback is an ordinary source.
+    guard.allow(IP, 0.0)
+    assert guard.allow(IP, 0.0) is Verdict.BANNED_NOW
+
+
+def test_explicit_ban_and_unban() -> None:
+    guard = SourceGuard(ban_seconds=60)
+    guard.ban(IP, 0.0, seconds=5)
+    assert guard.is_banned(IP, 4.9)
+    assert not guard.is_banned(IP, 5.0)
+    guard.ban(IP, 10.0)
+    guard.unban(IP)
+    assert not guard.is_banned(IP, 10.0)
+
+
+def test_is_banned_does_not_track() -> None:
+    guard = SourceGuard()
+    assert not guard.is_banned(IP, 0.0)
+    assert len(guard) == 0
+
+
+def test_memory_is_bounded_and_decayed_entries_go_first() -> None:
+    guard = SourceGuard(rate=1, burst=2, ban_seconds=1000, max_tracked=3)
+    guard.allow("192.0.2.1", 0.0)
+    guard.allow("192.0.2.1", 0.0)
+    guard.allow("192.0.2.1", 0.0)  # banned, and the least recently seen
+    guard.allow("192.0.2.2", 0.0)  # will have refilled: nothing to remember
+    guard.allow("192.0.2.3", 9.0)
+    guard.allow("192.0.2.3", 9.0)  # bucket empty
+    assert guard.allow("192.0.2.4", 10.0) is Verdict.ALLOWED
+    assert len(guard) == 3
+    assert guard.is_banned("192.0.2.1", 10.0)  # kept, although oldest
+    # With nothing decayed, the least recently seen goes.
+    guard.allow("192.0.2.5", 10.0)
+    assert len(guard) == 3
+    assert not guard.is_banned("192.0.2.1", 10.0)
+
+
+def test_many_sources_stay_bounded() -> None:
+    guard = SourceGuard(max_tracked=100)
+    for i in range(5000):
+        guard.allow(f"10.0.{i // 256}.{i % 256}", i * 0.001)
+    assert len(guard) == 100
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"rate": 0}, {"burst": 0}, {"ban_seconds": 0}, {"auth_failures_per_minute": 0},
+     {"limited_before_ban": -1}, {"max_tracked": 0}],
+)
+def test_bad_settings(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        SourceGuard(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_exempt_address() -> None:
+    with pytest.raises(ValueError):
+        SourceGuard(exempt=["not-an-ip"])
