@@ -1,0 +1,152 @@
+"""Instant messages for offline users (RFC 3428 MESSAGE, store and forward).
+
+When a MESSAGE is addressed to a local user with no reachable device, the
+router hands it here: it is written to the offline store (bounded per user
+and in age) and the sender gets 202 Accepted (RFC 3428 §7). When the user
+next registers, every stored message is sent to the registering device as
+a new MESSAGE from the server, carrying the original ``From`` and ``Date``,
+one at a time. A message leaves the store only when taken for delivery; if
+delivery fails it is put back, so nothing is lost short of a crash in the
+moment between the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from conclave.sip.headers import Headers
+from conclave.sip.message import Request, Response
+from conclave.sip.transaction import ClientTransaction
+from conclave.store.errors import StoreError
+from conclave.store.offline import OfflineMessageStore, StoredMessage
+from conclave.transport.flow import Flow
+
+from .location import Contact
+
+log = structlog.get_logger("conclave.services.im")
+
+
+class Sender(Protocol):
+    """The part of the core's SIP stack this service uses."""
+
+    def send_request(self, req: Request, flow: Flow) -> ClientTransaction: ...
+
+
+ViaFactory = Callable[[str, str], str]
+"""(transport, branch) -> our Via value."""
+
+
+@dataclass
+class OfflineMessages:
+    """Store-and-forward for MESSAGE requests to users who are offline."""
+
+    store: OfflineMessageStore
+    stack: Sender
+    via: ViaFactory
+    _pending: dict[ClientTransaction, asyncio.Future[int]] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def hold(self, request: Request, recipient: str, now: float) -> bool:
+        """Store ``request`` for ``recipient``; False when their queue is full."""
+        date = request.headers.get("Date") or email.utils.formatdate(now, usegmt=True)
+        return await self.store.enqueue(
+            recipient,
+            sender=request.headers.get("From") or "",
+            content_type=request.headers.get("Content-Type") or "text/plain",
+            body=request.body,
+            date_header=date,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+        )
+
+    def on_registered(self, aor: str, contact: Contact) -> None:
+        """Location listener: a device of ``aor`` registered; deliver what is held."""
+        if contact.flow is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(aor, contact))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, aor: str, contact: Contact) -> None:
+        try:
+            messages = await self.store.take_for(aor)
+        except StoreError as exc:
+            log.warning("offline messages not read", aor=aor, reason=str(exc))
+            return
+        for index, message in enumerate(messages):
+            status = await self._send(aor, contact, message)
+            if not 200 <= status < 300:
+                log.info("offline delivery failed; kept", aor=aor, status=status)
+                await self._put_back(messages[index:])
+                return
+            log.info("offline message delivered", aor=aor, id=message.id)
+
+    async def _send(self, aor: str, contact: Contact, message: StoredMessage) -> int:
+        assert contact.flow is not None
+        headers = Headers()
+        headers.add("Via", self.via(contact.flow.transport, "z9hG4bK" + os.urandom(12).hex()))
+        headers.add("Max-Forwards", "70")
+        headers.add("From", message.sender)
+        headers.add("To", f"<{aor}>")
+        headers.add("Call-ID", os.urandom(12).hex())
+        headers.add("CSeq", "1 MESSAGE")
+        if message.date_header:
+            headers.add("Date", message.date_header)
+        headers.add("Content-Type", message.content_type)
+        request = Request("MESSAGE", contact.uri, headers, message.body)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        try:
+            txn = self.stack.send_request(request, contact.flow)
+        except Exception as exc:
+            log.warning("offline delivery not started", reason=str(exc))
+            return 503
+        self._pending[txn] = future
+        try:
+            return await asyncio.wait_for(future, timeout=64.0)
+        except TimeoutError:
+            return 408
+        finally:
+            self._pending.pop(txn, None)
+
+    async def _put_back(self, messages: list[StoredMessage]) -> None:
+        for message in messages:
+            try:
+                await self.store.enqueue(
+                    message.recipient,
+                    sender=message.sender,
+                    content_type=message.content_type,
+                    body=message.body,
+                    date_header=message.date_header,
+                    now=message.received_at,
+                )
+            except StoreError as exc:
+                log.error("offline message lost", aor=message.recipient, reason=str(exc))
+
+    # -- transaction outcomes, fed by the router -----------------------------------------
+    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
+        future = self._pending.get(txn)
+        if future is None:
+            return False
+        if response.status >= 200 and not future.done():
+            future.set_result(response.status)
+        return True
+
+    def on_failure(self, txn: ClientTransaction, status: int) -> bool:
+        future = self._pending.get(txn)
+        if future is None:
+            return False
+        if not future.done():
+            future.set_result(status)
+        return True
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
