@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from conclave.commands.demo import demo_command
 from conclave.commands.init import init_command
+from conclave.commands.serve import serve_command
 from conclave.commands.sip import sip_group
 from conclave.commands.user import user_group
 
@@ -18,3 +20,5 @@ def main() -> None:
 main.add_command(init_command)
 main.add_command(user_group)
 main.add_command(sip_group)
+main.add_command(serve_command)
+main.add_command(demo_command)

@@ -93,6 +93,10 @@ class Proxy:
         self._contexts: dict[ServerTransaction, ProxyContext] = {}
         self._branches: dict[ClientTransaction, Branch] = {}
 
+    def pending(self) -> int:
+        """Requests being proxied that have no final response yet."""
+        return sum(1 for c in self._contexts.values() if not c.final_sent)
+
     # -- requests ------------------------------------------------------------------------
     def forward(
         self,

@@ -380,5 +380,9 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def pending(self) -> int:
+        """Requests whose answer waits on background work (an offline store write)."""
+        return len(self._tasks)
+
     async def close(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)

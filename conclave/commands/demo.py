@@ -1,0 +1,64 @@
+"""``conclave demo``: the demo deployment `make run` serves (example.test, alice, bob)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from conclave.store.passwords import generate_password
+
+from .common import data_dir_option, load
+from .init import initialise
+from .user import _store_call
+
+DEMO_DOMAIN = "example.test"
+DEMO_USERS = ("alice", "bob")
+
+
+@click.command("demo")
+@data_dir_option
+@click.option("--tls-port", type=click.IntRange(0, 65535), default=5061, show_default=True)
+def demo_command(data_dir: Path, tls_port: int) -> None:
+    """Create the demo deployment once (prints the passwords), or describe it."""
+    if (data_dir / "conclave.toml").exists():
+        config = load(data_dir)
+        click.echo(f"Demo deployment for {config.server.domain} in {data_dir}.")
+        click.echo(
+            "Passwords were printed when it was created; reset one with "
+            f"`conclave user passwd alice --dir {data_dir}`."
+        )
+    else:
+        initialise(
+            data_dir,
+            domain=DEMO_DOMAIN,
+            host="127.0.0.1",
+            transports=("tls",),
+            tls_port=tls_port,
+            sip_port=5060,
+        )
+        config = load(data_dir)
+        click.echo(f"Created a demo deployment for {DEMO_DOMAIN} in {data_dir}.")
+        for name in DEMO_USERS:
+            password = generate_password()
+            _store_call(data_dir, "add", name, password)
+            click.echo(f"  user {name}@{DEMO_DOMAIN}  password {password}")
+        click.echo("  (passwords are shown once; they are stored only as digest hashes)")
+    ca = (data_dir / config.tls.ca).resolve()
+    port = config.transports.tls_port
+    host = config.transports.bind
+    click.echo("")
+    click.echo(f"CA certificate to trust: {ca}")
+    click.echo(f"Server: SIP over TLS on {host}:{port}")
+    click.echo("")
+    click.echo("baresip: in ~/.baresip/config set   sip_cafile " + str(ca))
+    click.echo("         and add to ~/.baresip/accounts:")
+    click.echo(
+        f"  <sip:alice@{DEMO_DOMAIN};transport=tls>;auth_pass=PASSWORD;"
+        f'outbound="sip:{host}:{port};transport=tls";regint=600'
+    )
+    click.echo(
+        f"Linphone: SIP address sip:alice@{DEMO_DOMAIN}, server "
+        f"<sip:{host}:{port};transport=tls>, transport TLS; import the CA certificate above."
+    )
+    click.echo("")

@@ -1,0 +1,260 @@
+"""The Standard Edition server: every Front End service and the embedded back end.
+
+:func:`serve` assembles the parts (config, store, PKI, transport, stack,
+router and services), runs until SIGTERM or SIGINT, and then stops
+gracefully:
+
+1. stop listening and refuse new out-of-dialog work with 503;
+2. let open transactions finish (bounded by :data:`DRAIN_TIMEOUT`);
+3. flush registrations to the store, close connections and the database.
+
+SIGHUP reloads the user list at once (``conclave user …`` sends it); the
+list is also re-read every :data:`USER_REFRESH_INTERVAL` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+
+from conclave.config import Config
+from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
+from conclave.core.local import LocalEndpoint
+from conclave.core.proxy import Proxy
+from conclave.core.router import SUPPORTED, Router
+from conclave.core.stack import SipStack
+from conclave.ops import log as logsetup
+from conclave.pki.tls import server_context
+from conclave.services.im import OfflineMessages
+from conclave.services.location import MemoryLocationService
+from conclave.services.registrar import Registrar
+from conclave.sip.transaction import TransactionLayer
+from conclave.store.database import Database
+from conclave.store.offline import OfflineMessageStore
+from conclave.store.registrations import RegistrationStore
+from conclave.store.users import UserStore
+from conclave.transport.flow import Flow
+from conclave.transport.guard import SourceGuard
+from conclave.transport.manager import TransportManager
+
+log = structlog.get_logger("conclave.server")
+
+PID_FILE = "conclave.pid"
+DRAIN_TIMEOUT = 10.0
+"""Longest a graceful stop waits for open transactions to get their final
+responses. An INVITE that is still ringing is cancelled by its caller's
+CANCEL or ends with the connection; 10 s covers any non-INVITE exchange."""
+USER_REFRESH_INTERVAL = 5.0
+"""Seconds between re-reads of the users table, so that `conclave user …`
+takes effect even when the SIGHUP it sends cannot reach the server."""
+PURGE_INTERVAL = 10.0
+"""Seconds between sweeps of expired registrations and old offline messages."""
+
+
+class Server:
+    """One Standard Edition process. Create, then ``await run()``."""
+
+    def __init__(self, data_dir: Path, config: Config) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.stop_event = asyncio.Event()
+        self.users = CredentialCache()
+        self.db = Database(config.database_url(data_dir))
+        self.location = MemoryLocationService(RegistrationStore(self.db))
+        limits = config.limits
+        self.guard = SourceGuard(
+            rate=limits.requests_per_second,
+            burst=limits.burst,
+            ban_seconds=limits.ban_seconds,
+            auth_failures_per_minute=limits.auth_failures_per_minute,
+        )
+        self.layer = TransactionLayer()
+        self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
+        ssl_context = None
+        if config.transports.tls:
+            ssl_context = server_context(
+                config.path(data_dir, config.tls.cert), config.path(data_dir, config.tls.key)
+            )
+        self.transports = TransportManager(
+            on_message=self.stack.on_message,
+            on_closed=self._on_closed,
+            server_ssl=ssl_context,
+            guard=self.guard,
+        )
+        self.local = LocalEndpoint(host=config.server.host, domain=config.server.domain)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.db.check_schema()
+        await self._reload_users()
+        restored = await self.location.load(time.time())
+        await self._listen()
+        self._wire()
+        self._install_signals()
+        self._write_pid()
+        self.tasks = [
+            asyncio.create_task(self.location.run_persistence(1.0)),
+            asyncio.create_task(self._every(USER_REFRESH_INTERVAL, self._reload_users)),
+            asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
+        ]
+        log.info(
+            "ready",
+            domain=self.config.server.domain,
+            users=len(self.users),
+            registrations_restored=restored,
+            listeners=[f"{t}:{h}:{p}" for t, h, p in self.transports.listeners],
+        )
+        try:
+            await self.stop_event.wait()
+        finally:
+            await self._shutdown()
+
+    async def _listen(self) -> None:
+        t = self.config.transports
+        wanted = []
+        if t.tls:
+            wanted.append(("tls", t.tls_port))
+        if t.tcp:
+            wanted.append(("tcp", t.sip_port))
+        if t.udp:
+            wanted.append(("udp", t.sip_port))
+        for transport, port in wanted:
+            _host, bound = await self.transports.listen(transport, t.bind, port)
+            self.local.ports[transport] = bound  # the transport logs "listening"
+        self.local.addresses.add(t.bind)
+        with contextlib.suppress(ValueError):
+            self.local.addresses.add(str(ipaddress.ip_address(self.config.server.host)))
+
+    def _wire(self) -> None:
+        c = self.config
+        auth = Authenticator(
+            realm=c.server.domain,
+            users=self.users,
+            nonce_lifetime=c.auth.nonce_lifetime,
+            algorithms=tuple(c.auth.algorithms),
+        )
+        registrar = Registrar(
+            self.location,
+            domain=c.server.domain,
+            min_expires=c.registrar.min_expires,
+            default_expires=c.registrar.default_expires,
+            max_expires=c.registrar.max_expires,
+            max_contacts=c.registrar.max_contacts_per_aor,
+        )
+        offline = OfflineMessageStore(
+            self.db, max_per_user=c.im.offline_max_per_user, max_age=c.im.offline_max_age
+        )
+        self.im = OfflineMessages(offline, self.stack, self.local.via)
+        self.location.add_listener(self.im.on_registered)
+        self.proxy = Proxy(self.stack, self.local)
+        self.router = Router(
+            stack=self.stack,
+            proxy=self.proxy,
+            local=self.local,
+            auth=auth,
+            users=self.users,
+            registrar=registrar,
+            location=self.location,
+            im=self.im,
+            guard=self.guard,
+            is_open=self.transports.is_open,
+            find_connection=self.transports.find_connection,
+            udp_flow=self._udp_flow,
+        )
+        self.stack.attach(self.router, self.transports)
+
+    def _udp_flow(self, remote: tuple[str, int]) -> Flow | None:
+        port = self.local.ports.get("udp")
+        if port is None:
+            return None
+        return Flow("udp", remote, (self.config.transports.bind, port))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_users()))
+
+    async def _shutdown(self) -> None:
+        log.info("stopping", open_transactions=len(self.layer))
+        self.stack.draining = True
+        await self.transports.stop_listening(keep_udp=True)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.im.close()
+        await self.router.close()
+        try:
+            written = await self.location.flush()
+        except Exception as exc:  # the store is gone: say so, keep stopping
+            log.error("registrations not flushed", reason=str(exc))
+            written = 0
+        self.stack.stop()
+        await self.transports.close()
+        await self.db.dispose()
+        with contextlib.suppress(OSError):
+            (self.data_dir / PID_FILE).unlink()
+        log.info("stopped", registrations_flushed=written)
+
+    def _busy(self) -> bool:
+        return self.proxy.pending() > 0 or self.router.pending() > 0
+
+    # -- background work -------------------------------------------------------------------
+    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except Exception as exc:  # keep the loop alive; the next round retries
+                log.warning("background job failed", job=job.__name__, reason=str(exc))
+
+    async def _reload_users(self) -> None:
+        domain = self.config.server.domain
+        rows = await UserStore(self.db).all_credentials()
+        self.users.replace(
+            {
+                name: UserCredentials(
+                    {"MD5": creds.ha1_md5, "SHA-256": creds.ha1_sha256}, creds.disabled
+                )
+                for (name, user_domain), creds in rows.items()
+                if user_domain == domain
+            }
+        )
+
+    async def _purge(self) -> None:
+        self.location.purge_expired(time.time())
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.config.im.offline_max_age)
+        await self.im.store.purge_older_than(cutoff)
+
+    def _on_closed(self, flow: Flow) -> None:
+        removed = self.location.remove_flow(flow)
+        if removed:
+            log.info("flow closed; bindings removed", flow=str(flow), removed=removed)
+
+    def _write_pid(self) -> None:
+        (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+
+
+def serve(data_dir: Path, config: Config) -> None:
+    """Run a Standard Edition server in the foreground until SIGTERM/SIGINT."""
+    import uvloop
+
+    logsetup.configure(level=config.logging.level, role="standard", host=config.server.host)
+
+    async def main() -> None:
+        await Server(data_dir, config).run()
+
+    uvloop.run(main())
