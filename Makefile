@@ -13,9 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: set up and run a Standard Edition server on embedded storage
+## run: set up and run a Standard Edition server on embedded storage.
+## The first time it creates the demo deployment (example.test, alice, bob)
+## in $(DATA) and prints the passwords and how to point a client at it.
 run: $(STAMP)
-	$(BIN)/conclave --help
+	$(BIN)/conclave demo --dir $(DATA)
+	exec $(BIN)/conclave serve --dir $(DATA)
 
 ## test: set up and run ruff, mypy (strict on conclave/sip) and pytest
 test: $(STAMP) peers lint typecheck unit

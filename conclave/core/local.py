@@ -76,5 +76,11 @@ class LocalEndpoint:
             port = 5061 if uri.scheme == "sips" or uri.transport == "tls" else 5060
         return port in self.ports.values()
 
+    def is_my_host(self, uri: URI) -> bool:
+        """True when ``uri``'s host names this server, whatever the port."""
+        if not isinstance(uri, SipURI):
+            return False
+        return uri.host.strip("[]").lower() in (self.host.lower(), *self.addresses)
+
     def is_my_domain(self, uri: URI) -> bool:
         return isinstance(uri, SipURI) and uri.host.lower() == self.domain

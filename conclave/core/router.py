@@ -184,7 +184,9 @@ class Router:
             self.stack.respond(txn, 404, "Telephone numbers need a mediation server")
             return
         assert isinstance(uri, SipURI)
-        to_server = self.local.is_me(uri) or (uri.user is None and self.local.is_my_domain(uri))
+        to_server = uri.user is None and (
+            self.local.is_my_domain(uri) or self.local.is_my_host(uri)
+        )
         if method == "REGISTER":
             self._register(txn, request, flow)
             return

@@ -5,6 +5,11 @@ UDP datagram and each framed stream message goes to ``on_message(data, flow)``,
 called synchronously from the event loop, and :meth:`TransportManager.send`
 writes bytes back on a flow. It parses nothing beyond stream framing.
 
+TCP and TLS listeners accept on their own sockets, so a banned or over-limit
+source is refused (closed) before anything is spent on it, a TLS handshake
+above all; an admitted socket goes to ``loop.connect_accepted_socket`` and
+counts against the limits from then on, handshake included.
+
 Connections live in one table keyed by connection id. Besides that table the
 manager keeps, per connection: its route key (transport, remote address) for
 reuse (RFC 3261 §18.1.1: send on an existing connection to the destination if
@@ -18,9 +23,10 @@ Times for the guard and for idleness come from ``time.monotonic()``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
 import itertools
 import secrets
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -46,6 +52,14 @@ LISTEN_BACKLOG: Final = 1024
 """Pending accepts the kernel may queue. After a Front End restart or a pool
 failover thousands of clients reconnect within seconds; the usual 100 would
 turn that burst into SYN retries and slow sign-in."""
+
+ACCEPT_RETRY_DELAY: Final = 1.0
+"""Seconds to pause accepting after a resource error (out of descriptors or
+memory): retrying at once would spin, and closing connections frees them."""
+
+_ACCEPT_RESOURCE_ERRORS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+)
 
 SHUTDOWN_GRACE: Final = 2.0
 """Seconds :meth:`TransportManager.close` waits for connections to flush and
@@ -114,7 +128,7 @@ class TransportManager:
         self._per_ip: dict[str, int] = {}
         self._last_rx: dict[int, float] = {}  # oldest first
         self._udp: dict[tuple[str, int], UdpEndpoint] = {}
-        self._servers: list[tuple[str, asyncio.Server, list[tuple[str, int]]]] = []
+        self._listening: list[_Listener] = []
         self._connecting: dict[tuple[str, tuple[str, int], str | None], asyncio.Future[Flow]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -134,14 +148,15 @@ class TransportManager:
     def listeners(self) -> list[tuple[str, str, int]]:
         """``(transport, host, port)`` of every listening socket."""
         out = [("udp", *local) for local in self._udp]
-        for transport, _server, addresses in self._servers:
-            out.extend((transport, *address) for address in addresses)
+        out.extend((item.transport, *item.address) for item in self._listening)
         return out
 
     async def listen(self, transport: str, host: str, port: int) -> tuple[str, int]:
-        """Listen on ``host:port`` (port 0: any free port) and return the bound address.
+        """Listen on ``host:port`` and return the bound address.
 
-        Raises TransportError if the address cannot be bound, the transport is
+        ``host`` is an IP literal (``0.0.0.0`` and ``::`` for all addresses; an
+        IPv6 listener takes IPv6 only); port 0 picks a free port. Raises
+        TransportError if the address cannot be bound, the transport is
         unknown, or TLS is asked for without ``server_ssl``.
         """
         if self._closed:
@@ -150,6 +165,10 @@ class TransportManager:
             raise TransportError(f"unknown transport {transport!r}")
         if transport == "tls" and self._server_ssl is None:
             raise TransportError("a TLS listener needs server_ssl")
+        try:
+            host = canonical_host(host)
+        except ValueError as exc:
+            raise TransportError(f"cannot listen on {transport} {host}:{port}: {exc}") from None
         loop = asyncio.get_running_loop()
         try:
             if transport == "udp":
@@ -157,24 +176,19 @@ class TransportManager:
                     lambda: UdpEndpoint(self), local_addr=(host, port)
                 )
                 self._udp[endpoint.local] = endpoint
-                addresses = [endpoint.local]
+                address = endpoint.local
             else:
-                server = await loop.create_server(
-                    lambda: StreamConnection(self, transport, outbound=False),
-                    host,
-                    port,
-                    backlog=LISTEN_BACKLOG,
-                )
-                addresses = [socket_address(sock.getsockname()) for sock in server.sockets]
-                self._servers.append((transport, server, addresses))
+                sock = _listening_socket(host, port)
+                address = socket_address(sock.getsockname())
+                task = loop.create_task(self._accept_loop(transport, sock))
+                self._listening.append(_Listener(transport, address, sock, task))
         except OSError as exc:
             raise TransportError(
                 f"cannot listen on {transport} {host}:{port}: {exc.strerror or exc}"
             ) from exc
         self._ensure_sweeper()
-        for address in addresses:
-            log.info("listening", transport=transport, host=address[0], port=address[1])
-        return addresses[0]
+        log.info("listening", transport=transport, host=address[0], port=address[1])
+        return address
 
     def send(self, flow: Flow, data: bytes) -> bool:
         """Send ``data`` on ``flow``; False if that cannot be done.
@@ -275,11 +289,14 @@ class TransportManager:
         UDP sockets are closed too, so UDP flows stop working, unless
         ``keep_udp`` (to let UDP transactions finish while draining).
         """
-        for transport, server, addresses in self._servers:
-            server.close()  # not wait_closed(): from 3.12 it waits for every connection
-            for host, port in addresses:
-                log.info("stopped listening", transport=transport, host=host, port=port)
-        self._servers.clear()
+        listening, self._listening = self._listening, []
+        for item in listening:
+            item.task.cancel()
+        await asyncio.gather(*(item.task for item in listening), return_exceptions=True)
+        for item in listening:
+            item.sock.close()
+            host, port = item.address
+            log.info("stopped listening", transport=item.transport, host=host, port=port)
         if keep_udp or not self._udp:
             return
         endpoints = list(self._udp.values())
@@ -307,11 +324,12 @@ class TransportManager:
         conns = list(self._conns.values())
         for conn in conns:
             self._drop(conn, "shutdown")
-        if conns:
-            await asyncio.wait([conn.lost for conn in conns], timeout=SHUTDOWN_GRACE)
-            for conn in conns:
-                if not conn.lost.done() and conn.raw is not None:
-                    conn.raw.abort()
+        waiting = [conn for conn in conns if conn.transport is not None]
+        if waiting:
+            await asyncio.wait([conn.lost for conn in waiting], timeout=SHUTDOWN_GRACE)
+            for conn in waiting:
+                if not conn.lost.done() and conn.transport is not None:
+                    conn.transport.abort()
 
     # for StreamConnection and UdpEndpoint
 
@@ -325,39 +343,89 @@ class TransportManager:
             return host[7:]
         return host
 
-    def _admit(self, conn: StreamConnection) -> bool:
-        """Admit a new connection into the table, or say False to refuse it."""
-        flow = conn.flow
-        assert flow is not None
-        ip = self._source_ip(flow.remote[0])
-        now = time.monotonic()
-        if self._closed:
-            return False
-        if not conn.outbound:
-            if self.guard is not None and self.guard.is_banned(ip, now):
-                log.debug("connection refused", reason="source banned", peer=_peer(flow))
-                return False
-            if len(self._conns) >= self.limits.max_connections:
-                log.warning("connection refused", reason="connection limit", peer=_peer(flow))
-                return False
-            if self._per_ip.get(ip, 0) >= self.limits.max_connections_per_ip:
-                log.info("connection refused", reason="per-source limit", peer=_peer(flow))
-                return False
-            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        self._conns[flow.conn_id] = conn
-        self._routes.setdefault((flow.transport, flow.remote), {})[flow.conn_id] = conn
-        self._last_rx[flow.conn_id] = now
-        log.debug("connection opened", flow=str(flow), outbound=conn.outbound)
-        return True
+    async def _accept_loop(self, transport: str, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, address = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno in _ACCEPT_RESOURCE_ERRORS:
+                    log.error("accept failed", transport=transport, error=str(exc))
+                    await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue  # otherwise the peer gave up before accept: nothing to do
+            self._accepted(transport, client, address)
 
-    def _start_server_tls(self, conn: StreamConnection) -> None:
-        task = asyncio.get_running_loop().create_task(self._accept_tls(conn))
+    def _accepted(self, transport: str, client: socket.socket, address: object) -> None:
+        """Admit or refuse a freshly accepted socket, before any byte is read."""
+        try:
+            remote = socket_address(address)
+            local = socket_address(client.getsockname())
+        except (ValueError, OSError):
+            client.close()
+            return
+        ip = self._source_ip(remote[0])
+        reason = None
+        if self.guard is not None and self.guard.is_banned(ip, time.monotonic()):
+            reason = "source banned"  # at debug level: a banned flood must not flood the log
+        elif len(self._conns) >= self.limits.max_connections:
+            reason = "connection limit"
+            log.warning("connection refused", reason=reason, peer=_format(remote))
+        elif self._per_ip.get(ip, 0) >= self.limits.max_connections_per_ip:
+            reason = "per-source limit"
+            log.info("connection refused", reason=reason, peer=_format(remote))
+        if reason is not None:
+            log.debug("connection refused", reason=reason, peer=_format(remote))
+            client.close()
+            return
+        conn = StreamConnection(
+            self, transport, flow=Flow(transport, remote, local, self._next_conn_id())
+        )
+        self._register(conn)
+        task = asyncio.get_running_loop().create_task(self._serve(conn, client))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _accept_tls(self, conn: StreamConnection) -> None:
-        with contextlib.suppress(TransportError):  # logged by _upgrade
-            await self._upgrade(conn, server_side=True)
+    async def _serve(self, conn: StreamConnection, client: socket.socket) -> None:
+        """Hand an admitted socket to the event loop; on TLS, wait out the handshake."""
+        loop = asyncio.get_running_loop()
+        tls = conn.transport_name == "tls"
+        try:
+            await loop.connect_accepted_socket(
+                lambda: conn,
+                client,
+                ssl=self._server_ssl if tls else None,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
+            )
+        except Exception as exc:  # the loop has closed the socket
+            flow = conn.flow
+            assert flow is not None
+            if tls:
+                log.info("tls handshake failed", peer=_peer(flow), reason=_reason(exc))
+            self._drop(conn, "tls handshake failed" if tls else "accept failed")
+        except BaseException:
+            self._drop(conn, "shutdown")
+            raise
+
+    def _register(self, conn: StreamConnection) -> None:
+        flow = conn.flow
+        assert flow is not None
+        self._conns[flow.conn_id] = conn
+        self._routes.setdefault((flow.transport, flow.remote), {})[flow.conn_id] = conn
+        if not conn.outbound:
+            ip = self._source_ip(flow.remote[0])
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+
+    def _established(self, conn: StreamConnection) -> bool:
+        """``connection_made``: start the idle clock, or False to refuse (shutting down)."""
+        flow = conn.flow
+        assert flow is not None
+        if self._closed or (not conn.outbound and flow.conn_id not in self._conns):
+            return False
+        if conn.outbound:
+            self._register(conn)
+        self._last_rx[flow.conn_id] = time.monotonic()
+        log.debug("connection opened", flow=str(flow), outbound=conn.outbound)
+        return True
 
     def _received(self, conn: StreamConnection) -> None:
         """Data arrived on ``conn``: it is not idle, and its source may be banned by now."""
@@ -437,55 +505,39 @@ class TransportManager:
         if len(self._conns) >= self.limits.max_connections:
             raise TransportError("connection limit reached")
         loop = asyncio.get_running_loop()
+        where = _format(remote)
+        sock = socket.socket(socket.AF_INET6 if ":" in remote[0] else socket.AF_INET)
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: StreamConnection(
-                        self, transport, outbound=True, server_hostname=server_hostname
-                    ),
-                    remote[0],
-                    remote[1],
-                ),
-                self.limits.connect_timeout,
-            )
-        except TimeoutError:
-            raise TransportError(f"timed out connecting to {_format(remote)}") from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise TransportError(f"cannot connect to {_format(remote)}: {reason}") from None
-        if conn.closed or conn.flow is None:
-            raise TransportError(f"connection to {_format(remote)} refused locally")
-        self._ensure_sweeper()
-        if transport == "tls":
-            await self._upgrade(conn, server_side=False)
-        return conn.flow
-
-    async def _upgrade(self, conn: StreamConnection, *, server_side: bool) -> None:
-        """TLS handshake on ``conn``; on failure drop it and raise TransportError."""
-        context = self._server_ssl if server_side else self._client_ssl
-        flow, raw = conn.flow, conn.raw
-        assert context is not None and flow is not None and raw is not None
-        try:
-            tls = await asyncio.get_running_loop().start_tls(
-                raw,
-                conn,
-                context,
-                server_side=server_side,
-                server_hostname=None if server_side else conn.server_hostname,
-                ssl_handshake_timeout=self.limits.tls_handshake_timeout,
-            )
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, remote), self.limits.connect_timeout)
         except BaseException as exc:
-            self._drop(conn, "tls handshake failed", abort=True)
-            if not isinstance(exc, Exception):
-                raise
-            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc) or repr(exc)
-            log.info("tls handshake failed", peer=_peer(flow), reason=reason)
-            raise TransportError(f"TLS handshake with {_peer(flow)} failed: {reason}") from exc
-        if tls is None or conn.closed:
-            if tls is not None:
-                tls.abort()
-            raise TransportError(f"connection to {_peer(flow)} closed during TLS handshake")
-        conn.establish(tls)
+            sock.close()
+            if isinstance(exc, TimeoutError):
+                raise TransportError(f"timed out connecting to {where}") from None
+            if isinstance(exc, OSError):
+                raise TransportError(f"cannot connect to {where}: {_reason(exc)}") from None
+            raise
+        conn = StreamConnection(self, transport, server_hostname=server_hostname)
+        tls = transport == "tls"
+        try:  # from here on the event loop owns the socket and closes it on failure
+            await loop.create_connection(
+                lambda: conn,
+                sock=sock,
+                ssl=self._client_ssl if tls else None,
+                # "" means no SNI; a context that checks names then refuses it
+                server_hostname=(server_hostname or "") if tls else None,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
+            )
+        except Exception as exc:
+            reason = _reason(exc)
+            if tls:
+                log.info("tls handshake failed", peer=where, reason=reason)
+                raise TransportError(f"TLS handshake with {where} failed: {reason}") from exc
+            raise TransportError(f"cannot connect to {where}: {reason}") from exc
+        if conn.closed or conn.flow is None:
+            raise TransportError(f"connection to {where} closed at once")
+        self._ensure_sweeper()
+        return conn.flow
 
     def _drop(self, conn: StreamConnection, reason: str, *, abort: bool = False) -> None:
         """Forget ``conn``, close its socket and tell ``on_closed``. Idempotent."""
@@ -510,7 +562,7 @@ class TransportManager:
         if conn.closed:
             return
         conn.closed = True
-        transport = conn.transport or conn.raw
+        transport = conn.transport  # None during a handshake: _serve's loop call owns it
         if transport is not None:
             if abort:
                 transport.abort()
@@ -541,6 +593,51 @@ class TransportManager:
                 conn = self._conns.get(conn_id)
                 if conn is not None:
                     self._drop(conn, "idle")
+
+
+class _Listener:
+    """A TCP or TLS listening socket and the task accepting on it."""
+
+    __slots__ = ("address", "sock", "task", "transport")
+
+    def __init__(
+        self,
+        transport: str,
+        address: tuple[str, int],
+        sock: socket.socket,
+        task: asyncio.Task[None],
+    ) -> None:
+        self.transport = transport
+        self.address = address
+        self.sock = sock
+        self.task = task
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Rebind at once after a restart, despite connections in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # One listener per family, as the topology lists them, and no
+            # IPv4-mapped peers (the same rule as asyncio's create_server).
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _format(address: tuple[str, int]) -> str:

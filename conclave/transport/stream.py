@@ -5,12 +5,8 @@ closing, callbacks) is the :class:`~conclave.transport.manager.TransportManager`
 so this class and :mod:`conclave.transport.udp` stay thin, as the aioquic
 adapter does.
 
-A TLS connection is accepted as plain TCP first and upgraded with
-``loop.start_tls()``: the manager can then refuse a banned or over-limit
-source before spending a handshake on it, and a half-open handshake counts
-against the connection limits like any other connection. Reading is paused
-from ``connection_made`` until the upgrade, so the ClientHello goes to the TLS
-layer and not to the framer.
+The event loop calls ``connection_made`` once the connection is usable, so on
+TLS only after the handshake: until then the TLS layer owns the bytes.
 """
 
 from __future__ import annotations
@@ -27,70 +23,59 @@ if TYPE_CHECKING:
 
 
 class StreamConnection(asyncio.Protocol):
-    """The state of one stream connection. Created by the manager's protocol factory."""
+    """The state of one stream connection.
+
+    An inbound connection knows its flow from the accepted socket, before any
+    handshake; an outbound one learns it in ``connection_made``.
+    """
 
     def __init__(
         self,
         manager: TransportManager,
         transport_name: str,
         *,
-        outbound: bool,
+        flow: Flow | None = None,
         server_hostname: str | None = None,
     ) -> None:
         self._manager = manager
         self.transport_name = transport_name
-        self.outbound = outbound
+        self.flow = flow
+        self.outbound = flow is None
         self.server_hostname = server_hostname
         """For outbound TLS: the name the peer's certificate was verified against."""
-        self.flow: Flow | None = None
-        self.raw: asyncio.Transport | None = None
-        """The socket transport."""
         self.transport: asyncio.Transport | None = None
-        """What to write on: ``raw`` for TCP, the TLS transport once upgraded; else None."""
+        """What to write on (the TLS transport on TLS), once established."""
         self.established = False
-        """True once messages can flow (after the handshake on TLS)."""
+        """True from ``connection_made`` on: messages can flow."""
         self.closed = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        """Done when the socket is really gone (``connection_lost``)."""
+        """Done when the loop reports the connection gone (only once established)."""
         self._framer = StreamFramer()
-        self._pending: list[bytes] = []
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        raw = cast(asyncio.Transport, transport)
-        self.raw = raw
-        try:
-            remote = socket_address(raw.get_extra_info("peername"))
-            local = socket_address(raw.get_extra_info("sockname"))
-        except ValueError:  # not an IP socket: nothing we can route back to
+        self.transport = cast(asyncio.Transport, transport)
+        if self.flow is None:
+            try:
+                remote = socket_address(transport.get_extra_info("peername"))
+                local = socket_address(transport.get_extra_info("sockname"))
+            except ValueError:  # not an IP socket: nothing we can route back to
+                self.closed = True
+                transport.abort()
+                return
+            self.flow = Flow(self.transport_name, remote, local, self._manager._next_conn_id())
+        self.established = True
+        if not self._manager._established(self):
             self.closed = True
-            raw.abort()
-            return
-        self.flow = Flow(self.transport_name, remote, local, self._manager._next_conn_id())
-        if self.transport_name == "tls":
-            raw.pause_reading()  # until start_tls() has put the TLS layer in between
-        if not self._manager._admit(self):
-            self.closed = True
-            raw.abort()
-            return
-        if self.transport_name != "tls":
-            self.establish(raw)
-        elif not self.outbound:
-            self._manager._start_server_tls(self)
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         self._manager._received(self)
-        if self.closed:  # the source was banned meanwhile
-            return
-        if not self.established:
-            # TLS: the peer's first records can be decrypted and handed to us
-            # before start_tls() has returned to the manager.
-            self._pending.append(data)
-            return
-        self._feed(data)
+        if not self.closed:  # the source may have been banned meanwhile
+            self._feed(data)
 
     def eof_received(self) -> bool | None:
         return False  # SIP has no use for half-closed connections: close
@@ -102,16 +87,6 @@ class StreamConnection(asyncio.Protocol):
 
     # used by the manager
 
-    def establish(self, transport: asyncio.Transport) -> None:
-        """Start moving messages on ``transport``, including any data that came early."""
-        self.transport = transport
-        self.established = True
-        pending, self._pending = self._pending, []
-        for data in pending:
-            if self.closed:
-                return
-            self._feed(data)
-
     def write(self, data: bytes) -> bool:
         """Queue ``data``; False if closed, or if this write made the peer a slow reader."""
         transport = self.transport
@@ -121,13 +96,8 @@ class StreamConnection(asyncio.Protocol):
         return self._manager._check_backlog(self)
 
     def buffered(self) -> int:
-        """Octets written but not yet handed to the kernel, TLS layer included."""
-        size = 0
-        if self.transport is not None:
-            size += self.transport.get_write_buffer_size()
-        if self.raw is not None and self.raw is not self.transport:
-            size += self.raw.get_write_buffer_size()
-        return size
+        """Octets written but not yet handed to the kernel (TLS layer included)."""
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
 
     def _feed(self, data: bytes) -> None:
         framer = self._framer
