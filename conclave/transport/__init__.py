@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from conclave.transport.flow import TRANSPORTS, Flow, TransportError
 from conclave.transport.guard import MAX_TRACKED_SOURCES, SourceGuard, Verdict
-from conclave.transport.manager import TransportLimits, TransportManager
+from conclave.transport.limits import TransportLimits
+from conclave.transport.manager import TransportManager
 
 __all__ = [
     "MAX_TRACKED_SOURCES",

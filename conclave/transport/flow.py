@@ -100,7 +100,9 @@ class Flow:
 
     def __str__(self) -> str:
         suffix = f"#{self.conn_id}" if self.conn_id else ""
-        return f"{self.transport}:{_format(self.local)}<->{_format(self.remote)}{suffix}"
+        return (
+            f"{self.transport}:{format_address(self.local)}<->{format_address(self.remote)}{suffix}"
+        )
 
     def token(self) -> str:
         """A compact string form; :meth:`from_token` gives back an equal flow.
@@ -151,7 +153,8 @@ class Flow:
         return flow
 
 
-def _format(address: tuple[str, int]) -> str:
+def format_address(address: tuple[str, int]) -> str:
+    """``host:port`` for logs, with IPv6 hosts in brackets."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 

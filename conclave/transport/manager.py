@@ -42,66 +42,27 @@ from conclave.transport.flow import (
     Flow,
     TransportError,
     canonical_host,
+    format_address,
     socket_address,
 )
 from conclave.transport.guard import SourceGuard
-from conclave.transport.stream import StreamConnection
+from conclave.transport.limits import (
+    ACCEPT_RETRY_DELAY,
+    DEFAULT_LIMITS,
+    SHUTDOWN_GRACE,
+    TLS_SHUTDOWN_TIMEOUT,
+    TransportLimits,
+)
+from conclave.transport.stream import StreamConnection, describe_error, listening_socket
+from conclave.transport.table import ConnectionTable, source_ip
 from conclave.transport.udp import UdpEndpoint
 
-LISTEN_BACKLOG: Final = 1024
-"""Pending accepts the kernel may queue. After a Front End restart or a pool
-failover thousands of clients reconnect within seconds; the usual 100 would
-turn that burst into SYN retries and slow sign-in."""
-
-ACCEPT_RETRY_DELAY: Final = 1.0
-"""Seconds to pause accepting after a resource error (out of descriptors or
-memory): retrying at once would spin, and closing connections frees them."""
+log = structlog.get_logger("conclave.transport")
 
 _ACCEPT_RESOURCE_ERRORS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 )
-
-SHUTDOWN_GRACE: Final = 2.0
-"""Seconds :meth:`TransportManager.close` waits for connections to flush and
-finish closing (TLS close_notify included) before aborting what is left."""
-
-log = structlog.get_logger("conclave.transport")
-
-
-@dataclass(frozen=True, slots=True)
-class TransportLimits:
-    """Resource limits for stream connections. Durations in seconds, sizes in octets."""
-
-    max_connections: int = 20_000
-    """Open stream connections in total, handshakes included. A Front End serves
-    about 10,000 users, each with one or two connections (desktop and phone),
-    so this leaves headroom while keeping descriptors and buffers bounded."""
-    max_connections_per_ip: int = 64
-    """Inbound connections from one source IP. Enough for a NAT or a peer server
-    with several flows, far too few for one host to exhaust the table."""
-    tls_handshake_timeout: float = 10.0
-    """Time for a TLS handshake. A real client needs a few round trips; a peer
-    that stalls longer is holding a connection slot open for nothing."""
-    idle_timeout: float = 300.0
-    """Close a connection whose peer has sent nothing for this long. RFC 5626
-    clients ping every 95-120 s (§4.4.1) and others refresh registrations or
-    subscriptions well within it; a silent connection is dead or abandoned."""
-    idle_sweep_interval: float = 10.0
-    """How often the single idle sweep runs, so a connection is closed between
-    ``idle_timeout`` and ``idle_timeout + idle_sweep_interval`` after it fell silent."""
-    write_buffer_limit: int = 1 << 20
-    """Octets queued for a peer that is not reading, after which the connection is
-    closed as a slow reader. A NOTIFY burst at sign-in is tens of KiB; a MiB
-    queued means the peer has stopped reading, and memory must not grow with it."""
-    connect_timeout: float = 5.0
-    """Time to establish an outbound TCP connection (before any TLS handshake).
-    Transaction timer B/F is 32 s (RFC 3261 §17.1.1.2), so a failure must be
-    known well before that to try the next target (RFC 3263 §4.3)."""
-
-    def __post_init__(self) -> None:
-        for name in self.__dataclass_fields__:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TransportLimits.{name} must be positive")
+"""accept() errors that retrying at once cannot cure."""
 
 
 class TransportManager:
@@ -115,7 +76,7 @@ class TransportManager:
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         guard: SourceGuard | None = None,
-        limits: TransportLimits = TransportLimits(),  # frozen, so one shared default is safe
+        limits: TransportLimits = DEFAULT_LIMITS,
     ) -> None:
         self._on_message = on_message
         self._on_closed = on_closed
@@ -123,10 +84,7 @@ class TransportManager:
         self._client_ssl = client_ssl
         self.guard = guard
         self.limits = limits
-        self._conns: dict[int, StreamConnection] = {}
-        self._routes: dict[tuple[str, tuple[str, int]], dict[int, StreamConnection]] = {}
-        self._per_ip: dict[str, int] = {}
-        self._last_rx: dict[int, float] = {}  # oldest first
+        self._table = ConnectionTable()
         self._udp: dict[tuple[str, int], UdpEndpoint] = {}
         self._listening: list[_Listener] = []
         self._connecting: dict[tuple[str, tuple[str, int], str | None], asyncio.Future[Flow]] = {}
@@ -142,7 +100,7 @@ class TransportManager:
     @property
     def connection_count(self) -> int:
         """Open stream connections, handshakes in progress included."""
-        return len(self._conns)
+        return len(self._table)
 
     @property
     def listeners(self) -> list[tuple[str, str, int]]:
@@ -178,7 +136,7 @@ class TransportManager:
                 self._udp[endpoint.local] = endpoint
                 address = endpoint.local
             else:
-                sock = _listening_socket(host, port)
+                sock = listening_socket(host, port)
                 address = socket_address(sock.getsockname())
                 task = loop.create_task(self._accept_loop(transport, sock))
                 self._listening.append(_Listener(transport, address, sock, task))
@@ -204,7 +162,7 @@ class TransportManager:
             if endpoint is None:
                 return False
             return endpoint.send(data, flow.remote, self.limits.write_buffer_limit)
-        conn = self._live(flow)
+        conn = self._table.live(flow)
         return conn is not None and conn.write(data)
 
     async def connect(
@@ -226,9 +184,9 @@ class TransportManager:
             remote = (canonical_host(remote[0]), int(remote[1]))
         except ValueError as exc:
             raise TransportError(str(exc)) from None
-        existing = self._find(transport, remote, server_hostname)
-        if existing is not None:
-            return existing
+        existing = self._table.find(transport, remote, server_hostname)
+        if existing is not None and existing.flow is not None:
+            return existing.flow
         key = (transport, remote, server_hostname)
         pending = self._connecting.get(key)
         if pending is not None:
@@ -254,14 +212,15 @@ class TransportManager:
             remote = (canonical_host(remote[0]), remote[1])
         except ValueError:
             return None
-        return self._find(transport, remote, None)
+        conn = self._table.find(transport, remote, None)
+        return None if conn is None else conn.flow
 
     def is_open(self, flow: Flow) -> bool:
         """True if :meth:`send` on ``flow`` can still work."""
         if flow.transport == "udp":
             endpoint = self._udp.get(flow.local)
             return endpoint is not None and endpoint.transport is not None
-        return self._live(flow) is not None
+        return self._table.live(flow) is not None
 
     def peer_certificate(self, flow: Flow) -> dict[str, Any] | None:
         """The peer's verified certificate (``SSLSocket.getpeercert()`` form) on TLS.
@@ -269,7 +228,7 @@ class TransportManager:
         None unless the flow is an open TLS connection whose peer presented a
         certificate that was verified (the server context must request one).
         """
-        conn = self._live(flow)
+        conn = self._table.live(flow)
         if conn is None or not flow.secure or conn.transport is None:
             return None
         cert = conn.transport.get_extra_info("peercert")
@@ -277,7 +236,7 @@ class TransportManager:
 
     def close_connection(self, flow: Flow) -> bool:
         """Close a stream flow's connection after flushing; False if it was not open."""
-        conn = self._live(flow)
+        conn = self._table.live(flow)
         if conn is None:
             return False
         self._drop(conn, "closed locally")
@@ -321,7 +280,7 @@ class TransportManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        conns = list(self._conns.values())
+        conns = self._table.connections()
         for conn in conns:
             self._drop(conn, "shutdown")
         waiting = [conn for conn in conns if conn.transport is not None]
@@ -335,13 +294,6 @@ class TransportManager:
 
     def _next_conn_id(self) -> int:
         return next(self._ids)
-
-    @staticmethod
-    def _source_ip(host: str) -> str:
-        """The IP the guard and per-IP limits know a peer by (IPv4-mapped made plain)."""
-        if host.startswith("::ffff:") and "." in host:
-            return host[7:]
-        return host
 
     async def _accept_loop(self, transport: str, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -363,67 +315,65 @@ class TransportManager:
         except (ValueError, OSError):
             client.close()
             return
-        ip = self._source_ip(remote[0])
-        reason = None
+        ip = source_ip(remote[0])
         if self.guard is not None and self.guard.is_banned(ip, time.monotonic()):
-            reason = "source banned"  # at debug level: a banned flood must not flood the log
-        elif len(self._conns) >= self.limits.max_connections:
-            reason = "connection limit"
-            log.warning("connection refused", reason=reason, peer=_format(remote))
-        elif self._per_ip.get(ip, 0) >= self.limits.max_connections_per_ip:
-            reason = "per-source limit"
-            log.info("connection refused", reason=reason, peer=_format(remote))
-        if reason is not None:
-            log.debug("connection refused", reason=reason, peer=_format(remote))
+            # Debug only: a banned source's flood must not become a log flood.
+            log.debug("connection refused", reason="source banned", peer=format_address(remote))
+            client.close()
+            return
+        if len(self._table) >= self.limits.max_connections:
+            log.warning(
+                "connection refused", reason="connection limit", peer=format_address(remote)
+            )
+            client.close()
+            return
+        if self._table.inbound_from(ip) >= self.limits.max_connections_per_ip:
+            log.info("connection refused", reason="per-source limit", peer=format_address(remote))
             client.close()
             return
         conn = StreamConnection(
             self, transport, flow=Flow(transport, remote, local, self._next_conn_id())
         )
-        self._register(conn)
-        task = asyncio.get_running_loop().create_task(self._serve(conn, client))
+        conn.sock = client  # ours to close until _serve hands it to the event loop
+        self._table.add(conn)
+        task = asyncio.get_running_loop().create_task(self._serve(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, conn: StreamConnection, client: socket.socket) -> None:
+    async def _serve(self, conn: StreamConnection) -> None:
         """Hand an admitted socket to the event loop; on TLS, wait out the handshake."""
         loop = asyncio.get_running_loop()
         tls = conn.transport_name == "tls"
+        client, conn.sock = conn.sock, None
+        if client is None:  # dropped before this task ran
+            return
         try:
             await loop.connect_accepted_socket(
                 lambda: conn,
                 client,
                 ssl=self._server_ssl if tls else None,
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if tls else None,
             )
         except Exception as exc:  # the loop has closed the socket
             flow = conn.flow
             assert flow is not None
             if tls:
-                log.info("tls handshake failed", peer=_peer(flow), reason=_reason(exc))
+                log.info("tls handshake failed", peer=_peer(flow), reason=describe_error(exc))
             self._drop(conn, "tls handshake failed" if tls else "accept failed")
         except BaseException:
             self._drop(conn, "shutdown")
             raise
 
-    def _register(self, conn: StreamConnection) -> None:
-        flow = conn.flow
-        assert flow is not None
-        self._conns[flow.conn_id] = conn
-        self._routes.setdefault((flow.transport, flow.remote), {})[flow.conn_id] = conn
-        if not conn.outbound:
-            ip = self._source_ip(flow.remote[0])
-            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-
     def _established(self, conn: StreamConnection) -> bool:
         """``connection_made``: start the idle clock, or False to refuse (shutting down)."""
         flow = conn.flow
         assert flow is not None
-        if self._closed or (not conn.outbound and flow.conn_id not in self._conns):
+        if self._closed or (not conn.outbound and flow.conn_id not in self._table):
             return False
         if conn.outbound:
-            self._register(conn)
-        self._last_rx[flow.conn_id] = time.monotonic()
+            self._table.add(conn)
+        self._table.touch(flow.conn_id, time.monotonic())
         log.debug("connection opened", flow=str(flow), outbound=conn.outbound)
         return True
 
@@ -432,11 +382,9 @@ class TransportManager:
         flow = conn.flow
         assert flow is not None
         now = time.monotonic()
-        last_rx = self._last_rx
-        if last_rx.pop(flow.conn_id, None) is not None:
-            last_rx[flow.conn_id] = now  # re-inserted at the end: newest
+        self._table.touch(flow.conn_id, now)
         guard = self.guard
-        if guard is not None and guard.is_banned(self._source_ip(flow.remote[0]), now):
+        if guard is not None and guard.is_banned(source_ip(flow.remote[0]), now):
             self._drop(conn, "source banned", abort=True)
 
     def _deliver(self, data: bytes, flow: Flow) -> None:
@@ -475,37 +423,13 @@ class TransportManager:
 
     # internals
 
-    def _live(self, flow: Flow) -> StreamConnection | None:
-        conn = self._conns.get(flow.conn_id)
-        if conn is None or conn.flow != flow or conn.closed or not conn.established:
-            return None
-        return conn
-
-    def _find(
-        self, transport: str, remote: tuple[str, int], server_hostname: str | None
-    ) -> Flow | None:
-        conns = self._routes.get((transport, remote))
-        if not conns:
-            return None
-        for conn in reversed(conns.values()):  # newest first
-            if not conn.established or conn.closed:
-                continue
-            if (
-                transport == "tls"
-                and server_hostname is not None
-                and conn.server_hostname != server_hostname
-            ):
-                continue  # verified against another name, or not verified (inbound)
-            return conn.flow
-        return None
-
     async def _dial(
         self, transport: str, remote: tuple[str, int], server_hostname: str | None
     ) -> Flow:
-        if len(self._conns) >= self.limits.max_connections:
+        if len(self._table) >= self.limits.max_connections:
             raise TransportError("connection limit reached")
         loop = asyncio.get_running_loop()
-        where = _format(remote)
+        where = format_address(remote)
         sock = socket.socket(socket.AF_INET6 if ":" in remote[0] else socket.AF_INET)
         try:
             sock.setblocking(False)
@@ -515,7 +439,7 @@ class TransportManager:
             if isinstance(exc, TimeoutError):
                 raise TransportError(f"timed out connecting to {where}") from None
             if isinstance(exc, OSError):
-                raise TransportError(f"cannot connect to {where}: {_reason(exc)}") from None
+                raise TransportError(f"cannot connect to {where}: {describe_error(exc)}") from None
             raise
         conn = StreamConnection(self, transport, server_hostname=server_hostname)
         tls = transport == "tls"
@@ -527,9 +451,10 @@ class TransportManager:
                 # "" means no SNI; a context that checks names then refuses it
                 server_hostname=(server_hostname or "") if tls else None,
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if tls else None,
             )
         except Exception as exc:
-            reason = _reason(exc)
+            reason = describe_error(exc)
             if tls:
                 log.info("tls handshake failed", peer=where, reason=reason)
                 raise TransportError(f"TLS handshake with {where} failed: {reason}") from exc
@@ -544,25 +469,14 @@ class TransportManager:
         flow = conn.flow
         if flow is None:
             return
-        if self._conns.pop(flow.conn_id, None) is not None:
-            route = (flow.transport, flow.remote)
-            conns = self._routes.get(route)
-            if conns is not None:
-                conns.pop(flow.conn_id, None)
-                if not conns:
-                    del self._routes[route]
-            self._last_rx.pop(flow.conn_id, None)
-            if not conn.outbound:
-                ip = self._source_ip(flow.remote[0])
-                count = self._per_ip.get(ip, 0) - 1
-                if count > 0:
-                    self._per_ip[ip] = count
-                else:
-                    self._per_ip.pop(ip, None)
+        self._table.remove(conn)
         if conn.closed:
             return
         conn.closed = True
-        transport = conn.transport  # None during a handshake: _serve's loop call owns it
+        if conn.sock is not None:  # accepted, but _serve never ran
+            conn.sock.close()
+            conn.sock = None
+        transport = conn.transport  # else None during a TLS handshake, which _serve owns
         if transport is not None:
             if abort:
                 transport.abort()
@@ -583,67 +497,19 @@ class TransportManager:
         """The one idle timer: every interval, close connections silent for too long."""
         while True:
             await asyncio.sleep(self.limits.idle_sweep_interval)
-            cutoff = time.monotonic() - self.limits.idle_timeout
-            idle: list[int] = []
-            for conn_id, last in self._last_rx.items():  # oldest first: stop at the first fresh
-                if last > cutoff:
-                    break
-                idle.append(conn_id)
-            for conn_id in idle:
-                conn = self._conns.get(conn_id)
-                if conn is not None:
-                    self._drop(conn, "idle")
+            for conn in self._table.idle_since(time.monotonic() - self.limits.idle_timeout):
+                self._drop(conn, "idle")
 
 
+@dataclass(frozen=True, slots=True)
 class _Listener:
     """A TCP or TLS listening socket and the task accepting on it."""
 
-    __slots__ = ("address", "sock", "task", "transport")
-
-    def __init__(
-        self,
-        transport: str,
-        address: tuple[str, int],
-        sock: socket.socket,
-        task: asyncio.Task[None],
-    ) -> None:
-        self.transport = transport
-        self.address = address
-        self.sock = sock
-        self.task = task
-
-
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        # Rebind at once after a restart, despite connections in TIME_WAIT.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # One listener per family, as the topology lists them, and no
-            # IPv4-mapped peers (the same rule as asyncio's create_server).
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
-
-
-def _format(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    transport: str
+    address: tuple[str, int]
+    sock: socket.socket
+    task: asyncio.Task[None]
 
 
 def _peer(flow: Flow) -> str:
-    return _format(flow.remote)
+    return format_address(flow.remote)

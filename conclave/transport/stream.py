@@ -12,11 +12,13 @@ TLS only after the handshake: until then the TLS layer owns the bytes.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import TYPE_CHECKING, cast
 
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.framing import KeepAlive, StreamFramer
 from conclave.transport.flow import Flow, socket_address
+from conclave.transport.limits import LISTEN_BACKLOG
 
 if TYPE_CHECKING:
     from conclave.transport.manager import TransportManager
@@ -43,6 +45,8 @@ class StreamConnection(asyncio.Protocol):
         self.outbound = flow is None
         self.server_hostname = server_hostname
         """For outbound TLS: the name the peer's certificate was verified against."""
+        self.sock: socket.socket | None = None
+        """An accepted socket not yet handed to the event loop: whoever holds it closes it."""
         self.transport: asyncio.Transport | None = None
         """What to write on (the TLS transport on TLS), once established."""
         self.established = False
@@ -55,20 +59,20 @@ class StreamConnection(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = stream = cast(asyncio.Transport, transport)
         if self.flow is None:
             try:
                 remote = socket_address(transport.get_extra_info("peername"))
                 local = socket_address(transport.get_extra_info("sockname"))
             except ValueError:  # not an IP socket: nothing we can route back to
                 self.closed = True
-                transport.abort()
+                stream.abort()
                 return
             self.flow = Flow(self.transport_name, remote, local, self._manager._next_conn_id())
         self.established = True
         if not self._manager._established(self):
             self.closed = True
-            transport.abort()
+            stream.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -116,3 +120,32 @@ class StreamConnection(asyncio.Protocol):
                 self.write(event.pong)  # RFC 5626 §3.5.1
             else:
                 self._manager._deliver(event.data, flow)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP socket listening on ``host`` (an IP literal) and ``port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Rebind at once after a restart, despite connections in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # One listener per family, as the topology lists them, and no
+            # IPv4-mapped peers (the same rule as asyncio's create_server).
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for a log line or a TransportError message."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final, cast
 import structlog
 
 from conclave.transport.flow import Flow, socket_address
+from conclave.transport.table import source_ip
 
 if TYPE_CHECKING:
     from conclave.transport.manager import TransportManager
@@ -48,7 +49,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         manager = self._manager
         guard = manager.guard
-        if guard is not None and guard.is_banned(manager._source_ip(remote[0]), time.monotonic()):
+        if guard is not None and guard.is_banned(source_ip(remote[0]), time.monotonic()):
             return  # silently: logging each datagram of a flood would amplify it
         manager._deliver(data, Flow("udp", remote, self.local))
 

@@ -128,8 +128,14 @@ def test_many_sources_stay_bounded() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"rate": 0}, {"burst": 0}, {"ban_seconds": 0}, {"auth_failures_per_minute": 0},
-     {"limited_before_ban": -1}, {"max_tracked": 0}],
+    [
+        {"rate": 0},
+        {"burst": 0},
+        {"ban_seconds": 0},
+        {"auth_failures_per_minute": 0},
+        {"limited_before_ban": -1},
+        {"max_tracked": 0},
+    ],
 )
 def test_bad_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

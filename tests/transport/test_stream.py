@@ -18,7 +18,9 @@ def message(n: int, body: bytes = b"") -> bytes:
     ).encode() + body
 
 
-async def open_client(address: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_client(
+    address: tuple[str, int],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.wait_for(asyncio.open_connection(*address), WAIT)
 
 
