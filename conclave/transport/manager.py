@@ -55,7 +55,7 @@ from conclave.transport.limits import (
 )
 from conclave.transport.stream import StreamConnection, describe_error, listening_socket
 from conclave.transport.table import ConnectionTable, source_ip
-from conclave.transport.udp import UdpEndpoint
+from conclave.transport.udp import UdpEndpoint, udp_socket
 
 log = structlog.get_logger("conclave.transport")
 
@@ -113,7 +113,8 @@ class TransportManager:
         """Listen on ``host:port`` and return the bound address.
 
         ``host`` is an IP literal (``0.0.0.0`` and ``::`` for all addresses; an
-        IPv6 listener takes IPv6 only); port 0 picks a free port. Raises
+        IPv6 socket takes IPv6 only, so listen on both for both); port 0 picks
+        a free port. Raises
         TransportError if the address cannot be bound, the transport is
         unknown, or TLS is asked for without ``server_ssl``.
         """
@@ -131,7 +132,7 @@ class TransportManager:
         try:
             if transport == "udp":
                 _, endpoint = await loop.create_datagram_endpoint(
-                    lambda: UdpEndpoint(self), local_addr=(host, port)
+                    lambda: UdpEndpoint(self), sock=udp_socket(host, port)
                 )
                 self._udp[endpoint.local] = endpoint
                 address = endpoint.local

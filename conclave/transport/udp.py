@@ -9,6 +9,7 @@ the parser would otherwise log every one as unparseable.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import TYPE_CHECKING, Final, cast
 
@@ -77,3 +78,23 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             log.debug("udp send failed", local=self.local, remote=remote, error=str(exc))
             return False
         return True
+
+
+def udp_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host`` (an IP literal) and ``port``.
+
+    Bound here rather than by the event loop so that a failed bind leaves
+    nothing behind (uvloop leaks its transport when its own bind fails), and so
+    that UDP follows the TCP rule of one socket per address family.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
