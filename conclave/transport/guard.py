@@ -1,8 +1,8 @@
 """Per-source-IP protection: request rate limits, bans, and authentication failures.
 
 Pure logic, no clock and no asyncio: every call takes ``now`` in seconds. All
-callers sharing one guard must use the same clock; the transport passes
-``time.monotonic()``, so the SIP stack should too.
+callers sharing one guard must use the same clock: the SIP stack passes
+``time.time()``, and the transport manager's ``guard_clock`` defaults to it.
 
 Theory of operation. Each tracked source has:
 

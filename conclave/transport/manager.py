@@ -17,7 +17,10 @@ there is one), the inbound count per source IP, and its place in a dict of
 last-receive times ordered oldest first, so that one periodic sweep closes idle
 connections without a timer per connection.
 
-Times for the guard and for idleness come from ``time.monotonic()``.
+Idleness is measured on ``time.monotonic()``. The guard is shared with the
+SIP stack, so ``now`` for it comes from ``guard_clock``, which must be the
+clock the stack passes to ``guard.allow()`` (``time.time`` by default, as the
+stack's ``wall_clock``).
 """
 
 from __future__ import annotations
@@ -77,12 +80,14 @@ class TransportManager:
         client_ssl: ssl.SSLContext | None = None,
         guard: SourceGuard | None = None,
         limits: TransportLimits = DEFAULT_LIMITS,
+        guard_clock: Callable[[], float] = time.time,
     ) -> None:
         self._on_message = on_message
         self._on_closed = on_closed
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
         self.guard = guard
+        self.guard_clock = guard_clock
         self.limits = limits
         self._table = ConnectionTable()
         self._udp: dict[tuple[str, int], UdpEndpoint] = {}
@@ -317,7 +322,7 @@ class TransportManager:
             client.close()
             return
         ip = source_ip(remote[0])
-        if self.guard is not None and self.guard.is_banned(ip, time.monotonic()):
+        if self.guard is not None and self.guard.is_banned(ip, self.guard_clock()):
             # Debug only: a banned source's flood must not become a log flood.
             log.debug("connection refused", reason="source banned", peer=format_address(remote))
             client.close()
@@ -382,10 +387,9 @@ class TransportManager:
         """Data arrived on ``conn``: it is not idle, and its source may be banned by now."""
         flow = conn.flow
         assert flow is not None
-        now = time.monotonic()
-        self._table.touch(flow.conn_id, now)
+        self._table.touch(flow.conn_id, time.monotonic())
         guard = self.guard
-        if guard is not None and guard.is_banned(source_ip(flow.remote[0]), now):
+        if guard is not None and guard.is_banned(source_ip(flow.remote[0]), self.guard_clock()):
             self._drop(conn, "source banned", abort=True)
 
     def _deliver(self, data: bytes, flow: Flow) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from typing import TYPE_CHECKING, Final, cast
 
 import structlog
@@ -50,7 +49,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         manager = self._manager
         guard = manager.guard
-        if guard is not None and guard.is_banned(source_ip(remote[0]), time.monotonic()):
+        if guard is not None and guard.is_banned(source_ip(remote[0]), manager.guard_clock()):
             return  # silently: logging each datagram of a flood would amplify it
         manager._deliver(data, Flow("udp", remote, self.local))
 

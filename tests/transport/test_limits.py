@@ -89,11 +89,13 @@ def test_banned_source_refused_at_accept(run: Runner[None], tls_files: TlsFiles)
     async def main() -> None:
         inbox = Inbox()
         guard = SourceGuard(rate=5, burst=5, ban_seconds=600)
+        clock = [1_000_000.0]  # the guard's clock, stepped by the test
         manager = TransportManager(
             on_message=inbox.on_message,
             on_closed=inbox.on_closed,
             server_ssl=server_context(tls_files.cert, tls_files.key),
             guard=guard,
+            guard_clock=lambda: clock[0],
         )
         tcp = await manager.listen("tcp", "127.0.0.1", 0)
         tls = await manager.listen("tls", "127.0.0.1", 0)
@@ -101,8 +103,7 @@ def test_banned_source_refused_at_accept(run: Runner[None], tls_files: TlsFiles)
         try:
             writer.write(message(1))
             _, flow = await inbox.message()
-            now = time.monotonic()
-            verdicts = [guard.allow("127.0.0.1", now) for _ in range(6)]
+            verdicts = [guard.allow("127.0.0.1", clock[0]) for _ in range(6)]
             assert verdicts[-1] is Verdict.BANNED_NOW
             # New connections are closed before anything is read (no TLS handshake).
             for address in (tcp, tls):
@@ -122,6 +123,11 @@ def test_banned_source_refused_at_accept(run: Runner[None], tls_files: TlsFiles)
             assert await read_eof(reader) == b""
             assert manager.connection_count == 0
             assert inbox.messages.empty()
+            # Once the ban has expired, the source is welcome again.
+            clock[0] += 600
+            _, writer = await open_client(tcp)
+            writer.write(message(3))
+            assert (await inbox.message())[0] == message(3)
         finally:
             writer.close()
             await manager.close()
