@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from conclave.sip.digest import authorization_value, parse_challenge
 from conclave.sip.framing import Frame, StreamFramer
-from conclave.sip.message import Response
+from conclave.sip.message import Request, Response, make_response
 from conclave.sip.parser import parse_message
 
 TIMEOUT = 10.0
@@ -66,23 +66,35 @@ class SipClient:
         self._sock.settimeout(timeout)
         return self._sock.recv(65535)
 
-    def recv(self, timeout: float = TIMEOUT) -> Response:
+    def recv_message(self, timeout: float = TIMEOUT) -> Request | Response:
         assert self._sock is not None
         self._sock.settimeout(timeout)
         if self.transport == "udp":
             data = self._sock.recv(65535)
-            msg = parse_message(data)
-        else:
-            while not self._pending:
-                chunk = self._sock.recv(65535)
-                if not chunk:
-                    raise ConnectionError("server closed the connection")
-                for event in self._framer.feed(chunk):
-                    if isinstance(event, Frame):
-                        self._pending.append(event.data)
-            msg = parse_message(self._pending.pop(0), datagram=False)
+            return parse_message(data)
+        while not self._pending:
+            chunk = self._sock.recv(65535)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            for event in self._framer.feed(chunk):
+                if isinstance(event, Frame):
+                    self._pending.append(event.data)
+        return parse_message(self._pending.pop(0), datagram=False)
+
+    def recv(self, timeout: float = TIMEOUT) -> Response:
+        msg = self.recv_message(timeout)
         assert isinstance(msg, Response), msg
         return msg
+
+    def recv_request(self, timeout: float = TIMEOUT) -> Request:
+        msg = self.recv_message(timeout)
+        assert isinstance(msg, Request), msg
+        return msg
+
+    def reply(self, request: Request, status: int, reason: str | None = None) -> None:
+        self.send_raw(
+            make_response(request, status, reason, to_tag=os.urandom(4).hex()).serialise()
+        )
 
     def request(
         self,
