@@ -193,16 +193,17 @@ class Router:
         if to_server:
             self._to_server(txn, request)
             return
+        mf = request.headers.get("Max-Forwards")
+        if mf is not None and parse_max_forwards(mf) == 0:
+            # §16.3 step 3: a request we would forward has no hops left.
+            self.stack.respond(txn, 483, "Too Many Hops")
+            return
         if not self.local.is_my_domain(uri):
             self.stack.respond(txn, 403, "Relaying to other domains is not enabled")
             return
         sender = parse_name_addr(request.headers.get("From") or "").uri
         if not self.local.is_my_domain(sender):
             self.stack.respond(txn, 403, "Federation is not enabled")
-            return
-        mf = request.headers.get("Max-Forwards")
-        if mf is not None and parse_max_forwards(mf) == 0:
-            self.stack.respond(txn, 483, "Too Many Hops")
             return
         user = self._authenticate(txn, request, flow, proxy=True)
         if user is None:
