@@ -156,9 +156,22 @@ class Router:
             return
         self.proxy.forward(txn, request, [Target(request.uri, target)], inbound=flow)
 
+    def _usable(self, flow: Flow | None) -> Flow | None:
+        """``flow`` if it still works. A UDP flow is only an address: if the
+        socket it names is gone (a restart on a new port), any of our UDP
+        sockets reaches the same device."""
+        if flow is None:
+            return None
+        if self.is_open(flow):
+            return flow
+        if flow.transport == "udp":
+            return self.udp_flow(flow.remote)
+        return None
+
     def _dialog_target(self, request: Request, next_flow: Flow) -> Flow | None:
-        if self.is_open(next_flow):
-            return next_flow
+        usable = self._usable(next_flow)
+        if usable is not None:
+            return usable
         # The peer reconnected: find its registration by its Contact URI.
         now = self.clock()
         for name in ("To", "From"):
@@ -167,8 +180,9 @@ class Router:
             except ValueError:
                 continue
             for contact in self.location.lookup(aor, now):
-                if contact.flow is not None and contact.uri.equivalent(request.uri):
-                    return contact.flow
+                flow = self._usable(contact.flow)
+                if flow is not None and contact.uri.equivalent(request.uri):
+                    return flow
         return None
 
     def _out_of_dialog(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
@@ -220,11 +234,11 @@ class Router:
             return
         aor = aor_of(uri)
         now = self.clock()
-        targets = [
-            Target(c.uri, c.flow)
-            for c in self.location.lookup(aor, now)
-            if c.flow is not None and self.is_open(c.flow)
-        ]
+        targets = []
+        for contact in self.location.lookup(aor, now):
+            device = self._usable(contact.flow)
+            if device is not None:
+                targets.append(Target(contact.uri, device))
         if not targets:
             if request.method == "MESSAGE":
                 self._spawn(self._hold_message(txn, request, aor, now))

@@ -95,6 +95,9 @@ class ConclaveServer:
 
     # -- process -------------------------------------------------------------------------
     def start(self) -> ConclaveServer:
+        """Start (or restart) the server; the log seen so far is forgotten."""
+        self.lines = []
+        self._queue = queue.Queue()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [*CONCLAVE, "serve", "--dir", str(self.data_dir)],
