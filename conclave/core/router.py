@@ -12,9 +12,11 @@ For every new request the router decides, in this order (RFC 3261 §16.3,
    requests to the server itself (REGISTER, OPTIONS); no relaying to other
    domains and no requests from them (federation is off: 403); digest
    authentication (401 for REGISTER, 407 otherwise); the authenticated user
-   must be the From user (403); then the target: 404 for an unknown user,
-   offline store (202) for a MESSAGE to an offline user, 480 for other
-   requests to an offline user, else the proxy forks to every device.
+   must be the From user (403); a method owned by an enabled service
+   (:mod:`conclave.core.service`, e.g. presence) goes to that service;
+   otherwise the target: 404 for an unknown user, offline store (202) for
+   a MESSAGE to an offline user, 480 for other requests to an offline
+   user, else the proxy forks to every device.
 
 Nothing here awaits the database except storing an offline message, which
 runs as its own task and answers when the write is durable.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 
 import structlog
 
@@ -44,6 +46,7 @@ from conclave.transport.guard import SourceGuard
 from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
 from .local import LocalEndpoint
 from .proxy import Proxy, Target
+from .service import SipService
 from .stack import SipStack, new_branch, new_tag
 
 log = structlog.get_logger("conclave.router")
@@ -80,6 +83,7 @@ class Router:
         is_open: Callable[[Flow], bool],
         find_connection: Callable[[str, tuple[str, int]], Flow | None],
         udp_flow: Callable[[tuple[str, int]], Flow | None],
+        services: Sequence[SipService] = (),
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.stack = stack
@@ -96,8 +100,16 @@ class Router:
         self.udp_flow = udp_flow
         self.clock = wall_clock
         self._tasks: set[asyncio.Task[None]] = set()
-        self.allow_header = ", ".join(ALLOWED_METHODS)
+        self.services = list(services)
+        self.by_method: dict[str, SipService] = {
+            method: service for service in self.services for method in service.methods
+        }
+        self.allowed = frozenset((*ALLOWED_METHODS, *self.by_method))
+        self.allow_header = ", ".join((*ALLOWED_METHODS, *sorted(self.by_method)))
         self.supported_header = ", ".join(SUPPORTED)
+        self.allow_events = ", ".join(
+            sorted({p for service in self.services for p in service.event_packages})
+        )
 
     # -- requests ------------------------------------------------------------------------
     def on_request(self, txn: ServerTransaction, request: Request) -> None:
@@ -142,8 +154,13 @@ class Router:
     def _in_dialog(
         self, txn: ServerTransaction, request: Request, flow: Flow, next_flow: Flow | None
     ) -> None:
-        if request.method not in ALLOWED_METHODS:
+        if request.method not in self.allowed:
             self._method_not_allowed(txn, request)
+            return
+        service = self.by_method.get(request.method)
+        if next_flow is None and service is not None and self.local.is_me(request.uri):
+            # A dialog in which this server is the UA (e.g. a subscription refresh).
+            self._to_service(txn, request, flow, service)
             return
         if next_flow is None:
             # No Record-Route of ours with a valid token: this dialog was not
@@ -190,7 +207,7 @@ class Router:
         if method not in KNOWN_METHODS:
             self.stack.respond(txn, 501, f"{method} is not implemented")
             return
-        if method not in ALLOWED_METHODS:
+        if method not in self.allowed:
             self._method_not_allowed(txn, request)
             return
         uri = request.uri
@@ -226,7 +243,26 @@ class Router:
             log.warning("identity mismatch", user=user, from_user=getattr(sender, "user", None))
             self.stack.respond(txn, 403, "From does not match the authenticated user")
             return
+        service = self.by_method.get(method)
+        if service is not None:
+            service.handle(txn, request, user=user, flow=flow)
+            return
         self._deliver(txn, request, flow, uri)
+
+    def _to_service(
+        self, txn: ServerTransaction, request: Request, flow: Flow, service: SipService
+    ) -> None:
+        sender = parse_name_addr(request.headers.get("From") or "").uri
+        if not self.local.is_my_domain(sender):
+            self.stack.respond(txn, 403, "Federation is not enabled")
+            return
+        user = self._authenticate(txn, request, flow, proxy=True)
+        if user is None:
+            return
+        if not isinstance(sender, SipURI) or sender.user != user:
+            self.stack.respond(txn, 403, "From does not match the authenticated user")
+            return
+        service.handle(txn, request, user=user, flow=flow)
 
     def _deliver(self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI) -> None:
         if uri.user is None or not self.users.exists(uri.user):
@@ -281,16 +317,14 @@ class Router:
             self._method_not_allowed(txn, request, allow="OPTIONS, REGISTER")
             return
         check_extensions(request, "Require", frozenset(SUPPORTED))
-        self.stack.respond(
-            txn,
-            200,
-            "OK",
-            headers=[
-                ("Allow", self.allow_header),
-                ("Supported", self.supported_header),
-                ("Accept", "application/sdp, text/plain"),
-            ],
-        )
+        headers = [
+            ("Allow", self.allow_header),
+            ("Supported", self.supported_header),
+            ("Accept", "application/sdp, text/plain"),
+        ]
+        if self.allow_events:
+            headers.append(("Allow-Events", self.allow_events))
+        self.stack.respond(txn, 200, "OK", headers=headers)
 
     def _method_not_allowed(
         self, txn: ServerTransaction, request: Request, allow: str | None = None
@@ -354,8 +388,11 @@ class Router:
 
     # -- responses -----------------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response) -> None:
-        if not self.proxy.on_response(txn, response):
-            self.im.on_response(txn, response)
+        if self.proxy.on_response(txn, response) or self.im.on_response(txn, response):
+            return
+        for service in self.services:
+            if service.on_response(txn, response):
+                return
 
     def on_stray_response(self, response: Response, flow: Flow) -> None:
         """A response with no transaction (a retransmitted 2xx): pass it upstream."""
@@ -382,11 +419,18 @@ class Router:
 
     def on_timeout(self, txn: object, timer: object) -> None:
         if isinstance(txn, ClientTransaction) and not self.proxy.on_timeout(txn):
-            self.im.on_failure(txn, 408)
+            self._failed(txn, 408)
 
     def on_transport_failed(self, txn: object) -> None:
         if isinstance(txn, ClientTransaction) and not self.proxy.on_transport_failed(txn):
-            self.im.on_failure(txn, 503)
+            self._failed(txn, 503)
+
+    def _failed(self, txn: ClientTransaction, status: int) -> None:
+        if self.im.on_failure(txn, status):
+            return
+        for service in self.services:
+            if service.on_failure(txn, status):
+                return
 
     def on_terminated(self, txn: object) -> None:
         self.proxy.on_terminated(txn)
