@@ -232,16 +232,8 @@ class Router:
         if not self.local.is_my_domain(uri):
             self.stack.respond(txn, 403, "Relaying to other domains is not enabled")
             return
-        sender = parse_name_addr(request.headers.get("From") or "").uri
-        if not self.local.is_my_domain(sender):
-            self.stack.respond(txn, 403, "Federation is not enabled")
-            return
-        user = self._authenticate(txn, request, flow, proxy=True)
+        user = self._local_sender(txn, request, flow)
         if user is None:
-            return
-        if not isinstance(sender, SipURI) or sender.user != user:
-            log.warning("identity mismatch", user=user, from_user=getattr(sender, "user", None))
-            self.stack.respond(txn, 403, "From does not match the authenticated user")
             return
         service = self.by_method.get(method)
         if service is not None:
@@ -252,17 +244,28 @@ class Router:
     def _to_service(
         self, txn: ServerTransaction, request: Request, flow: Flow, service: SipService
     ) -> None:
+        user = self._local_sender(txn, request, flow)
+        if user is not None:
+            service.handle(txn, request, user=user, flow=flow)
+
+    def _local_sender(self, txn: ServerTransaction, request: Request, flow: Flow) -> str | None:
+        """The authenticated local user who sent ``request``, or None once answered.
+
+        Senders outside our domain get 403 (federation is off); local ones
+        are challenged (407) and must authenticate as the From user (403).
+        """
         sender = parse_name_addr(request.headers.get("From") or "").uri
         if not self.local.is_my_domain(sender):
             self.stack.respond(txn, 403, "Federation is not enabled")
-            return
+            return None
         user = self._authenticate(txn, request, flow, proxy=True)
         if user is None:
-            return
+            return None
         if not isinstance(sender, SipURI) or sender.user != user:
+            log.warning("identity mismatch", user=user, from_user=getattr(sender, "user", None))
             self.stack.respond(txn, 403, "From does not match the authenticated user")
-            return
-        service.handle(txn, request, user=user, flow=flow)
+            return None
+        return user
 
     def _deliver(self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI) -> None:
         if uri.user is None or not self.users.exists(uri.user):
