@@ -308,6 +308,8 @@ class AuthSection(_Section):
     """after this a nonce is stale"""
     algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
     """challenges offered, preferred first"""
+    md5_only_user_agents: tuple[Str, ...] = ("baresip v0.", "baresip v1.", "sipsak")
+    """User-Agent prefixes of clients that fail on any non-MD5 challenge: offered MD5 alone"""
 
     @field_validator("nonce_lifetime")
     @classmethod

@@ -142,6 +142,7 @@ class Server:
             users=self.users,
             nonce_lifetime=c.auth.nonce_lifetime,
             algorithms=tuple(c.auth.algorithms),
+            md5_only_agents=tuple(c.auth.md5_only_user_agents),
         )
         registrar = Registrar(
             self.location,

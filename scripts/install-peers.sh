@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite talks to as real peers.
+# Installs the Debian packages the test suite talks to as real peers
+# (tests/e2e/peers.py; notes in docs/testing-peers.md).
 # Idempotent: does nothing when every tool is already on PATH.
 set -euo pipefail
+# tool on PATH -> Debian package that provides it
 declare -A want=(
-  [sipp]=sip-tester
+  [sipp]=sip-tester       # 3.6.1 on Debian 12, built without TLS
   [sipsak]=sipsak
+  [baresip]=baresip-core  # the core only: "baresip" pulls in GTK, X11, FFmpeg
+  [stdbuf]=coreutils      # line-buffers baresip's stdout into the harness
+  [testssl]=testssl.sh    # TLS scanner: tests/e2e/test_tls_testssl.py
 )
 missing=()
 for tool in "${!want[@]}"; do

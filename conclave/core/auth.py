@@ -109,6 +109,10 @@ class Authenticator:
     users: CredentialCache
     nonce_lifetime: float = 300.0
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
+    md5_only_agents: tuple[str, ...] = ()
+    """User-Agent prefixes of clients that abort on a challenge they cannot
+    use instead of picking the one they can (baresip 1.0 and sipsak do, for
+    SHA-256): they are offered MD5 alone, if MD5 is enabled at all."""
     secret: bytes = field(default_factory=lambda: os.urandom(32))
     random_bytes: Callable[[int], bytes] = os.urandom
 
@@ -135,13 +139,14 @@ class Authenticator:
             if parsed.realm == self.realm:
                 creds = parsed
                 break
-        if creds is None:
-            return Challenge401(self.challenge_headers(proxy=proxy, now=now))
-        if creds.algorithm not in self.algorithms:
-            return Challenge401(self.challenge_headers(proxy=proxy, now=now))
+        offered = self.offered(request)
+        if creds is None or creds.algorithm not in self.algorithms:
+            return Challenge401(self.challenge_headers(proxy=proxy, now=now, algorithms=offered))
         status = self._nonces.check(creds.nonce, now)
         if status is NonceStatus.INVALID:
-            return Challenge401(self.challenge_headers(proxy=proxy, now=now), failed=True)
+            return Challenge401(
+                self.challenge_headers(proxy=proxy, now=now, algorithms=offered), failed=True
+            )
         user = self.users.get(creds.username)
         ha1 = user.ha1.get(creds.algorithm) if user is not None else None
         if ha1 is None:
@@ -149,15 +154,31 @@ class Authenticator:
             ha1 = self._decoy_ha1(creds.username, creds.algorithm)
         good = verify_response(creds, ha1, request.method) and user is not None
         if not good:
-            return Challenge401(self.challenge_headers(proxy=proxy, now=now), failed=True)
+            return Challenge401(
+                self.challenge_headers(proxy=proxy, now=now, algorithms=offered), failed=True
+            )
         if status is NonceStatus.STALE or not self._counter.accept(creds.nonce, creds.nc or 0):
             # The client knows the password; its nonce is old or the count was
             # used before. stale=true lets it retry without asking the user.
-            return Challenge401(self.challenge_headers(proxy=proxy, now=now, stale=True))
+            return Challenge401(
+                self.challenge_headers(proxy=proxy, now=now, stale=True, algorithms=offered)
+            )
         return Authenticated(creds.username)
 
+    def offered(self, request: Request) -> tuple[str, ...]:
+        """The algorithms to challenge ``request``'s client with."""
+        agent = request.headers.get("User-Agent") or ""
+        if "MD5" in self.algorithms and any(agent.startswith(p) for p in self.md5_only_agents):
+            return ("MD5",)
+        return self.algorithms
+
     def challenge_headers(
-        self, *, proxy: bool, now: float, stale: bool = False
+        self,
+        *,
+        proxy: bool,
+        now: float,
+        stale: bool = False,
+        algorithms: tuple[str, ...] | None = None,
     ) -> list[tuple[str, str]]:
         """One challenge per algorithm, most preferred first (RFC 8760 §2.4)."""
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
@@ -173,7 +194,7 @@ class Authenticator:
                     stale=stale,
                 ).to_header_value(),
             )
-            for alg in self.algorithms
+            for alg in (algorithms or self.algorithms)
         ]
 
     def _decoy_ha1(self, username: str, algorithm: str) -> str:

@@ -168,3 +168,18 @@ def test_malformed_credentials_are_400() -> None:
     auth = make_auth()
     outcome = auth.authenticate(register('Digest username="alice'), proxy=False, now=1000.0)
     assert isinstance(outcome, BadCredentials)
+
+
+def test_clients_that_abort_on_sha256_are_offered_md5_alone() -> None:
+    auth = make_auth()
+    auth.md5_only_agents = ("baresip v1.",)
+    req = register()
+    req.headers.add("User-Agent", "baresip v1.0.0 (x86_64/linux)")
+    outcome = auth.authenticate(req, proxy=False, now=1000.0)
+    assert isinstance(outcome, Challenge401)
+    assert [parse_challenge(v).algorithm for _, v in outcome.headers] == ["MD5"]
+    other = register()
+    other.headers.add("User-Agent", "Linphone/5.2")
+    outcome = auth.authenticate(other, proxy=False, now=1000.0)
+    assert isinstance(outcome, Challenge401)
+    assert [parse_challenge(v).algorithm for _, v in outcome.headers] == ["SHA-256", "MD5"]
