@@ -34,6 +34,10 @@ class LocalEndpoint:
     def sent_by(self, transport: str) -> str:
         return f"{self.host}:{self.ports[transport]}"
 
+    def own_sent_by(self) -> set[str]:
+        """Every ``host:port`` our Via headers carry."""
+        return {f"{self.host}:{port}".lower() for port in self.ports.values()}
+
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by(transport)};branch={branch};rport"
 

@@ -21,13 +21,15 @@ Timer C (§16.8) cancels an INVITE branch that rings for too long.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
-from conclave.sip.errors import LocalProtocolError
-from conclave.sip.fields import parse_max_forwards
+from conclave.sip.address import parse_name_addr
+from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
+from conclave.sip.fields import parse_max_forwards, parse_via
 from conclave.sip.message import Request, Response, make_response
 from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_cancel
 from conclave.sip.uri import URI
@@ -139,8 +141,30 @@ class Proxy:
             # flow; the lower one is reached from the caller's side.
             headers.prepend("Record-Route", self.local.record_route(inbound, toward=target.flow))
             headers.prepend("Record-Route", self.local.record_route(target.flow, toward=inbound))
-        headers.prepend("Via", self.local.via(target.flow.transport, new_branch()))
+        branch = f"{new_branch()}.{loop_hash(request)}"
+        headers.prepend("Via", self.local.via(target.flow.transport, branch))
         return Request(request.method, target.uri, headers, request.body, request.version)
+
+    def is_loop(self, request: Request) -> bool:
+        """§16.3 step 4: the request already passed here *unchanged* (482).
+
+        A request that comes back with our Via on it but a different
+        Request-URI or other routing input is a spiral, which is legal;
+        the branch we wrote carries a hash of those inputs to tell the two
+        apart (§16.6 step 8).
+        """
+        current = loop_hash(request)
+        for value in request.headers.get_all("Via"):
+            try:
+                via = parse_via(value)
+            except RemoteProtocolError:
+                continue
+            if via.sent_by.lower() not in self.local.own_sent_by():
+                continue
+            branch = via.branch or ""
+            if branch.rpartition(".")[2] == current:
+                return True
+        return False
 
     # -- responses -----------------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response) -> bool:
@@ -292,6 +316,22 @@ class Proxy:
         context.final_sent = True
         if context.on_final is not None:
             context.on_final(status)
+
+
+def loop_hash(request: Request) -> str:
+    """A digest of the request's routing inputs (§16.6 step 8, §16.3 step 4)."""
+    to = request.headers.get("To") or ""
+    sender = request.headers.get("From") or ""
+    cseq = (request.headers.get("CSeq") or "").split(" ", 1)[0]
+    parts = [
+        str(request.uri),
+        parse_name_addr(sender).tag or "" if sender else "",
+        parse_name_addr(to).tag or "" if to else "",
+        request.headers.get("Call-ID") or "",
+        cseq,
+        ",".join(request.headers.get_all("Proxy-Require")),
+    ]
+    return hashlib.blake2s("\n".join(parts).encode(), digest_size=8).hexdigest()
 
 
 def choose_best(finals: list[Response]) -> Response:

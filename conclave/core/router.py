@@ -229,6 +229,9 @@ class Router:
             # §16.3 step 3: a request we would forward has no hops left.
             self.stack.respond(txn, 483, "Too Many Hops")
             return
+        if self.proxy.is_loop(request):
+            self.stack.respond(txn, 482, "Loop Detected")
+            return
         if not self.local.is_my_domain(uri):
             self.stack.respond(txn, 403, "Relaying to other domains is not enabled")
             return

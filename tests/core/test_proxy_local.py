@@ -7,7 +7,7 @@ import pytest
 from conclave.core.local import LocalEndpoint
 from conclave.core.proxy import choose_best
 from conclave.sip.headers import Headers
-from conclave.sip.message import Response
+from conclave.sip.message import Request, Response
 from conclave.sip.uri import parse_uri
 from conclave.transport.flow import Flow
 
@@ -63,3 +63,33 @@ def test_record_route_is_me_and_carries_token() -> None:
     assert local.flow_from_token(uri.user) == b  # type: ignore[union-attr]
     assert not local.is_me(parse_uri("sip:127.0.0.1:5999;lr"))
     assert not local.is_me(parse_uri("sip:elsewhere.test;lr"))
+
+
+def _request(uri: str = "sip:bob@example.test") -> Request:
+    h = Headers()
+    h.add("Via", "SIP/2.0/TLS 127.0.0.1:40000;branch=z9hG4bKa")
+    h.add("From", "<sip:alice@example.test>;tag=1")
+    h.add("To", "<sip:bob@example.test>")
+    h.add("Call-ID", "c")
+    h.add("CSeq", "1 MESSAGE")
+    h.add("Max-Forwards", "70")
+    return Request("MESSAGE", parse_uri(uri), h)
+
+
+def test_loop_is_detected_but_a_spiral_is_not() -> None:
+    from conclave.core.proxy import Proxy, Target
+
+    local = LocalEndpoint(host="127.0.0.1", domain="example.test", ports={"tls": 5061})
+    proxy = Proxy(stack=None, local=local)  # type: ignore[arg-type]
+    inbound = Flow("tls", ("127.0.0.1", 40000), ("127.0.0.1", 5061), 1)
+    original = _request()
+    assert not proxy.is_loop(original)
+    # The same request forwarded by us to ourselves, unchanged: a loop.
+    looped = proxy._branch_request(original, Target(original.uri, inbound), inbound)
+    looped.uri = original.uri
+    assert proxy.is_loop(looped)
+    # Forwarded with a new Request-URI (retargeted): a spiral, which is legal.
+    spiral = proxy._branch_request(
+        original, Target(parse_uri("sip:bob@127.0.0.1:40001"), inbound), inbound
+    )
+    assert not proxy.is_loop(spiral)
