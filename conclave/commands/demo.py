@@ -54,9 +54,10 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
     click.echo("baresip: in ~/.baresip/config set   sip_cafile " + str(ca))
     click.echo("         and add to ~/.baresip/accounts:")
     click.echo(
-        f"  <sip:alice@{DEMO_DOMAIN};transport=tls>;auth_pass=PASSWORD;"
+        f"  <sip:alice@{DEMO_DOMAIN}>;auth_pass=PASSWORD;"
         f'outbound="sip:{host}:{port};transport=tls";regint=600'
     )
+    click.echo("         (the TLS transport goes on the outbound proxy, not on the address)")
     click.echo(
         f"Linphone: SIP address sip:alice@{DEMO_DOMAIN}, server "
         f"<sip:{host}:{port};transport=tls>, transport TLS; import the CA certificate above."
