@@ -241,6 +241,25 @@ class TlsSection(_Section):
     """server private key (mode 0600)"""
     ca: RelPath = "ca/ca.crt"
     """internal CA certificate that clients trust"""
+    crl: RelPath = "ca/crl.pem"
+    """revocation list the internal CA publishes (conclave certs revoke)"""
+    client_auth: Literal["off", "optional"] = "off"
+    """optional: users may sign in with a client certificate from the internal CA"""
+    reload_poll: Duration = 5
+    """how often certificate files are checked for changes, expiry and renewal"""
+    warn_before: Duration = 30 * 86400
+    """log a warning when the server certificate expires within this"""
+    renew_before: Duration = 30 * 86400
+    """renew an internal certificate automatically this long before it expires"""
+    auto_renew: Bool = True
+    """renew internal certificates unattended (needs a CA key without passphrase)"""
+
+    @field_validator("reload_poll")
+    @classmethod
+    def _poll(cls, value: float) -> float:
+        if not 0.1 <= value <= 3600:
+            raise ValueError("must be 100ms-1h")
+        return value
 
 
 class RegistrarSection(_Section):
@@ -277,6 +296,48 @@ class ImSection(_Section):
     """messages held per offline user (0: none held)"""
     offline_max_age: Duration = 7 * 86400
     """held messages older than this are dropped"""
+
+
+class PresenceSection(_Section):
+    """Presence and contact lists (SIMPLE: PUBLISH, SUBSCRIBE/NOTIFY, resource lists)."""
+
+    enabled: Bool = True
+    """serve presence (PUBLISH, SUBSCRIBE for presence and presence.winfo)"""
+    min_expires: Annotated[Int, Field(ge=1)] = 60
+    """shortest publication or subscription; shorter requests get 423"""
+    default_expires: Int = 3600
+    """used when a PUBLISH or SUBSCRIBE asks for none"""
+    max_expires: Annotated[Int, Field(le=2**32 - 1)] = 7200
+    """longer requests are shortened"""
+    publish_rate: Number = 1.0
+    """state-changing PUBLISHes per second each user may sustain (503 beyond)"""
+    publish_burst: Annotated[Int, Field(ge=1)] = 10
+    """PUBLISHes a user may send at once above the rate"""
+    notify_merge_window: Duration = 0.2
+    """changes reaching one watcher within this window go out as one NOTIFY (0s-10s)"""
+    external_watchers: Literal["pending", "allow"] = "pending"
+    """watchers from other domains: pending until allowed, or allow (External level)"""
+
+    @field_validator("default_expires")
+    @classmethod
+    def _default_after_min(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("min_expires", 0):
+            raise ValueError("must be at least min_expires")
+        return value
+
+    @field_validator("max_expires")
+    @classmethod
+    def _max_after_default(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("default_expires", 0):
+            raise ValueError("must be at least default_expires")
+        return value
+
+    @field_validator("notify_merge_window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value > 10:
+            raise ValueError("must be at most 10s")
+        return value
 
 
 class LimitsSection(_Section):
@@ -328,14 +389,96 @@ class AuthSection(_Section):
         return value
 
 
+LOG_BUFFER_DEFAULT = 64 * 1024**2
+"""Disk an agent may fill with events while its controller is unreachable: at a
+few hundred octets an event, hundreds of thousands of events, hours of
+AlwaysOn logging from a busy server."""
+LOG_BUFFER_LIMITS = (1024**2, 4 * 1024**3)
+"""Smallest and largest ``[logging] buffer_max`` accepted."""
+
+
+def _endpoint(value: str) -> str:
+    """``host:port`` (a DNS name or IP; IPv6 in brackets), or empty for none."""
+    text = value.strip()
+    if not text:
+        return ""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
+    if not match:
+        raise ValueError(f"must be host:port (IPv6 as [::1]:port), not {value!r}")
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError("port must be 1-65535")
+    host = _ip(match.group(1)) if match.group(1) else _host(match.group(3))
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _host_or_empty(value: str) -> str:
+    return _host(value) if value.strip() else ""
+
+
 class LoggingSection(_Section):
-    """Logging."""
+    """Logging: JSON lines on stderr, and the agent that forwards events to a controller."""
 
     level: Annotated[
         Literal["debug", "info", "warning", "error"],
         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
     ] = "info"
     """debug, info, warning or error"""
+    controller: Annotated[Str, AfterValidator(_endpoint)] = ""
+    """host:port of the logging controller or a syslog server (RFC 5425 over TLS); empty: none"""
+    controller_name: Annotated[Str, AfterValidator(_host_or_empty)] = ""
+    """name the controller's certificate must carry; empty: the host in controller"""
+    controller_ca: RelPath = "ca/ca.crt"
+    """CA certificate the controller's certificate must chain to"""
+    controller_acks: Bool = True
+    """the controller confirms what it stored (a Conclave controller does; rsyslog: false)"""
+    buffer_max: Size = LOG_BUFFER_DEFAULT
+    """disk held for events while the controller is unreachable (1MiB-4GiB)"""
+
+    @field_validator("buffer_max")
+    @classmethod
+    def _buffer(cls, value: int) -> int:
+        low, high = LOG_BUFFER_LIMITS
+        if not low <= value <= high:
+            raise ValueError("must be 1MiB-4GiB")
+        return value
+
+
+class LoggingControllerSection(_Section):
+    """The logging-controller role: stores the events agents send (syslog over TLS)."""
+
+    listen: Annotated[Str, AfterValidator(_host_port)] = "127.0.0.1:6514"
+    """host:port for agents (RFC 5425's port 6514); port 0 picks a free port"""
+    store: RelPath = "logs/events.db"
+    """SQLite file holding the events, relative to the data directory"""
+    retention: Duration = 30 * 86400
+    """events older than this are deleted"""
+    cert: Str = ""
+    """certificate presented to agents; empty: the [tls] certificate"""
+    key: Str = ""
+    """its private key; empty: the [tls] key"""
+    client_cas: tuple[RelPath, ...] = ("ca/ca.crt",)
+    """CAs whose servers may send events (mutual TLS): add another deployment's CA here"""
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: float) -> float:
+        if value < 3600:
+            raise ValueError("must be at least 1h")
+        return value
+
+    @field_validator("client_cas")
+    @classmethod
+    def _some_ca(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("must list at least one CA certificate")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> LoggingControllerSection:
+        if bool(self.cert.strip()) != bool(self.key.strip()):
+            raise ValueError("cert and key must be given together (or both left empty)")
+        return self
 
 
 class AdminSection(_Section):
@@ -354,6 +497,74 @@ class DatabaseSection(_Section):
     """sqlite:///FILE (relative to the data directory) or postgresql://..."""
 
 
+class ArchiveSection(_Section):
+    """Archiving of instant messages (compliance); see docs/archiving.md."""
+
+    enabled: Bool = False
+    """run the archiving agent; off: nothing is archived, whatever the policies say"""
+    internal: Bool = True
+    """global policy: archive conversations among users of this deployment"""
+    federated: Bool = True
+    """global policy: archive conversations with users of federated domains"""
+    critical: Bool = True
+    """refuse a message (503) that must be archived but cannot be; off: deliver it anyway"""
+    directory: RelPath = "archive"
+    """where the hash-chained segment files live (relative to the data directory)"""
+    site: Annotated[Str, AfterValidator(_not_empty)] = "default"
+    """this server's site, for site-level policies (the topology will supply it)"""
+    pool: Annotated[Str, AfterValidator(_not_empty)] = "default"
+    """this server's pool, for pool-level policies (the topology will supply it)"""
+    retention: Duration = 0
+    """purge records older than this (0s: keep for ever)"""
+    segment_size: Size = 64 * 1024 * 1024
+    """start a new segment file beyond this size (1MiB-1GiB)"""
+    write_timeout: Duration = 5
+    """longest a message waits for its archive write before it is refused (100ms-60s)"""
+
+    @field_validator("segment_size")
+    @classmethod
+    def _segment_size(cls, value: int) -> int:
+        if not 1024**2 <= value <= 1024**3:
+            raise ValueError("must be 1MiB-1GiB")
+        return value
+
+    @field_validator("write_timeout")
+    @classmethod
+    def _write_timeout(cls, value: float) -> float:
+        if not 0.1 <= value <= 60:
+            raise ValueError("must be 100ms-60s")
+        return value
+
+
+class CdrSection(_Section):
+    """Call detail records: registrations, IM and calls (conclave cdr ...)."""
+
+    enabled: Bool = True
+    """record CDRs in the database"""
+    registrations: Bool = True
+    """also record one CDR per REGISTER outcome"""
+    retention: Duration = 60 * 86400
+    """CDRs older than this are purged"""
+    flush_interval: Duration = 1
+    """CDRs are written in batches at least this often (the loss window on a crash)"""
+    max_queue: Annotated[Int, Field(ge=100)] = 100_000
+    """CDRs held in memory awaiting the database; beyond this they are dropped and counted"""
+
+    @field_validator("flush_interval")
+    @classmethod
+    def _flush(cls, value: float) -> float:
+        if not 0.01 <= value <= 60:
+            raise ValueError("must be 10ms-60s")
+        return value
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: float) -> float:
+        if value < 3600:
+            raise ValueError("must be at least 1h")
+        return value
+
+
 class Config(_Section):
     """The whole of conclave.toml."""
 
@@ -362,11 +573,15 @@ class Config(_Section):
     tls: TlsSection = TlsSection()
     registrar: RegistrarSection = RegistrarSection()
     im: ImSection = ImSection()
+    presence: PresenceSection = PresenceSection()
     limits: LimitsSection = LimitsSection()
     auth: AuthSection = AuthSection()
     logging: LoggingSection = LoggingSection()
+    logging_controller: LoggingControllerSection = LoggingControllerSection()
     admin: AdminSection = AdminSection()
     database: DatabaseSection = DatabaseSection()
+    archive: ArchiveSection = ArchiveSection()
+    cdr: CdrSection = CdrSection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

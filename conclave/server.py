@@ -9,7 +9,10 @@ gracefully:
 3. flush registrations to the store, close connections and the database.
 
 SIGHUP reloads the user list at once (``conclave user …`` sends it); the
-list is also re-read every :data:`USER_REFRESH_INTERVAL` seconds.
+list is also re-read every :data:`USER_REFRESH_INTERVAL` seconds. SIGHUP
+also reloads the TLS certificate (``conclave certs reload`` sends it); a
+watcher task reloads it when its files change, warns before it expires and
+renews it when our CA issued it (:mod:`conclave.pki.lifecycle`).
 """
 
 from __future__ import annotations
@@ -28,14 +31,25 @@ import structlog
 
 from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
+from conclave.core.calls import CallTracker
 from conclave.core.local import LocalEndpoint
 from conclave.core.proxy import Proxy
 from conclave.core.router import SUPPORTED, Router
+from conclave.core.service import SipService
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
-from conclave.pki.tls import server_context
+from conclave.ops.runtime import Operations
+from conclave.pki.identity import identity_from_peer_cert
+from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
+from conclave.pki.reload import ServerTls
+from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
+from conclave.services.archive import ArchiveService, open_archive, policy_loader
+from conclave.services.cdr import CdrRecorder, open_cdr
 from conclave.services.im import OfflineMessages
 from conclave.services.location import MemoryLocationService
+from conclave.services.presence.directory import read_directory
+from conclave.services.presence.service import PresenceService
+from conclave.services.presence.settings import PresenceSettings
 from conclave.services.registrar import Registrar
 from conclave.sip.transaction import TransactionLayer
 from conclave.store.database import Database
@@ -66,6 +80,7 @@ class Server:
     def __init__(self, data_dir: Path, config: Config) -> None:
         self.data_dir = data_dir
         self.config = config
+        self.ops = Operations(data_dir, config, role="standard")  # logging agent first
         self.stop_event = asyncio.Event()
         self.users = CredentialCache()
         self.db = Database(config.database_url(data_dir))
@@ -80,10 +95,17 @@ class Server:
         self.layer = TransactionLayer()
         self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
         ssl_context = None
+        self.tls: ServerTls | None = None
         if config.transports.tls:
-            ssl_context = server_context(
-                config.path(data_dir, config.tls.cert), config.path(data_dir, config.tls.key)
+            # Validated (and renewed first if it is ours and that fixes it); its
+            # context stays the listener's for good and reloads switch handshakes.
+            self.tls = open_server_tls(
+                server_tls_files(data_dir, config),
+                renewal_policy(config),
+                ca_dir=ca_directory(data_dir, config),
+                data_dir=data_dir,
             )
+            ssl_context = self.tls.context
         self.transports = TransportManager(
             on_message=self.stack.on_message,
             on_closed=self._on_closed,
@@ -92,6 +114,7 @@ class Server:
         )
         self.local = LocalEndpoint(host=config.server.host, domain=config.server.domain)
         self.tasks: list[asyncio.Task[None]] = []
+        self.presence: PresenceService | None = None  # set by _wire when enabled
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -106,7 +129,33 @@ class Server:
             asyncio.create_task(self.location.run_persistence(1.0)),
             asyncio.create_task(self._every(USER_REFRESH_INTERVAL, self._reload_users)),
             asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
+            asyncio.create_task(self.calls.run_sweeper()),
         ]
+        for agent in (self.archive, self.cdr):
+            if agent is not None:
+                self.tasks += [asyncio.create_task(job) for job in agent.jobs()]
+        if self.presence is not None:
+            self.tasks += [
+                asyncio.create_task(self.presence.run()),
+                asyncio.create_task(self.presence.run_reload()),
+            ]
+        if self.tls is not None:
+            watcher = CertificateWatcher(
+                self.tls,
+                renewal_policy(self.config),
+                ca_dir=ca_directory(self.data_dir, self.config),
+                data_dir=self.data_dir,
+            )
+            self.tasks.append(asyncio.create_task(watcher.run()))
+        presence, tls = self.presence, self.tls
+        await self.ops.start(  # log delivery, debug sessions, gauges, admin /metrics
+            registrations=self.location.count,
+            connections=lambda: self.transports.connection_count,
+            subscriptions=(lambda: presence.stats()["subscriptions"]) if presence else None,
+            certificate_expiry=(lambda: tls.certificate.not_valid_after_utc) if tls else None,
+            listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
+            database=self.db,
+        )
         log.info(
             "ready",
             domain=self.config.server.domain,
@@ -158,6 +207,35 @@ class Server:
         self.im = OfflineMessages(offline, self.stack, self.local.via)
         self.location.add_listener(self.im.on_registered)
         self.proxy = Proxy(self.stack, self.local)
+        # Presence (PUBLISH, SUBSCRIBE/NOTIFY): contacts and privacy are read
+        # into memory by presence.run_reload (a task below); requests wait
+        # for that first load. The call tracker feeds "In a call".
+        self.calls = CallTracker()
+        services: list[SipService] = []
+        if c.presence.enabled:
+            domain, db = c.server.domain, self.db
+            self.presence = PresenceService(
+                stack=self.stack,
+                local=self.local,
+                settings=PresenceSettings(
+                    min_expires=c.presence.min_expires,
+                    default_expires=c.presence.default_expires,
+                    max_expires=c.presence.max_expires,
+                    publish_rate=c.presence.publish_rate,
+                    publish_burst=c.presence.publish_burst,
+                    merge_window=c.presence.notify_merge_window,
+                    external_watchers=c.presence.external_watchers,
+                ),
+                user_exists=self.users.exists,
+                load=lambda: read_directory(db, domain),
+            )
+            self.calls.add_listener(self.presence.set_in_call)
+            services.append(self.presence)
+        # Archiving (off by default) and call detail records (docs/archiving.md).
+        self.archive: ArchiveService | None = open_archive(
+            self.data_dir, c, load_overrides=policy_loader(self.db)
+        )
+        self.cdr: CdrRecorder | None = open_cdr(self.db, c.cdr)
         self.router = Router(
             stack=self.stack,
             proxy=self.proxy,
@@ -171,6 +249,11 @@ class Server:
             is_open=self.transports.is_open,
             find_connection=self.transports.find_connection,
             udp_flow=self._udp_flow,
+            services=services,
+            archive=self.archive,
+            cdr=self.cdr,
+            calls=self.calls,
+            client_cert_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
         )
         self.stack.attach(self.router, self.transports)
 
@@ -184,7 +267,22 @@ class Server:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_users()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._on_hangup()))
+
+    async def _on_hangup(self) -> None:
+        """SIGHUP: reload users, contacts/privacy and the TLS certificate (a bad one
+        is refused and logged)."""
+        if self.tls is not None:
+            self.tls.reload("signal")
+        await self._reload_users()
+        if self.presence is not None:
+            await self.presence.reload()
+
+    def _client_cert_user(self, flow: Flow) -> str | None:
+        identity = identity_from_peer_cert(
+            self.transports.peer_certificate(flow), self.config.server.domain
+        )
+        return identity.user if identity is not None else None
 
     async def _shutdown(self) -> None:
         log.info("stopping", open_transactions=len(self.layer))
@@ -209,6 +307,7 @@ class Server:
         with contextlib.suppress(OSError):
             (self.data_dir / PID_FILE).unlink()
         log.info("stopped", registrations_flushed=written)
+        await self.ops.stop()  # last: the agent forwards "stopped" too
 
     def _busy(self) -> bool:
         return self.proxy.pending() > 0 or self.router.pending() > 0
@@ -225,15 +324,21 @@ class Server:
     async def _reload_users(self) -> None:
         domain = self.config.server.domain
         rows = await UserStore(self.db).all_credentials()
+        mine = {name: creds for (name, user_domain), creds in rows.items() if user_domain == domain}
         self.users.replace(
             {
                 name: UserCredentials(
                     {"MD5": creds.ha1_md5, "SHA-256": creds.ha1_sha256}, creds.disabled
                 )
-                for (name, user_domain), creds in rows.items()
-                if user_domain == domain
+                for name, creds in mine.items()
             }
         )
+        if self.presence is not None:
+            # Removed or disabled users: their watchers are told, theirs end.
+            self.presence.users_changed(
+                {name for name, creds in mine.items() if not creds.disabled},
+                {name for name, creds in mine.items() if creds.disabled},
+            )
 
     async def _purge(self) -> None:
         self.location.purge_expired(time.time())

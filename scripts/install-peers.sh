@@ -10,13 +10,23 @@ declare -A want=(
   [baresip]=baresip-core  # the core only: "baresip" pulls in GTK, X11, FFmpeg
   [stdbuf]=coreutils      # line-buffers baresip's stdout into the harness
   [testssl]=testssl.sh    # TLS scanner: tests/e2e/test_tls_testssl.py
+  [dot]=graphviz          # renders `conclave topology diagram` (SVG, PNG)
+  [rsyslogd]=rsyslog      # syslog receiver: tests/e2e/test_logging_rsyslog.py
+)
+# packages with no tool of their own on PATH (checked with dpkg)
+also=(
+  rsyslog-gnutls          # rsyslog's TLS stream driver (RFC 5425)
 )
 missing=()
 for tool in "${!want[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${want[$tool]}")
+done
+for package in "${also[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$package")
 done
 if [ "${#missing[@]}" -eq 0 ]; then
-  echo "test peers present: ${!want[*]}"
+  echo "test peers present: ${!want[*]} ${also[*]}"
   exit 0
 fi
 echo "installing test peers: ${missing[*]}"

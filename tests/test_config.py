@@ -308,9 +308,216 @@ def test_model_has_every_documented_section() -> None:
         "tls",
         "registrar",
         "im",
+        "presence",
         "limits",
         "auth",
         "logging",
+        "logging_controller",
         "admin",
         "database",
+        "archive",
+        "cdr",
     }
+
+
+def test_presence_section_defaults_and_round_trip(tmp_path: Path) -> None:
+    config = write_default_config(tmp_path, domain="example.test", host="sip.example.test")
+    presence = config.presence
+    assert presence.enabled
+    assert (presence.min_expires, presence.default_expires, presence.max_expires) == (
+        60,
+        3600,
+        7200,
+    )
+    assert (presence.publish_rate, presence.publish_burst) == (1.0, 10)
+    assert presence.notify_merge_window == 0.2
+    assert presence.external_watchers == "pending"
+    text = (tmp_path / CONFIG_FILENAME).read_text()
+    assert 'notify_merge_window = "200ms"' in text
+    assert load_config(tmp_path) == config
+
+
+def test_presence_section_values() -> None:
+    config = loads_config(
+        SERVER + '[presence]\nenabled = false\nnotify_merge_window = "0ms"\n'
+        'min_expires = 1\nexternal_watchers = "allow"\n'
+    )
+    assert not config.presence.enabled
+    assert config.presence.notify_merge_window == 0.0
+    assert config.presence.external_watchers == "allow"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("min_expires = 0", "presence.min_expires: must be at least 1"),
+        ("min_expires = 600\ndefault_expires = 60", "presence.default_expires: must be at least"),
+        ("max_expires = 100", "presence.max_expires: must be at least default_expires"),
+        ('notify_merge_window = "1m"', "presence.notify_merge_window: must be at most 10s"),
+        ("publish_rate = 0", "presence.publish_rate: must be greater than 0"),
+        ("publish_burst = 0", "presence.publish_burst: must be at least 1"),
+        ('external_watchers = "maybe"', "presence.external_watchers: must be"),
+        ("colour = 1", "presence.colour: unknown key"),
+    ],
+)
+def test_presence_section_errors_name_the_key(text: str, problem: str) -> None:
+    problems = problems_of(SERVER + "[presence]\n" + text + "\n")
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_tls_section_defaults_and_round_trip(tmp_path: Path) -> None:
+    config = write_default_config(tmp_path, domain="example.test", host="sip.example.test")
+    tls = config.tls
+    assert (tls.cert, tls.key, tls.ca, tls.crl) == (
+        "tls/server.crt",
+        "tls/server.key",
+        "ca/ca.crt",
+        "ca/crl.pem",
+    )
+    assert tls.client_auth == "off" and tls.auto_renew is True
+    assert tls.reload_poll == 5 and tls.warn_before == tls.renew_before == 30 * 86400
+    text = (tmp_path / CONFIG_FILENAME).read_text()
+    assert 'reload_poll = "5s"' in text and 'renew_before = "30d"' in text
+    assert 'client_auth = "off"' in text
+    assert load_config(tmp_path) == config
+
+
+def test_tls_section_values() -> None:
+    config = loads_config(
+        SERVER + '[tls]\nclient_auth = "optional"\nreload_poll = "500ms"\n'
+        'warn_before = "14d"\nrenew_before = "1h"\nauto_renew = false\n'
+    )
+    tls = config.tls
+    assert tls.client_auth == "optional" and not tls.auto_renew
+    assert (tls.reload_poll, tls.warn_before, tls.renew_before) == (0.5, 14 * 86400, 3600)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('client_auth = "required"', "tls.client_auth: must be 'off' or 'optional'"),
+        ('reload_poll = "10ms"', "tls.reload_poll: must be 100ms-1h"),
+        ('reload_poll = "2h"', "tls.reload_poll: must be 100ms-1h"),
+        ('warn_before = "soon"', "tls.warn_before: must be a duration such as 90s, 5m or 7d"),
+        ('auto_renew = "yes"', "tls.auto_renew: must be true or false"),
+        ('crl = ""', "tls.crl: must not be empty"),
+    ],
+)
+def test_tls_section_errors_name_the_key(text: str, problem: str) -> None:
+    problems = problems_of(SERVER + "[tls]\n" + text + "\n")
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_archive_and_cdr_sections_defaults_and_round_trip(tmp_path: Path) -> None:
+    config = write_default_config(tmp_path, domain="example.test", host="sip.example.test")
+    archive, cdr = config.archive, config.cdr
+    assert not archive.enabled  # off by default
+    assert archive.internal and archive.federated and archive.critical
+    assert (archive.directory, archive.site, archive.pool) == ("archive", "default", "default")
+    assert (archive.retention, archive.segment_size, archive.write_timeout) == (0, 64 << 20, 5)
+    assert cdr.enabled and cdr.registrations
+    assert (cdr.retention, cdr.flush_interval, cdr.max_queue) == (60 * 86400, 1, 100_000)
+    text = (tmp_path / CONFIG_FILENAME).read_text()
+    assert "[archive]\n" in text and "[cdr]\n" in text
+    assert 'segment_size = "64MiB"' in text and 'retention = "60d"' in text
+    assert 'retention = "0s"' in text
+    assert load_config(tmp_path) == config
+
+
+def test_archive_and_cdr_section_values() -> None:
+    config = loads_config(
+        SERVER + "[archive]\nenabled = true\nfederated = false\ncritical = false\n"
+        'retention = "365d"\nsite = "emea"\nwrite_timeout = "250ms"\n'
+        '[cdr]\nenabled = false\nretention = "7d"\nflush_interval = "100ms"\n'
+    )
+    assert config.archive.enabled and not config.archive.federated
+    assert not config.archive.critical and config.archive.site == "emea"
+    assert (config.archive.retention, config.archive.write_timeout) == (365 * 86400, 0.25)
+    assert not config.cdr.enabled
+    assert (config.cdr.retention, config.cdr.flush_interval) == (7 * 86400, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[archive]\nenabled = "yes"', "archive.enabled: must be true or false"),
+        ('[archive]\nsegment_size = "1KiB"', "archive.segment_size: must be 1MiB-1GiB"),
+        ('[archive]\nwrite_timeout = "2m"', "archive.write_timeout: must be 100ms-60s"),
+        ('[archive]\npool = ""', "archive.pool: must not be empty"),
+        ("[archive]\ncolour = 1", "archive.colour: unknown key"),
+        ('[cdr]\nretention = "10m"', "cdr.retention: must be at least 1h"),
+        ('[cdr]\nflush_interval = "2m"', "cdr.flush_interval: must be 10ms-60s"),
+        ("[cdr]\nmax_queue = 5", "cdr.max_queue: must be at least 100"),
+    ],
+)
+def test_archive_and_cdr_errors_name_the_key(text: str, problem: str) -> None:
+    problems = problems_of(SERVER + text + "\n")
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+# --- [logging] and [logging_controller] ---------------------------------------------------
+
+
+def test_logging_sections_defaults_and_round_trip(tmp_path: Path) -> None:
+    config = write_default_config(tmp_path, domain="example.test", host="sip.example.test")
+    logging_ = config.logging
+    assert (logging_.controller, logging_.controller_name, logging_.controller_ca) == (
+        "",
+        "",
+        "ca/ca.crt",
+    )
+    assert logging_.controller_acks is True and logging_.buffer_max == 64 * 1024**2
+    controller = config.logging_controller
+    assert controller.listen == "127.0.0.1:6514" and controller.store == "logs/events.db"
+    assert controller.retention == 30 * 86400 and controller.client_cas == ("ca/ca.crt",)
+    assert (controller.cert, controller.key) == ("", "")
+    text = (tmp_path / CONFIG_FILENAME).read_text()
+    assert 'buffer_max = "64MiB"' in text and 'retention = "30d"' in text
+    assert 'client_cas = ["ca/ca.crt"]' in text
+    assert load_config(tmp_path) == config
+
+
+def test_logging_section_values() -> None:
+    config = loads_config(
+        SERVER + '[logging]\ncontroller = "Logs.Example.Test:6514"\ncontroller_acks = false\n'
+        'controller_name = "collector.example.test"\nbuffer_max = "1MiB"\n'
+        '[logging_controller]\nlisten = "[::1]:0"\nretention = "2h"\n'
+        'client_cas = ["ca/ca.crt", "/etc/conclave/site-b-ca.crt"]\n'
+        'cert = "tls/logs.crt"\nkey = "tls/logs.key"\n'
+    )
+    assert config.logging.controller == "logs.example.test:6514"
+    assert config.logging.controller_name == "collector.example.test"
+    assert config.logging.buffer_max == 1024**2 and not config.logging.controller_acks
+    assert config.logging_controller.listen == "[::1]:0"
+    assert config.logging_controller.retention == 7200
+    assert config.logging_controller.client_cas[1] == "/etc/conclave/site-b-ca.crt"
+    ipv6 = loads_config(SERVER + '[logging]\ncontroller = "[2001:db8::1]:6514"\n')
+    assert ipv6.logging.controller == "[2001:db8::1]:6514"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[logging]\ncontroller = "logs.example.test"', "logging.controller: must be host:port"),
+        ('[logging]\ncontroller = "logs:0"', "logging.controller: port must be 1-65535"),
+        ('[logging]\ncontroller = "bad_name!:6514"', "logging.controller: must be a DNS name"),
+        ('[logging]\ncontroller_name = "a b"', "logging.controller_name: must be a DNS name"),
+        ('[logging]\nbuffer_max = "10KiB"', "logging.buffer_max: must be 1MiB-4GiB"),
+        ('[logging]\nbuffer_max = "8GiB"', "logging.buffer_max: must be 1MiB-4GiB"),
+        ('[logging]\ncontroller_acks = "no"', "logging.controller_acks: must be true or false"),
+        ('[logging]\ncontroller_ca = ""', "logging.controller_ca: must not be empty"),
+        ('[logging_controller]\nlisten = "logs:6514"', "logging_controller.listen: must be"),
+        ('[logging_controller]\nretention = "10m"', "logging_controller.retention: must be at"),
+        ("[logging_controller]\nclient_cas = []", "logging_controller.client_cas: must list"),
+        ('[logging_controller]\ncert = "x.crt"', "logging_controller: cert and key must be"),
+        ("[logging_controller]\nport = 1", "logging_controller.port: unknown key"),
+    ],
+)
+def test_logging_sections_errors_name_the_key(text: str, problem: str) -> None:
+    problems = problems_of(SERVER + text + "\n")
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_admin_section_enabled_with_a_port() -> None:
+    config = loads_config(SERVER + '[admin]\nenabled = true\nbind = "127.0.0.1:9464"\n')
+    assert config.admin.enabled and config.admin.bind == "127.0.0.1:9464"

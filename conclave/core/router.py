@@ -19,7 +19,10 @@ For every new request the router decides, in this order (RFC 3261 §16.3,
    user, else the proxy forks to every device.
 
 Nothing here awaits the database except storing an offline message, which
-runs as its own task and answers when the write is durable.
+runs as its own task and answers when the write is durable. Likewise a
+MESSAGE under an archiving policy is delivered by a task once its archive
+record is durable (:mod:`conclave.services.archive`); outcomes go to the CDR
+recorder (:mod:`conclave.services.cdr`), which writes in the background.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 
 import structlog
 
+from conclave.ops import metrics
+from conclave.pki.identity import requires_tls
+from conclave.services.archive import ArchiveService
+from conclave.services.cdr import CdrRecorder
 from conclave.services.im import OfflineMessages
 from conclave.services.location import LocationService, aor_of
 from conclave.services.registrar import Registrar
@@ -44,6 +52,7 @@ from conclave.transport.flow import Flow
 from conclave.transport.guard import SourceGuard
 
 from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
+from .calls import CallTracker
 from .local import LocalEndpoint
 from .proxy import Proxy, Target
 from .service import SipService
@@ -85,6 +94,10 @@ class Router:
         udp_flow: Callable[[tuple[str, int]], Flow | None],
         services: Sequence[SipService] = (),
         wall_clock: Callable[[], float] = time.time,
+        archive: ArchiveService | None = None,
+        cdr: CdrRecorder | None = None,
+        calls: CallTracker | None = None,
+        client_cert_user: Callable[[Flow], str | None] | None = None,
     ) -> None:
         self.stack = stack
         self.proxy = proxy
@@ -99,6 +112,12 @@ class Router:
         self.find_connection = find_connection
         self.udp_flow = udp_flow
         self.clock = wall_clock
+        self.archive = archive  # MESSAGEs under policy are archived before delivery
+        self.cdr = cdr  # call detail records: told outcomes, writes in the background
+        self.calls = calls  # established calls, for presence's "In a call"
+        # [tls] client_auth: the user a verified client certificate on a TLS
+        # flow is bound to (conclave.pki.identity), who then needs no digest.
+        self.client_cert_user = client_cert_user
         self._tasks: set[asyncio.Task[None]] = set()
         self.services = list(services)
         self.by_method: dict[str, SipService] = {
@@ -127,6 +146,10 @@ class Router:
             self.stack.respond(
                 txn, 503, "Server shutting down", headers=[("Retry-After", RETRY_AFTER_DRAINING)]
             )
+            return
+        if requires_tls(request.uri) and not flow.secure:
+            # RFC 3261 §26.2.2: a SIPS request must travel over TLS on every hop.
+            self.stack.respond(txn, 403, "SIPS requires TLS")
             return
         next_flow = self._pop_own_routes(request)
         if request.headers.get("Route") is not None:
@@ -167,11 +190,28 @@ class Router:
             # set up through us, so we will not carry it (no open relay).
             self.stack.respond(txn, 403, "Not a dialog routed by this server")
             return
+        if request.method == "BYE" and self.calls is not None:
+            self.calls.ended(request.call_id)
+        if request.method == "BYE" and self.cdr is not None:
+            self.cdr.call_ended(request)
+        done = self.cdr.outcome(request, in_dialog=True) if self.cdr is not None else None
+        proceed = partial(self._relay_in_dialog, txn, request, flow, next_flow, done)
+        if not self._archive_first(txn, request, proceed, done, session=True):
+            proceed()
+
+    def _relay_in_dialog(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        flow: Flow,
+        next_flow: Flow,
+        done: Callable[[int], None] | None,
+    ) -> None:
         target = self._dialog_target(request, next_flow)
         if target is None:
-            self.stack.respond(txn, 480, "Peer is no longer connected")
+            self._answer(txn, 480, "Peer is no longer connected", done)
             return
-        self.proxy.forward(txn, request, [Target(request.uri, target)], inbound=flow)
+        self.proxy.forward(txn, request, [Target(request.uri, target)], inbound=flow, on_final=done)
 
     def _usable(self, flow: Flow | None) -> Flow | None:
         """``flow`` if it still works. A UDP flow is only an address: if the
@@ -271,38 +311,99 @@ class Router:
         return user
 
     def _deliver(self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI) -> None:
+        done = self.cdr.outcome(request) if self.cdr is not None else None
         if uri.user is None or not self.users.exists(uri.user):
-            self.stack.respond(txn, 404, "No such user")
+            self._answer(txn, 404, "No such user", done)
             return
+        proceed = partial(self._deliver_now, txn, request, flow, uri, done)
+        if not self._archive_first(txn, request, proceed, done, recipient=aor_of(uri)):
+            proceed()
+
+    def _deliver_now(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        flow: Flow,
+        uri: SipURI,
+        done: Callable[[int], None] | None,
+    ) -> None:
         aor = aor_of(uri)
         now = self.clock()
         targets = []
+        secure_only = requires_tls(request.uri)
         for contact in self.location.lookup(aor, now):
             device = self._usable(contact.flow)
-            if device is not None:
+            if device is not None and (device.secure or not secure_only):
                 targets.append(Target(contact.uri, device))
         if not targets:
             if request.method == "MESSAGE":
-                self._spawn(self._hold_message(txn, request, aor, now))
+                self._spawn(self._hold_message(txn, request, aor, now, done))
             else:
-                self.stack.respond(txn, 480, "User is offline")
+                self._answer(txn, 480, "User is offline", done)
             return
-        self.proxy.forward(txn, request, targets, inbound=flow)
+        on_final = done
+        if self.calls is not None and request.method == "INVITE":
+            on_final = _both(done, self.calls.invite_outcome(request))
+        self.proxy.forward(txn, request, targets, inbound=flow, on_final=on_final)
+
+    def _archive_first(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        proceed: Callable[[], None],
+        done: Callable[[int], None] | None,
+        *,
+        recipient: str | None = None,
+        session: bool = False,
+    ) -> bool:
+        """A MESSAGE under an archiving policy: ``proceed`` (deliver) runs only once it
+        is durably archived, or the sender is refused. False: not archived, go on."""
+        if self.archive is None or request.method != "MESSAGE":
+            return False
+        job = self.archive.before_delivery(
+            request,
+            proceed,
+            lambda status, reason, headers: self._answer(txn, status, reason, done, headers),
+            recipient=recipient,
+            session=session,
+        )
+        if job is None:
+            return False
+        self._spawn(job)
+        return True
+
+    def _answer(
+        self,
+        txn: ServerTransaction,
+        status: int,
+        reason: str,
+        done: Callable[[int], None] | None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer locally and tell the CDR recorder (``done``) the outcome."""
+        self.stack.respond(txn, status, reason, headers=headers or ())
+        if done is not None:
+            done(status)
 
     async def _hold_message(
-        self, txn: ServerTransaction, request: Request, aor: str, now: float
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        aor: str,
+        now: float,
+        done: Callable[[int], None] | None = None,
     ) -> None:
         try:
             stored = await self.im.hold(request, aor, now)
         except Exception as exc:
             log.error("offline store failed", aor=aor, reason=str(exc))
-            self.stack.respond(txn, 500, "Message could not be stored")
+            self._answer(txn, 500, "Message could not be stored", done)
             return
         if stored:
             log.info("message held for offline user", aor=aor)
-            self.stack.respond(txn, 202, "Accepted (recipient offline; stored)")
+            self._answer(txn, 202, "Accepted (recipient offline; stored)", done)
         else:
-            self.stack.respond(txn, 480, "Recipient offline and their message store is full")
+            self._answer(txn, 480, "Recipient offline and their message store is full", done)
 
     def _register(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         uri = request.uri
@@ -317,6 +418,8 @@ class Router:
         )
         log.info("register", user=user, status=response.status)
         self.stack.send_response(txn, response)
+        if self.cdr is not None:
+            self.cdr.registered(f"sip:{user}@{self.local.domain}", request, response, flow)
 
     def _to_server(self, txn: ServerTransaction, request: Request) -> None:
         if request.method != "OPTIONS":
@@ -345,6 +448,13 @@ class Router:
     def _authenticate(
         self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
     ) -> str | None:
+        if self.client_cert_user is not None and flow.secure:
+            user = self.client_cert_user(flow)
+            sender = parse_name_addr(request.headers.get("From") or "").uri
+            claimed = sender.user if isinstance(sender, SipURI) else None
+            if user is not None and user == claimed and self.users.exists(user):
+                structlog.contextvars.bind_contextvars(user=user, auth="certificate")
+                return user
         outcome = self.auth.authenticate(request, proxy=proxy, now=self.clock())
         if isinstance(outcome, Authenticated):
             structlog.contextvars.bind_contextvars(user=outcome.user)
@@ -353,8 +463,10 @@ class Router:
             self.stack.respond(txn, 400, f"Malformed credentials: {outcome.reason}")
             return None
         if outcome.failed:
+            metrics.AUTH_FAILURES.inc()
             log.info("authentication failed", source=flow.remote[0])
             if self.guard.record_auth_failure(flow.remote[0], self.clock()):
+                metrics.AUTH_LOCKOUTS.inc()
                 log.warning(
                     "source banned",
                     source=flow.remote[0],
@@ -453,3 +565,17 @@ class Router:
 
     async def close(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _both(
+    first: Callable[[int], None] | None, second: Callable[[int], None]
+) -> Callable[[int], None]:
+    """One final-status callback that tells two listeners."""
+    if first is None:
+        return second
+
+    def call(status: int) -> None:
+        first(status)
+        second(status)
+
+    return call

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
 
+from conclave.ops import metrics
+from conclave.ops.trace import TRACER
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.fields import parse_via
 from conclave.sip.message import Request, Response, default_reason, make_response
@@ -97,6 +100,11 @@ class SipStack:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
+        # Arrival time of each server transaction's request, for the latency
+        # histogram; weak, so a transaction that is never answered is not kept.
+        self._arrived: weakref.WeakKeyDictionary[ServerTransaction, float] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # -- wiring --------------------------------------------------------------------------
     def attach(self, tu: TransactionUser, sender: Sender) -> None:
@@ -118,6 +126,7 @@ class SipStack:
         if verdict is not Verdict.ALLOWED:
             self.counters["dropped"] += 1
             if verdict is Verdict.BANNED_NOW:
+                metrics.SOURCE_BANS.inc()
                 log.warning(
                     "source banned",
                     source=ip,
@@ -130,6 +139,8 @@ class SipStack:
         except RemoteProtocolError as exc:
             self._malformed(data, flow, exc)
             return
+        if TRACER.active:  # an on-demand debug session (conclave logs debug)
+            TRACER.message("in", data, flow.transport, flow.remote)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(call_id=message.headers.get("Call-ID"))
         try:
@@ -155,6 +166,7 @@ class SipStack:
             self.sender.send(flow, answer)
 
     def _inbound_request(self, req: Request, flow: Flow) -> None:
+        metrics.count_request(req.method)
         _stamp_via(req, flow)
         try:
             check_request(req, supported=self.supported, check_require=False, forwarding=False)
@@ -192,6 +204,7 @@ class SipStack:
         resp = make_response(
             req, status, reason or default_reason(status), to_tag=new_tag(), headers=headers
         )
+        metrics.count_response(req.method, status)
         self.dispatch(self.layer.send_stateless(resp, flow))
 
     def respond(
@@ -222,6 +235,10 @@ class SipStack:
         except LocalProtocolError as exc:
             log.debug("response not sent", status=resp.status, reason=str(exc))
             return False
+        method = txn.request.method
+        metrics.count_response(method, resp.status)
+        if resp.status >= 200 and (arrived := self._arrived.pop(txn, None)) is not None:
+            metrics.observe_transaction(method, self.now() - arrived)
         self.dispatch(events)
         self._rearm()
         return True
@@ -242,12 +259,16 @@ class SipStack:
         for ev in events:
             if isinstance(ev, Transmit):
                 dest = ev.destination
+                if TRACER.active and isinstance(dest, Flow):
+                    TRACER.message("out", ev.data, dest.transport, dest.remote)
                 ok = isinstance(dest, Flow) and self.sender.send(dest, ev.data)
                 if not ok and ev.transaction is not None:
                     self.dispatch(self.layer.transport_error(ev.transaction, self.now()))
             elif isinstance(ev, RequestReceived):
+                self._arrived[ev.transaction] = self.now()
                 tu.on_request(ev.transaction, ev.request)
             elif isinstance(ev, CancelReceived):
+                self._arrived[ev.transaction] = self.now()
                 tu.on_cancel(ev.transaction, ev.request, ev.invite)
             elif isinstance(ev, AckReceived):
                 if isinstance(ev.source, Flow):

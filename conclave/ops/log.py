@@ -4,15 +4,24 @@ Each line on stderr is one JSON object with at least ``time`` (UTC, ISO
 8601), ``level``, ``event``, ``host`` and ``role``. The SIP stack binds
 ``call_id`` (and ``user`` once known) for the duration of each request, so
 every line written while handling it is correlated without passing loggers
-around.
+around. Services that know a conversation bind ``conversation_id`` the same way.
+``host`` and ``role`` always name this server: an event's own ``host`` (a
+listener's bound address, say) is kept as ``address``.
+
+Every event also passes through the *sink* (:func:`set_sink`), after the
+common fields are added and before rendering: the logging agent
+(:mod:`conclave.ops.agent`) installs itself there to forward AlwaysOn and
+debug events to the logging controller. The sink gets a copy and must not
+block; an exception in it never stops the line reaching stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -25,6 +34,29 @@ _LEVELS = {
 }
 
 
+_RENAMED = {"host": "address"}
+"""Where an event's own value for a common field goes (the common field wins)."""
+
+Sink = Callable[[Mapping[str, Any]], None]
+_sink: Sink | None = None
+
+
+def set_sink(sink: Sink | None) -> Sink | None:
+    """Send a copy of every event to ``sink`` (None: stop); returns the previous one."""
+    global _sink
+    previous, _sink = _sink, sink
+    return previous
+
+
+def _to_sink(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    sink = _sink
+    if sink is not None:
+        # Logging must never fail because forwarding did.
+        with contextlib.suppress(Exception):
+            sink(dict(event))
+    return event
+
+
 def configure(*, level: str = "info", role: str = "standard", host: str | None = None) -> None:
     """Install the JSON renderer. Safe to call more than once."""
     static = {"host": host or socket.gethostname(), "role": role}
@@ -33,7 +65,12 @@ def configure(*, level: str = "info", role: str = "standard", host: str | None =
         _logger: Any, _name: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in static.items():
-            event.setdefault(key, value)
+            own = event.get(key)
+            if own is not None and own != value:
+                # e.g. a listener's bound address logged as host=: the event
+                # must still name the server it came from (search relies on it).
+                event.setdefault(_RENAMED.get(key, f"{key}_field"), own)
+            event[key] = value
         return event
 
     structlog.configure(
@@ -43,6 +80,7 @@ def configure(*, level: str = "info", role: str = "standard", host: str | None =
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
             add_static,
             structlog.processors.format_exc_info,
+            _to_sink,
             structlog.processors.JSONRenderer(sort_keys=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

@@ -1,104 +1,94 @@
 """The built-in certificate authority.
 
-A data directory holds one CA (``ca.crt`` and ``ca.key``) that signs the
-server certificates of every role. Clients and peer servers trust ``ca.crt``;
-the key never leaves the directory and is written mode 0600, optionally
-encrypted with a passphrase.
+A data directory holds one CA directory (``DATA/ca``) with:
+
+* ``ca.crt``: the CA certificate clients and peer servers trust;
+* ``ca.key``: its key, mode 0600, optionally encrypted with a passphrase;
+  it never leaves the directory;
+* ``index.json``: every certificate the CA issued (:mod:`conclave.pki.index`);
+* ``crl.pem``: the revocation list, re-published on every revocation
+  (:mod:`conclave.pki.crl`).
 
 Typical use::
 
     ca = create_ca(data / "ca", common_name="example.test Conclave CA")
     leaf = ca.issue_server(["sip.example.test"], ["192.0.2.10"])
     leaf.write(data / "tls" / "server.crt", data / "tls" / "server.key")
+    ca.revoke(leaf.certificate.serial_number, reason="keyCompromise")
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, TypeAlias
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
+from conclave.pki.crl import CRL_FILE, Revocation, build_crl, write_crl
 from conclave.pki.errors import PkiError
 from conclave.pki.files import write_private_file, write_public_file
+from conclave.pki.index import (
+    INDEX_FILE,
+    REVOCATION_REASONS,
+    CertificateIndex,
+    IndexEntry,
+    Kind,
+    format_serial,
+)
+from conclave.pki.info import describe
+from conclave.pki.leaf import (
+    BACKDATE,
+    CLIENT_DEFAULT_DAYS,
+    CLIENT_USAGES,
+    RSA_KEY_BITS,
+    SERVER_DEFAULT_DAYS,
+    SERVER_USAGES,
+    build_leaf,
+    check_user,
+    generate_key,
+    key_pem,
+    now_utc,
+    server_names,
+    validity,
+)
+from conclave.pki.load import (
+    KeyType,
+    PrivateKey,
+    basic_constraints,
+    load_certificate,
+    load_certificates,
+    load_private_key,
+    public_der,
+)
 
-KeyType: TypeAlias = Literal["ec", "rsa"]
-PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+__all__ = [
+    "CA_CERT_FILE",
+    "CA_DEFAULT_DAYS",
+    "CA_KEY_FILE",
+    "CLIENT_DEFAULT_DAYS",
+    "RSA_KEY_BITS",
+    "SERVER_DEFAULT_DAYS",
+    "CertificateAuthority",
+    "IssuedCertificate",
+    "KeyType",
+    "PrivateKey",
+    "create_ca",
+    "load_ca",
+    "load_certificate",
+    "load_certificates",
+    "load_private_key",
+]
 
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
 
-RSA_KEY_BITS = 3072
-"""RSA modulus size: 3072 bits gives about 128-bit security (NIST SP 800-57),
-matching P-256, and is the minimum that keeps a 10-year CA sensible."""
-
 CA_DEFAULT_DAYS = 3650
 """A private CA lives long; its leaf certificates are short-lived instead."""
-
-SERVER_DEFAULT_DAYS = 397
-"""The CA/Browser Forum ceiling for TLS server certificates; clients that
-apply public-web rules to private CAs (Apple's, for instance) refuse longer."""
-
-BACKDATE = dt.timedelta(minutes=5)
-"""notBefore is set slightly in the past so peers with a little clock skew
-do not reject a certificate issued moments ago."""
-
-_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
-
-
-def _generate_key(key_type: KeyType) -> PrivateKey:
-    if key_type == "ec":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
-    raise PkiError(f"unknown key type {key_type!r}: use 'ec' or 'rsa'")
-
-
-def _key_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase)
-        if passphrase
-        else serialization.NoEncryption()
-    )
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-
-
-def _public_der(key: PrivateKey | x509.Certificate) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _check_dns_name(name: str) -> str:
-    """Validate one dNSName SAN (a single leading ``*.`` wildcard is allowed)."""
-    host = name[:-1] if name.endswith(".") else name
-    labels = host.split(".")
-    if labels and labels[0] == "*" and len(labels) > 2:
-        labels = labels[1:]
-    if not host or len(host) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
-        raise PkiError(f"invalid DNS name for a certificate: {name!r}")
-    return host.lower()
-
-
-def _check_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise PkiError(f"invalid IP address for a certificate: {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -110,6 +100,10 @@ class IssuedCertificate:
     chain: tuple[x509.Certificate, ...]
     """The issuing CA certificate(s), nearest first; not including the leaf."""
 
+    @property
+    def serial(self) -> int:
+        return self.certificate.serial_number
+
     def certificate_pem(self) -> bytes:
         """The leaf followed by the chain, PEM: what a TLS server presents."""
         certs = (self.certificate, *self.chain)
@@ -117,7 +111,7 @@ class IssuedCertificate:
 
     def key_pem(self, passphrase: bytes | None = None) -> bytes:
         """The private key as PKCS#8 PEM, encrypted when a passphrase is given."""
-        return _key_pem(self.private_key, passphrase)
+        return key_pem(self.private_key, passphrase)
 
     def write(self, cert_path: Path, key_path: Path, *, passphrase: bytes | None = None) -> None:
         """Write the key (mode 0600, first) and the leaf-plus-chain certificate file.
@@ -131,10 +125,11 @@ class IssuedCertificate:
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """An internal CA that can sign server certificates.
+    """An internal CA that signs server and client certificates and revokes them.
 
     Obtain one with :func:`create_ca` or :func:`load_ca`; do not construct it
-    directly unless certificate and key are known to match.
+    directly unless certificate and key are known to match. Every certificate
+    issued is recorded in :attr:`index`.
     """
 
     certificate: x509.Certificate
@@ -146,6 +141,16 @@ class CertificateAuthority:
         """Where the CA certificate lives: give this to clients as their trust anchor."""
         return self.directory / CA_CERT_FILE
 
+    @property
+    def crl_path(self) -> Path:
+        """Where the CA publishes its CRL."""
+        return self.directory / CRL_FILE
+
+    @property
+    def index(self) -> CertificateIndex:
+        """The record of every certificate this CA issued."""
+        return CertificateIndex(self.directory / INDEX_FILE)
+
     def certificate_pem(self) -> bytes:
         """The CA certificate in PEM."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
@@ -156,71 +161,159 @@ class CertificateAuthority:
         ips: Sequence[str] = (),
         *,
         days: int = SERVER_DEFAULT_DAYS,
+        lifetime: dt.timedelta | None = None,
         key_type: KeyType = "ec",
     ) -> IssuedCertificate:
         """Issue a server certificate for DNS ``names`` and IP addresses ``ips``.
 
         The certificate carries both serverAuth and clientAuth so the same
         identity serves TLS and mutual TLS between servers. Its validity is
-        clipped to the CA's. Call :meth:`IssuedCertificate.write` to store it.
+        ``days`` (or an exact ``lifetime``, for tests of expiry) clipped to the
+        CA's. It is recorded in the index; call :meth:`IssuedCertificate.write`
+        to store it, then :meth:`record_files` so ``renew`` can replace it.
         """
-        dns = [_check_dns_name(n) for n in names]
-        addresses = [_check_ip(i) for i in ips]
-        if not dns and not addresses:
-            raise PkiError("a server certificate needs at least one DNS name or IP address")
-        if days < 1:
-            raise PkiError(f"certificate lifetime must be at least 1 day, not {days}")
-        now = _now()
-        not_after = min(now + dt.timedelta(days=days), self.certificate.not_valid_after_utc)
-        if not_after <= now:
-            raise PkiError("the CA certificate has expired: create a new CA")
-        key = _generate_key(key_type)
-        common_name = dns[0] if dns else str(addresses[0])
-        sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
-        sans += [x509.IPAddress(a) for a in addresses]
-        # RSA keys may encipher the TLS 1.2 premaster secret only in RSA key
-        # exchange, which our cipher policy never uses; still, clients expect
-        # keyEncipherment on RSA server certificates (RFC 5280 §4.2.1.3).
-        is_rsa = isinstance(key, rsa.RSAPrivateKey)
-        ca_ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - BACKDATE)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=is_rsa,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski.value),
-                critical=False,
-            )
+        common_name, sans = server_names(names, ips)
+        now = now_utc()
+        not_after = validity(now, days, lifetime, self.certificate)
+        return self._issue("server", common_name, sans, SERVER_USAGES, now, not_after, key_type)
+
+    def issue_client(
+        self,
+        user: str,
+        domain: str,
+        *,
+        days: int = CLIENT_DEFAULT_DAYS,
+        lifetime: dt.timedelta | None = None,
+        key_type: KeyType = "ec",
+    ) -> IssuedCertificate:
+        """Issue a client certificate binding its holder to the account ``user@domain``.
+
+        Subject CN ``user@domain``, SAN URI ``sip:user@domain``, EKU clientAuth
+        only. A server with ``[tls] client_auth`` on reads the identity back
+        with :func:`conclave.pki.identity.identity_from_peer_cert`.
+        """
+        user, domain = check_user(user, domain)
+        aor = f"{user}@{domain}"
+        now = now_utc()
+        not_after = validity(now, days, lifetime, self.certificate)
+        sans = [x509.UniformResourceIdentifier(f"sip:{aor}")]
+        return self._issue("client", aor, sans, CLIENT_USAGES, now, not_after, key_type, aor)
+
+    def _issue(
+        self,
+        kind: Kind,
+        common_name: str,
+        sans: Sequence[x509.GeneralName],
+        usages: Sequence[x509.ObjectIdentifier],
+        now: dt.datetime,
+        not_after: dt.datetime,
+        key_type: KeyType,
+        user: str | None = None,
+    ) -> IssuedCertificate:
+        key = generate_key(key_type)
+        cert = build_leaf(
+            ca_cert=self.certificate,
+            ca_key=self.private_key,
+            key=key,
+            common_name=common_name,
+            sans=sans,
+            usages=usages,
+            now=now,
+            not_after=not_after,
         )
-        cert = builder.sign(self.private_key, hashes.SHA256())
+        self.index.add(_entry(cert, kind, now, user))
         return IssuedCertificate(certificate=cert, private_key=key, chain=(self.certificate,))
+
+    def adopt(self, cert: x509.Certificate) -> IndexEntry:
+        """The index entry for ``cert``, recording it first if the index lacks it.
+
+        For certificates this CA issued before it kept an index. Raises
+        :class:`PkiError` for a certificate it did not issue.
+        """
+        entry = self.index.find(cert.serial_number)
+        if entry is not None:
+            return entry
+        if not self.issued_by_me(cert):
+            raise PkiError(f"certificate {cert.serial_number:X} was not issued by this CA")
+        info = describe(cert)
+        user = next((u[4:] for u in info.uris if u.lower().startswith("sip:")), None)
+        kind: Kind = "client" if user and not info.dns_names and not info.ip_addresses else "server"
+        entry = _entry(cert, kind, info.not_before, user if kind == "client" else None)
+        self.index.add(entry)
+        return entry
+
+    def record_files(self, serial: int, cert_path: str, key_path: str) -> IndexEntry:
+        """Remember where an issued certificate was written (paths as the caller names them)."""
+        return self.index.set_paths(serial, cert_path, key_path)
+
+    def revoke(
+        self, serial: int, *, reason: str = "unspecified", now: dt.datetime | None = None
+    ) -> IndexEntry:
+        """Mark certificate ``serial`` revoked and publish a new CRL.
+
+        Raises :class:`PkiError` for an unknown serial, one already revoked,
+        or an unknown reason. Peers load the new CRL on their next reload.
+        """
+        if reason not in REVOCATION_REASONS:
+            choices = ", ".join(REVOCATION_REASONS)
+            raise PkiError(f"unknown revocation reason {reason!r}: use {choices}")
+        now = now or now_utc()
+        with self.index.transaction() as state:
+            entry = state.find(serial)
+            if entry is None:
+                raise PkiError(
+                    f"no certificate with serial {format_serial(serial)} in {self.index.path}"
+                )
+            if entry.status == "revoked":
+                raise PkiError(f"certificate {entry.serial_hex} is already revoked")
+            entry = replace(entry, status="revoked", revoked_at=now, reason=reason)
+            state.put(entry)
+        self.publish_crl(now)
+        return entry
+
+    def publish_crl(self, now: dt.datetime | None = None) -> x509.CertificateRevocationList:
+        """Sign and write ``crl.pem`` listing every revoked, unexpired certificate."""
+        now = now or now_utc()
+        with self.index.transaction() as state:
+            state.crl_number += 1
+            number = state.crl_number
+            revoked = [
+                Revocation(e.serial, e.revoked_at or now, e.reason or "unspecified")
+                for e in state.entries
+                if e.status == "revoked" and e.not_after > now
+            ]
+        crl = build_crl(self.certificate, self.private_key, revoked, number=number, now=now)
+        write_crl(self.crl_path, crl)
+        return crl
+
+    def issued_by_me(self, cert: x509.Certificate) -> bool:
+        """True when ``cert`` names this CA as issuer and carries a valid signature from it."""
+        if cert.issuer != self.certificate.subject:
+            return False
+        try:
+            cert.verify_directly_issued_by(self.certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+
+def _entry(
+    cert: x509.Certificate, kind: Kind, issued_at: dt.datetime, user: str | None
+) -> IndexEntry:
+    """The index record of a certificate this CA issued."""
+    info = describe(cert)
+    return IndexEntry(
+        serial=cert.serial_number,
+        kind=kind,
+        subject=info.subject,
+        sans=info.tagged_sans,
+        key_type=info.key_type,
+        not_before=info.not_before,
+        not_after=info.not_after,
+        fingerprint=info.sha256_fingerprint,
+        issued_at=issued_at,
+        user=user,
+    )
 
 
 def create_ca(
@@ -231,12 +324,13 @@ def create_ca(
     passphrase: bytes | None = None,
     days: int = CA_DEFAULT_DAYS,
 ) -> CertificateAuthority:
-    """Create a new CA in ``directory`` (made if missing) and write ca.crt and ca.key.
+    """Create a new CA in ``directory`` (made if missing): ca.crt, ca.key, index, CRL.
 
     Refuses to overwrite an existing CA: replacing it would silently break
     trust for every client. The key is written mode 0600 and, with a
     ``passphrase``, encrypted; the same passphrase is then needed by
-    :func:`load_ca`.
+    :func:`load_ca`. An empty CRL is published at once, because peers that
+    check revocation refuse everyone when the CA has no CRL at all.
     """
     directory = Path(directory)
     if not common_name.strip():
@@ -247,9 +341,9 @@ def create_ca(
     for path in (cert_path, key_path):
         if path.exists():
             raise PkiError(f"a CA already exists: {path} (refusing to overwrite it)")
-    key = _generate_key(key_type)
+    key = generate_key(key_type)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = now_utc()
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
@@ -280,9 +374,11 @@ def create_ca(
         .sign(key, hashes.SHA256())
     )
     # Key first: a certificate without its key is useless, the reverse is recoverable.
-    write_private_file(key_path, _key_pem(key, passphrase))
+    write_private_file(key_path, key_pem(key, passphrase))
     write_public_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    return CertificateAuthority(certificate=cert, private_key=key, directory=directory)
+    ca = CertificateAuthority(certificate=cert, private_key=key, directory=directory)
+    ca.publish_crl(now)
+    return ca
 
 
 def load_ca(directory: Path, passphrase: bytes | None = None) -> CertificateAuthority:
@@ -306,58 +402,9 @@ def load_ca(directory: Path, passphrase: bytes | None = None) -> CertificateAuth
             f"CA key {key_path} is accessible by other users (mode {mode:04o}): chmod 600 it"
         )
     key = load_private_key(key_path, key_bytes, passphrase)
-    constraints = _basic_constraints(cert)
+    constraints = basic_constraints(cert)
     if constraints is None or not constraints.ca:
         raise PkiError(f"{cert_path} is not a CA certificate")
-    if _public_der(key) != _public_der(cert):
+    if public_der(key) != public_der(cert):
         raise PkiError(f"CA key {key_path} does not match certificate {cert_path}")
     return CertificateAuthority(certificate=cert, private_key=key, directory=directory)
-
-
-def load_certificate(path: Path) -> x509.Certificate:
-    """Read the first PEM certificate in ``path``."""
-    return load_certificates(path)[0]
-
-
-def load_certificates(path: Path) -> list[x509.Certificate]:
-    """Read every PEM certificate in ``path`` (a leaf-plus-chain file gives several)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PkiError(f"certificate not found: {path}") from None
-    except OSError as exc:
-        raise PkiError(f"cannot read certificate {path}: {exc.strerror or exc}") from None
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise PkiError(f"{path} does not contain a PEM certificate") from None
-    if not certs:
-        raise PkiError(f"{path} does not contain a PEM certificate")
-    return certs
-
-
-def load_private_key(path: Path, data: bytes, passphrase: bytes | None) -> PrivateKey:
-    """Parse a PEM private key read from ``path``, mapping failures to :class:`PkiError`."""
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase or None)
-    except TypeError:
-        # cryptography signals "encrypted but no password" and "password but
-        # not encrypted" with TypeError; tell the two apart by what was given.
-        if passphrase:
-            raise PkiError(f"key {path} is not encrypted but a passphrase was given") from None
-        raise PkiError(f"key {path} is encrypted: a passphrase is needed") from None
-    except ValueError:
-        if passphrase:
-            raise PkiError(f"wrong passphrase for key {path}") from None
-        raise PkiError(f"{path} does not contain a readable PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise PkiError(f"key {path} is neither ECDSA nor RSA")
-    return key
-
-
-def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return None

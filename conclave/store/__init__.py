@@ -6,6 +6,7 @@ code. Public API::
     migrate(url) / await migrate_async(url)      # alembic upgrade head
     Database(url)                                # async engine; await db.dispose()
     UserStore(db), RegistrationStore(db), OfflineMessageStore(db, max_per_user=, max_age=)
+    ContactStore(db), PrivacyStore(db)           # contact lists and privacy rules
     generate_password(), password_policy_problems(password)
 
 Every failure raises :class:`StoreError` (or a subclass) with a one-line message.
@@ -13,6 +14,7 @@ Every failure raises :class:`StoreError` (or a subclass) with a one-line message
 
 from __future__ import annotations
 
+from conclave.store.contacts import ContactEntry, ContactStore, PrivacyStore
 from conclave.store.database import (
     Database,
     async_url,
@@ -29,10 +31,13 @@ from conclave.store.users import Credentials, UserRecord, UserStore
 __all__ = [
     "Binding",
     "ConflictError",
+    "ContactEntry",
+    "ContactStore",
     "Credentials",
     "Database",
     "NotFoundError",
     "OfflineMessageStore",
+    "PrivacyStore",
     "RegistrationStore",
     "StoreError",
     "StoredMessage",

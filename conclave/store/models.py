@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Dialect,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -137,3 +138,89 @@ class OfflineMessage(Base):
     date_header: Mapped[str | None] = mapped_column(String(128))
     """The Date header of the original MESSAGE, if it had one."""
     received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class ContactListItem(Base):
+    """One contact on a user's server-side contact list, in exactly one named group.
+
+    Rows go with their owner: deleting the user deletes their list.
+    """
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("owner_id", "contact"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    contact: Mapped[str] = mapped_column(String(512))
+    """The contact's canonical address of record, ``sip:user@domain``."""
+    group_name: Mapped[str] = mapped_column(String(64))
+
+
+class PrivacyRule(Base):
+    """A user's relationship level for one contact AOR or one whole domain.
+
+    Rows go with their owner: deleting the user deletes their rules.
+    """
+
+    __tablename__ = "privacy_rules"
+    __table_args__ = (UniqueConstraint("owner_id", "target"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(512))
+    """``sip:user@domain`` for one contact, or a lower-case domain for all of it."""
+    level: Mapped[str] = mapped_column(String(16))
+    """blocked, external, colleagues, workgroup or friends."""
+
+
+class ArchivePolicyOverride(Base):
+    """An archiving policy for one user, pool or site (the global one is in the config).
+
+    A NULL switch inherits from the level above (user > pool > site > global).
+    """
+
+    __tablename__ = "archive_policies"
+    __table_args__ = (UniqueConstraint("scope", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    """user, pool or site."""
+    name: Mapped[str] = mapped_column(String(320))
+    """``user@domain`` for a user; the pool's or site's name otherwise."""
+    internal: Mapped[bool | None] = mapped_column(Boolean)
+    """Archive conversations among local users (NULL: inherit)."""
+    federated: Mapped[bool | None] = mapped_column(Boolean)
+    """Archive conversations with federated users (NULL: inherit)."""
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+
+
+class CallDetailRecord(Base):
+    """One call detail record: a registration, an instant message or a call."""
+
+    __tablename__ = "cdrs"
+    __table_args__ = (
+        Index("ix_cdrs_caller_started_at", "caller", "started_at"),
+        Index("ix_cdrs_callee_started_at", "callee", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """register, im or call."""
+    call_id: Mapped[str] = mapped_column(String(255), index=True)
+    caller: Mapped[str] = mapped_column(String(512))
+    """The registering user, the sender or the caller (``sip:user@domain``)."""
+    callee: Mapped[str | None] = mapped_column(String(512))
+    """The recipient or the callee; NULL for a registration."""
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime(), index=True)
+    """When the request arrived."""
+    answered_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    """When a call was answered (2xx); NULL otherwise."""
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime())
+    """When the final answer was sent, or the call hung up; NULL if unknown."""
+    duration: Mapped[float] = mapped_column(Float)
+    """Seconds talking for a call (answer to hang-up); request to answer otherwise."""
+    status: Mapped[int] = mapped_column(Integer)
+    """The final SIP status (a call that was answered and ended: 200)."""
+    reason: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[str] = mapped_column(Text)
+    """A JSON object with kind-specific facts (contact, expires, conversation id...)."""

@@ -9,13 +9,16 @@ tests wait for the line they need, with a deadline.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +27,15 @@ from pathlib import Path
 from typing import Any
 
 CONCLAVE = [sys.executable, "-m", "conclave"]
+_TEMPLATES: dict[tuple[str, str, tuple[tuple[str, str], ...]], Path] = {}
+
+
+@atexit.register
+def _remove_templates() -> None:
+    for template in _TEMPLATES.values():
+        shutil.rmtree(template.parent, ignore_errors=True)
+
+
 START_TIMEOUT = 30.0
 
 
@@ -55,22 +67,27 @@ class ConclaveServer:
 
     # -- set-up --------------------------------------------------------------------------
     def init(self) -> ConclaveServer:
-        conclave(
-            "init", "--domain", self.domain, "--dir", str(self.data_dir),
-            "--transports", self.transports, "--tls-port", "0", "--sip-port", "0",
-        )  # fmt: skip
+        """Make the data directory with the real `conclave init` and `user add`.
+
+        The result for each (domain, transports, users) is kept as a template
+        for the rest of the session and copied for later servers: the CLI
+        runs once per shape instead of once per test.
+        """
+        key = (self.domain, self.transports, tuple(sorted(self.users.items())))
+        template = _TEMPLATES.get(key)
+        if template is None:
+            template = Path(tempfile.mkdtemp(prefix="conclave-template-")) / "data"
+            conclave(
+                "init", "--domain", self.domain, "--dir", str(template),
+                "--transports", self.transports, "--tls-port", "0", "--sip-port", "0",
+            )  # fmt: skip
+            for name, password in self.users.items():
+                conclave("user", "add", name, "--dir", str(template), "--password-stdin",
+                         stdin=password + "\n")  # fmt: skip
+            _TEMPLATES[key] = template
+        shutil.copytree(template, self.data_dir)
         if self.config:
             self._patch_config()
-        for name, password in self.users.items():
-            conclave(
-                "user",
-                "add",
-                name,
-                "--dir",
-                str(self.data_dir),
-                "--password-stdin",
-                stdin=password + "\n",
-            )
         return self
 
     def _patch_config(self) -> None:

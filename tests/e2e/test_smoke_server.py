@@ -43,7 +43,9 @@ def test_options_on_every_transport_and_graceful_stop(
     for transport in ("udp", "tcp", "tls"):
         reply = options(server.ports[transport], transport, str(server.ca))
         assert reply.startswith("SIP/2.0 200 "), reply
-        assert "Allow: " in reply and "SUBSCRIBE" not in reply
+        # Presence is on by default in Standard Edition (test_presence checks it can be off).
+        assert "Allow: " in reply and "PUBLISH, SUBSCRIBE" in reply
+        assert "Allow-Events: presence, presence.winfo" in reply
     assert server.stop() == 0
     assert server.events("stopped")
 

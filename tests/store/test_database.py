@@ -15,7 +15,16 @@ from conclave.store import Database, StoreError, async_url, head_revision, migra
 from conclave.store.database import redact
 from conclave.store.models import Base
 
-TABLES = {"alembic_version", "offline_messages", "registrations", "users"}
+TABLES = {
+    "alembic_version",
+    "archive_policies",
+    "cdrs",
+    "contacts",
+    "offline_messages",
+    "privacy_rules",
+    "registrations",
+    "users",
+}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,219 @@
+"""Role selection: ``conclave serve --topology FILE --host NAME`` runs exactly the host's roles.
+
+The topology names the host's roles; each runs as its own process with its
+own listeners, so a role that is not assigned opens no port and registers no
+handler:
+
+* ``frontend``: the Front End server (:class:`conclave.server.Server`), as a
+  Standard Edition (embedded SQLite) in a standard pool or against the
+  pool's PostgreSQL back end in an enterprise pool. Its config is the host's
+  ``conclave.toml`` with the settings the topology owns laid over it
+  (:func:`conclave.topology.provision.host_settings`): domain, host name,
+  transports, bind address and ports, presence on or off (a disabled feature
+  is absent from Allow and Allow-Events), lockout, archiving, the admin
+  interface, and the logging controller its agent sends to;
+* ``logging-controller``: the centralized logging controller
+  (:func:`conclave.ops.controller.run_controller`), listening where the
+  topology says;
+* ``edge``, ``director``, ``mediation``, ``chat``: not built yet. ``serve``
+  refuses them with a one-line message and starts nothing, never a stub.
+
+A host with several buildable roles runs one child process per role
+(``serve ... --role ROLE``) and forwards SIGTERM and SIGINT to them; when one
+stops, the others are stopped too and the exit status is the first failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from conclave.config import Config, ConfigError, load_config
+from conclave.ops import log as logsetup
+from conclave.topology.catalogue import AVAILABLE_ROLES, ROLE_INFO
+from conclave.topology.checks import check_topology, errors
+from conclave.topology.document import TopologyError, load_topology
+from conclave.topology.layout import host_dir
+from conclave.topology.model import HostRef, Topology
+from conclave.topology.provision import differences, topology_owned
+
+log = structlog.get_logger("conclave.roles")
+
+
+class RoleError(Exception):
+    """The host cannot be served as asked; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What ``serve`` will run for one host."""
+
+    topology_path: Path
+    topology: Topology
+    ref: HostRef
+    data_dir: Path
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.ref.roles
+
+
+def not_available_message(role: str, host: str) -> str:
+    info = ROLE_INFO[role]
+    return (
+        f"role {role} ({info.lync}) is not available yet on host {host}: the topology "
+        "describes and checks it, but `conclave serve` cannot run it until it is built"
+    )
+
+
+def prepare(topology_path: Path, host_name: str, data_dir: Path | None = None) -> HostPlan:
+    """Read and check the topology and find the host; :class:`RoleError` if it cannot be served.
+
+    Every refusal happens here, before anything listens: a topology with
+    errors, an unknown host, a role that is not available yet, a data
+    directory that was not provisioned.
+    """
+    try:
+        topology = load_topology(topology_path)
+    except TopologyError as exc:
+        raise RoleError(str(exc)) from None
+    found = errors(check_topology(topology, topology_path))
+    if found:
+        more = (
+            f" (and {len(found) - 1} more: run conclave topology check)" if len(found) > 1 else ""
+        )
+        raise RoleError(f"{topology_path}: {found[0]}{more}")
+    ref = topology.host(host_name)
+    if ref is None:
+        names = ", ".join(r.name for r in topology.hosts())
+        raise RoleError(f"no host {host_name!r} in {topology_path} (hosts: {names})")
+    for role in ref.roles:
+        if role not in AVAILABLE_ROLES:
+            raise RoleError(not_available_message(role, ref.name))
+    directory = data_dir or host_dir(topology_path, topology, ref.name)
+    if not (directory / "conclave.toml").exists():
+        raise RoleError(
+            f"{directory} is not provisioned: run conclave topology provision "
+            f"{topology_path} --host {ref.name}"
+        )
+    return HostPlan(Path(topology_path), topology, ref, directory)
+
+
+def host_config(plan: HostPlan) -> tuple[Config, list[str]]:
+    """The host's config with the topology's settings applied, and which keys changed."""
+    try:
+        on_disk = load_config(plan.data_dir)
+        config = topology_owned(on_disk, plan.topology, plan.ref, source=str(plan.data_dir))
+    except ConfigError as exc:
+        raise RoleError(str(exc).replace("\n", "; ")) from None
+    return config, differences(on_disk, config)
+
+
+def serve_host(plan: HostPlan, role: str | None = None) -> int:
+    """Run the host's roles (or just ``role``) in the foreground; returns the exit status."""
+    if role is not None:
+        if role not in plan.roles:
+            raise RoleError(
+                f"host {plan.ref.name} has no role {role} (roles: {', '.join(plan.roles)})"
+            )
+        run_role(plan, role)
+        return 0
+    if len(plan.roles) == 1:
+        run_role(plan, plan.roles[0])
+        return 0
+    return supervise(plan)
+
+
+def run_role(plan: HostPlan, role: str) -> None:
+    """Run one role in this process until SIGTERM or SIGINT."""
+    config, changed = host_config(plan)
+    if role == "frontend":
+        name = "standard" if plan.ref.pool.edition == "standard" else "frontend"
+        logsetup.configure(level=config.logging.level, role=name, host=config.server.host)
+        _applied(plan, role, changed)
+        _run_frontend(plan.data_dir, config)
+    elif role == "logging-controller":
+        from conclave.ops.controller import run_controller
+        from conclave.ops.runtime import controller_settings
+
+        logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
+        _applied(plan, role, changed)
+        run_controller(
+            plan.data_dir, controller_settings(plan.data_dir, config), host=config.server.host
+        )
+    else:  # prepare() refused it already; never start a stand-in
+        raise RoleError(not_available_message(role, plan.ref.name))
+
+
+def _applied(plan: HostPlan, role: str, changed: list[str]) -> None:
+    log.info(
+        "topology applied",
+        topology=str(plan.topology_path),
+        host_name=plan.ref.name,
+        pool=plan.ref.pool_name,
+        site=plan.ref.pool.site,
+        serving=role,
+        overridden=changed,
+    )
+
+
+def _run_frontend(data_dir: Path, config: Config) -> None:
+    import uvloop
+
+    from conclave.server import Server
+
+    async def main() -> None:
+        await Server(data_dir, config).run()
+
+    uvloop.run(main())
+
+
+def supervise(plan: HostPlan) -> int:
+    """One child process per role; signals are forwarded; the first exit stops the rest."""
+    logsetup.configure(role="host", host=plan.ref.host.fqdn)
+    children: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for _role, proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for role in plan.roles:
+            command = [
+                sys.executable, "-m", "conclave", "serve",
+                "--topology", str(plan.topology_path), "--host", plan.ref.name,
+                "--dir", str(plan.data_dir), "--role", role,
+            ]  # fmt: skip
+            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+            children[proc.pid] = (role, proc)
+            log.info("role started", host_name=plan.ref.name, serving=role, pid=proc.pid)
+        status = 0
+        while children:
+            pid, raw = os.wait()
+            if pid not in children:
+                continue
+            role, _proc = children.pop(pid)
+            code = os.waitstatus_to_exitcode(raw)
+            log.info("role stopped", host_name=plan.ref.name, serving=role, pid=pid, status=code)
+            if code != 0 and status == 0:
+                status = code if code > 0 else 1
+            if not stopping:
+                stopping = True
+                for _other, proc in children.values():
+                    proc.send_signal(signal.SIGTERM)
+        return status
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

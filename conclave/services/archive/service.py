@@ -1,0 +1,268 @@
+"""The archiving agent: the router asks it before delivering each MESSAGE.
+
+:meth:`ArchiveService.before_delivery` decides, synchronously and from
+memory, whether a MESSAGE falls under an archiving policy. If not, it
+returns None and the router delivers as usual (nothing awaits). If so, it
+returns a coroutine for the router to run as a task: the coroutine queues
+the record, waits until it is durable (fsync; see :mod:`.writer`), and only
+then calls ``proceed()`` (forward, or hold for an offline user). So every
+message that gets a 2xx or 202 is in the archive, even after kill -9.
+
+**Critical mode** (``[archive] critical``, on by default): a record that
+cannot be written within ``write_timeout`` makes the router answer
+``503 Archive unavailable; message not delivered`` (with Retry-After) and
+the message goes nowhere. Every new message tries the archive again, so
+service resumes by itself as soon as a write succeeds. With critical mode
+off the message is delivered unarchived and the failure logged.
+
+Policy overrides (user, pool, site) are read from the database by
+:meth:`run_reload`; until the first read completes, messages wait for it
+(bounded by ``write_timeout``) rather than be judged by the global policy
+alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+
+import structlog
+
+from conclave.sip.address import parse_name_addr
+from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.message import Request
+from conclave.sip.uri import SipURI
+
+from .policy import ArchivePolicy, Override
+from .purge import purge
+from .record import CONVERSATION_HEADERS, Record, message_record
+from .segments import ArchiveError
+from .writer import ArchiveWriter
+
+log = structlog.get_logger("conclave.archive")
+
+REFUSAL_STATUS = 503
+REFUSAL_REASON = "Archive unavailable; message not delivered"
+RETRY_AFTER = "10"
+"""Seconds a refused client is asked to wait (RFC 3261 §20.33) before trying again."""
+
+RELOAD_INTERVAL = 5.0
+"""Seconds between re-reads of the policy overrides (``conclave archive policy``)."""
+
+RETENTION_INTERVAL = 3600.0
+"""Seconds between retention purges (when ``[archive] retention`` is set)."""
+
+Refuse = Callable[[int, str, list[tuple[str, str]]], None]
+"""``refuse(status, reason, headers)``: answer the sender; the message is not delivered."""
+
+WriteObserver = Callable[[float, bool], None]
+"""``observer(seconds, ok)`` after each archive write (for metrics)."""
+
+
+def _aor(value: str | None) -> str | None:
+    """``sip:user@domain`` from a From/To header value, or None."""
+    if not value:
+        return None
+    try:
+        uri = parse_name_addr(value).uri
+    except RemoteProtocolError:
+        return None
+    if not isinstance(uri, SipURI) or not uri.user:
+        return None
+    return f"sip:{uri.user}@{uri.host.lower().rstrip('.')}"
+
+
+def conversation_id(request: Request) -> str:
+    """The conversation a MESSAGE belongs to: a conversation header, else its Call-ID."""
+    for name in CONVERSATION_HEADERS:
+        value = request.headers.get(name)
+        if value and value.strip():
+            return value.strip()
+    return request.headers.get("Call-ID") or ""
+
+
+class ArchiveService:
+    """Archives MESSAGEs under policy before they are delivered."""
+
+    def __init__(
+        self,
+        *,
+        writer: ArchiveWriter,
+        policy: ArchivePolicy,
+        domain: str,
+        critical: bool = True,
+        write_timeout: float = 5.0,
+        load_overrides: Callable[[], Awaitable[Sequence[Override]]] | None = None,
+        directory: Path | None = None,
+        retention: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.writer = writer
+        self.policy = policy
+        self.domain = domain.lower()
+        self.critical = critical
+        self.write_timeout = write_timeout
+        self.load_overrides = load_overrides
+        self.directory = directory
+        self.retention = retention
+        self.clock = clock
+        self.available = True
+        self.written = 0
+        self.failures = 0
+        self.refused = 0
+        self.observers: list[WriteObserver] = []
+        self._loaded = asyncio.Event()
+        if load_overrides is None:
+            self._loaded.set()
+
+    # -- the router's question -----------------------------------------------------------
+    def before_delivery(
+        self,
+        request: Request,
+        proceed: Callable[[], None],
+        refuse: Refuse,
+        *,
+        recipient: str | None = None,
+        session: bool = False,
+    ) -> Coroutine[object, object, None] | None:
+        """None: deliver now, unarchived. Else run the coroutine as a task; it calls
+        ``proceed()`` once the message is durably archived, or ``refuse(...)``.
+
+        ``recipient`` is the target AOR (default: the To header's).
+        """
+        sender = _aor(request.headers.get("From"))
+        target = recipient or _aor(request.headers.get("To"))
+        parties = [p for p in (sender, target) if p is not None]
+        if not self._loaded.is_set():
+            return self._after_load(request, parties, proceed, refuse, session)
+        record = self._record(request, parties, session)
+        if record is None:
+            return None
+        return self._archive_then(record, proceed, refuse)
+
+    def _record(self, request: Request, parties: list[str], session: bool) -> Record | None:
+        local = [p.removeprefix("sip:") for p in parties if self._is_local(p)]
+        federated = len(local) < len(parties)
+        if not self.policy.conversation(local, federated=federated):
+            return None
+        return message_record(
+            sender=parties[0] if parties else "",
+            recipients=parties[1:],
+            time=self.clock(),
+            content_type=request.headers.get("Content-Type") or "text/plain",
+            body=request.body,
+            conversation_id=conversation_id(request),
+            call_id=request.headers.get("Call-ID") or "",
+            federated=federated,
+            session=session,
+        )
+
+    def _is_local(self, aor: str) -> bool:
+        return aor.rpartition("@")[2] == self.domain
+
+    def archived_for(self, local_users: Sequence[str], *, federated: bool = True) -> bool:
+        """Whether a conversation with these local users (``name@domain``) is archived:
+        what the federation code tells partners (:mod:`.federation`)."""
+        return self.policy.conversation(local_users, federated=federated)
+
+    async def _after_load(
+        self,
+        request: Request,
+        parties: list[str],
+        proceed: Callable[[], None],
+        refuse: Refuse,
+        session: bool,
+    ) -> None:
+        try:
+            await asyncio.wait_for(self._loaded.wait(), self.write_timeout)
+        except TimeoutError:
+            self._failed("archiving policies not loaded yet", proceed, refuse)
+            return
+        record = self._record(request, parties, session)
+        if record is None:
+            proceed()
+            return
+        await self._archive_then(record, proceed, refuse)
+
+    async def _archive_then(
+        self, record: Record, proceed: Callable[[], None], refuse: Refuse
+    ) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.writer.append(record)), self.write_timeout)
+        except (ArchiveError, TimeoutError) as exc:
+            self._observe(time.monotonic() - started, False)
+            reason = str(exc) or f"no durable write within {self.write_timeout}s"
+            self._failed(reason, proceed, refuse)
+            return
+        self._observe(time.monotonic() - started, True)
+        self.written += 1
+        if not self.available:
+            self.available = True
+            log.warning("archive available again; messages are delivered")
+        proceed()
+
+    def _failed(self, reason: str, proceed: Callable[[], None], refuse: Refuse) -> None:
+        self.failures += 1
+        if self.available:
+            self.available = False
+            log.error("archive unavailable", reason=reason, critical=self.critical)
+        if self.critical:
+            self.refused += 1
+            log.warning("message refused: archive unavailable", reason=reason)
+            refuse(REFUSAL_STATUS, REFUSAL_REASON, [("Retry-After", RETRY_AFTER)])
+        else:
+            log.error("message delivered unarchived (critical mode off)", reason=reason)
+            proceed()
+
+    def _observe(self, seconds: float, ok: bool) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(seconds, ok)
+            except Exception:
+                log.exception("archive observer failed")
+
+    # -- background tasks ----------------------------------------------------------------
+    def jobs(self) -> list[Coroutine[object, object, None]]:
+        """The coroutines to run as tasks for as long as the server runs."""
+        return [self.writer.run(), self.run_reload(), self.run_retention()]
+
+    async def reload(self) -> None:
+        """Read the policy overrides from the database now."""
+        if self.load_overrides is None:
+            return
+        self.policy.load(await self.load_overrides())
+        self._loaded.set()
+
+    async def run_reload(self, interval: float = RELOAD_INTERVAL) -> None:
+        """Read the overrides now and every ``interval`` seconds until cancelled."""
+        while True:
+            try:
+                await self.reload()
+            except Exception as exc:  # keep the last good policy; try again
+                log.warning("archiving policies not reloaded", reason=str(exc))
+            await asyncio.sleep(interval)
+
+    async def purge_expired(self) -> int:
+        """Apply ``retention`` once; returns how many records were removed."""
+        if self.retention <= 0 or self.directory is None:
+            return 0
+        directory = self.directory
+        before = dt.datetime.fromtimestamp(self.clock() - self.retention, dt.UTC)
+        segment_size = self.writer.archive.segment_size
+        result = await self.writer.call(lambda: purge(directory, before, segment_size=segment_size))
+        if result.records:
+            log.info("archive purged", records=result.records, through=result.through_seq)
+        return result.records
+
+    async def run_retention(self, interval: float = RETENTION_INTERVAL) -> None:
+        """Purge past retention every ``interval`` seconds until cancelled."""
+        while True:
+            try:
+                await self.purge_expired()
+            except (ArchiveError, OSError) as exc:
+                log.warning("archive purge failed", reason=str(exc))
+            await asyncio.sleep(interval)

@@ -1,0 +1,262 @@
+"""Sending NOTIFYs: merging, fan-out, one in flight per subscription, termination.
+
+Theory of operation
+-------------------
+A change to a presentity calls :meth:`Notifier.changed`, which walks the
+subscriptions that include it (``PresenceState.watching``: O(watchers)),
+marks the presentity *dirty* on each and queues the subscription for a
+check at ``now + window`` unless it is already queued. Later changes inside
+the window only add to the dirty set, so a burst of changes reaches each
+watcher as one NOTIFY (for a contact list: one partial RLMI NOTIFY naming
+every contact that changed). The window is constant, so the queue is a FIFO
+already in deadline order: queueing is O(1), no heap.
+
+When the check comes due, :meth:`Notifier.kick` asks
+:class:`~.views.Views` for the subscription's document and sends a NOTIFY
+only if the document differs from the last one sent (see the privacy rule
+in :mod:`.views`). At most one NOTIFY per subscription is in flight
+(RFC 6665 §4.2.2 asks notifiers not to race their own NOTIFYs): anything
+that comes due meanwhile waits, merged, until the response arrives. A
+full-state NOTIFY that is owed (initial, after a refresh) waits the same way.
+
+Termination (:meth:`Notifier.terminate`) removes the subscription from the
+state at once (no more fan-out) and sends the final NOTIFY
+(``Subscription-State: terminated;reason=...``) when nothing is in flight.
+A NOTIFY that fails -- any final response of 300 or more, a timeout, or a
+transport failure -- removes the subscription without a final NOTIFY
+(RFC 6665 §4.2.2: the subscriber is gone or does not want it).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from conclave.core.local import LocalEndpoint
+from conclave.sip.errors import LocalProtocolError
+from conclave.sip.headers import Headers
+from conclave.sip.message import Request, Response
+from conclave.sip.transaction import ClientTransaction
+from conclave.transport.flow import Flow
+
+from .state import Kind, PresenceState, Subscription
+from .views import WINFO_KEY, Document, Views
+
+log = structlog.get_logger("conclave.services.presence")
+
+BODY_REASONS = frozenset({"timeout"})
+"""Final NOTIFYs that still carry the state (expiry, unsubscribe, a fetch);
+the others (noresource, deactivated, rejected, giveup) carry none."""
+
+
+class NotifyStack(Protocol):
+    """The part of :class:`~conclave.core.stack.SipStack` the notifier uses."""
+
+    def send_request(self, req: Request, flow: Flow) -> ClientTransaction: ...
+
+
+def server_contact(local: LocalEndpoint, transport: str) -> str:
+    """Our Contact in subscription dialogs: refreshes come back to this server.
+
+    The router hands in-dialog requests whose Request-URI ``local.is_me`` to
+    the service that owns the method, so this URI must name our host and
+    the port of the transport the subscriber uses.
+    """
+    return f"<sip:presence@{local.sent_by(transport)};transport={transport}>"
+
+
+class Notifier:
+    """Builds and sends every NOTIFY; tracks the one in flight per subscription."""
+
+    def __init__(
+        self,
+        *,
+        stack: NotifyStack,
+        local: LocalEndpoint,
+        state: PresenceState,
+        views: Views,
+        window: float,
+        clock: Callable[[], float],
+        new_branch: Callable[[], str],
+        on_schedule: Callable[[float], None] = lambda at: None,
+    ) -> None:
+        self.stack = stack
+        self.local = local
+        self.state = state
+        self.views = views
+        self.window = window
+        self.clock = clock
+        self.new_branch = new_branch
+        self.on_schedule = on_schedule
+        self._queue: collections.deque[tuple[float, Subscription]] = collections.deque()
+        self._txns: dict[ClientTransaction, Subscription] = {}
+        self.sent = 0
+
+    # -- changes ---------------------------------------------------------------------------
+    def changed(self, aor: str, now: float) -> int:
+        """``aor``'s state changed: queue a check for every subscription including it."""
+        subs = self.state.watching(aor)
+        for sub in subs:
+            sub.dirty.add(aor)
+            self._enqueue(sub, now)
+        return len(subs)
+
+    def winfo_changed(self, owner: str, now: float) -> None:
+        """The watchers of ``owner`` changed: queue a check for their winfo subscribers."""
+        for sub in self.state.winfo(owner):
+            sub.dirty.add(WINFO_KEY)
+            self._enqueue(sub, now)
+
+    def recheck(self, sub: Subscription, resources: frozenset[str], now: float) -> None:
+        """Queue a check of ``sub`` for ``resources`` (a privacy rule may have changed)."""
+        sub.dirty.update(resources)
+        self._enqueue(sub, now)
+
+    def _enqueue(self, sub: Subscription, now: float) -> None:
+        if sub.queued or sub.closing is not None:
+            return
+        sub.queued = True
+        at = now + self.window
+        self._queue.append((at, sub))
+        self.on_schedule(at)
+
+    def next_deadline(self) -> float | None:
+        return self._queue[0][0] if self._queue else None
+
+    def pump(self, now: float) -> None:
+        """Run every merge-window check that is due."""
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            _, sub = queue.popleft()
+            sub.queued = False
+            self.kick(sub)
+
+    # -- sending ---------------------------------------------------------------------------
+    def notify_full(self, sub: Subscription) -> None:
+        """Send a full-state NOTIFY now, or as soon as the one in flight is answered."""
+        sub.full_due = True
+        self.kick(sub)
+
+    def terminate(self, sub: Subscription, reason: str) -> None:
+        """End ``sub``: no more fan-out, then the final NOTIFY with ``reason``."""
+        if sub.closing is not None:
+            return
+        if self.state.subscription(sub.key) is sub:
+            self.state.remove_subscription(sub.key)
+        sub.closing = reason
+        log.info(
+            "subscription terminated", watcher=sub.watcher, resource=sub.resource, reason=reason
+        )
+        self._watchers_changed(sub)
+        self.kick(sub)
+
+    def kick(self, sub: Subscription) -> None:
+        """Send whatever ``sub`` is owed, unless a NOTIFY of it is in flight."""
+        if sub.inflight is not None or sub.final_sent:
+            return
+        if sub.closing is not None:
+            sub.final_sent = True
+            doc = (
+                self.views.document(sub, full=True)
+                if sub.closing in BODY_REASONS
+                else Document(None, b"")
+            )
+            self._send(sub, f"terminated;reason={sub.closing}", doc or Document(None, b""))
+            return
+        full = sub.full_due
+        doc = self.views.document(sub, full=full)
+        sub.full_due = False
+        sub.dirty.clear()
+        if doc is None:
+            return
+        now = self.clock()
+        remaining = max(1, round(sub.expires_at - now))
+        value = f"{'pending' if sub.pending else 'active'};expires={remaining}"
+        self._send(sub, value, doc)
+
+    def _send(self, sub: Subscription, subscription_state: str, doc: Document) -> None:
+        request = self._build(sub, subscription_state, doc)
+        try:
+            txn = self.stack.send_request(request, sub.flow)
+        except LocalProtocolError as exc:
+            log.warning("NOTIFY not sent", watcher=sub.watcher, reason=str(exc))
+            self._drop(sub, "not sent")
+            return
+        self.sent += 1
+        sub.sent.update(doc.sent)
+        if doc.version is not None:
+            sub.version = doc.version
+        if txn.terminated:
+            # The transport refused it at once (the connection is gone); the
+            # failure was reported before we knew the transaction.
+            self._drop(sub, "transport failed")
+            return
+        sub.inflight = txn
+        self._txns[txn] = sub
+
+    def _build(self, sub: Subscription, subscription_state: str, doc: Document) -> Request:
+        transport = sub.flow.transport
+        sub.local_cseq += 1
+        headers = Headers()
+        headers.add("Via", self.local.via(transport, self.new_branch()))
+        headers.add("Max-Forwards", "70")
+        for route in sub.route_set:
+            headers.add("Route", route)
+        headers.add("From", sub.local)
+        headers.add("To", sub.remote)
+        headers.add("Call-ID", sub.key[0])
+        headers.add("CSeq", f"{sub.local_cseq} NOTIFY")
+        headers.add("Contact", server_contact(self.local, transport))
+        headers.add("Event", sub.event)
+        headers.add("Subscription-State", subscription_state)
+        if sub.kind is Kind.LIST:
+            headers.add("Require", "eventlist")
+        if doc.content_type is not None:
+            headers.add("Content-Type", doc.content_type)
+        return Request("NOTIFY", sub.target.copy(), headers, doc.body)
+
+    # -- outcomes, fed by the router ---------------------------------------------------------
+    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
+        sub = self._txns.get(txn)
+        if sub is None:
+            return False
+        if response.status < 200:
+            return True
+        del self._txns[txn]
+        if sub.inflight is txn:
+            sub.inflight = None
+        if response.status >= 300:
+            self._drop(sub, f"NOTIFY answered {response.status}")
+        else:
+            self.kick(sub)
+        return True
+
+    def on_failure(self, txn: ClientTransaction, status: int) -> bool:
+        sub = self._txns.pop(txn, None)
+        if sub is None:
+            return False
+        if sub.inflight is txn:
+            sub.inflight = None
+        self._drop(sub, "NOTIFY timed out" if status == 408 else "NOTIFY could not be sent")
+        return True
+
+    def _drop(self, sub: Subscription, why: str) -> None:
+        sub.final_sent = True
+        if sub.closing is not None:
+            return
+        sub.closing = "giveup"
+        if self.state.subscription(sub.key) is sub:
+            self.state.remove_subscription(sub.key)
+        log.info("subscription dropped", watcher=sub.watcher, resource=sub.resource, reason=why)
+        self._watchers_changed(sub)
+
+    def _watchers_changed(self, sub: Subscription) -> None:
+        now = self.clock()
+        for owner in sub.resources:
+            self.winfo_changed(owner, now)
+
+    def in_flight(self) -> int:
+        return len(self._txns)

@@ -1,0 +1,249 @@
+"""A host's data directory, made from the topology.
+
+``conclave topology provision FILE --host NAME`` makes (or brings up to date)
+the data directory of one host (default ``hosts/NAME`` beside the topology,
+see :mod:`.layout`):
+
+1. the organisation's CA, made on first use in ``[files] ca``; its private
+   key stays there and is never copied to a host;
+2. ``conclave.toml``: the settings the topology owns (:func:`host_settings`)
+   over the defaults, or over the file already there (other keys are kept);
+3. ``ca/ca.crt`` and ``ca/crl.pem``: copies of the CA's certificate and CRL;
+4. ``tls/server.crt`` and ``.key``: the host's internal certificate
+   (:func:`conclave.topology.certs.internal_names`), issued again when
+   missing, not covering every name, or expiring within 30 days. Hosts hold
+   no CA key, so ``[tls] auto_renew`` is off: provisioning again renews;
+5. the database: the embedded SQLite file of a Standard Edition server, or
+   the Enterprise pool's PostgreSQL back end, migrated to the current schema.
+
+``conclave serve --topology FILE --host NAME`` applies :func:`host_settings`
+again on start, so the topology stays the single source of those settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conclave.config import Config, config_from_mapping, load_config, write_config
+from conclave.pki import (
+    CertificateAuthority,
+    PkiError,
+    create_ca,
+    describe,
+    load_ca,
+    load_certificate,
+)
+from conclave.pki.validate import uncovered
+from conclave.store.database import migrate
+
+from .catalogue import AVAILABLE_ROLES, logging_controller_for
+from .certs import internal_names
+from .layout import ca_dir, host_dir
+from .model import HostRef, Topology
+
+RENEW_WITHIN = dt.timedelta(days=30)
+"""A provisioned certificate this close to expiry is issued again."""
+
+Settings = dict[str, dict[str, Any]]
+
+
+def host_settings(topology: Topology, ref: HostRef) -> Settings:
+    """The ``conclave.toml`` keys the topology owns for this host, by section."""
+    host, pool, policies = ref.host, ref.pool, topology.policies
+    archiving = policies.archiving
+    settings: Settings = {
+        "server": {"domain": topology.domain, "host": host.fqdn},
+        "transports": {
+            "tls": "tls" in pool.transports,
+            "tcp": "tcp" in pool.transports,
+            "udp": "udp" in pool.transports,
+            "ws": False,
+            "bind": host.address,
+            "tls_port": host.ports.sip_tls,
+            "sip_port": host.ports.sip,
+        },
+        "tls": {"auto_renew": False},
+        "presence": {
+            "enabled": policies.presence.enabled,
+            "external_watchers": policies.presence.external_watchers,
+        },
+        "admin": {"enabled": bool(host.admin)},
+        "archive": {
+            "enabled": archiving.mode != "off",
+            "internal": archiving.mode in ("internal", "all"),
+            "federated": archiving.mode in ("federated", "all"),
+            "critical": archiving.critical,
+            "site": pool.site,
+            "pool": ref.pool_name,
+        },
+        "logging": {"controller": "", "controller_name": ""},
+    }
+    if host.admin:
+        settings["admin"]["bind"] = host.admin
+    if policies.lockout is not None:
+        settings["limits"] = {
+            "auth_failures_per_minute": policies.lockout.threshold,
+            "ban_seconds": policies.lockout.duration,
+        }
+    if pool.edition == "enterprise" and pool.database:
+        settings["database"] = {"url": pool.database}
+    controller = logging_controller_for(ref, topology)
+    if controller is not None:
+        address = controller.host.address
+        address = f"[{address}]" if ":" in address else address
+        settings["logging"] = {
+            "controller": f"{address}:{controller.host.ports.syslog_tls}",
+            "controller_name": controller.host.fqdn,
+        }
+    if "logging-controller" in host.roles:
+        address = f"[{host.address}]" if ":" in host.address else host.address
+        settings["logging_controller"] = {"listen": f"{address}:{host.ports.syslog_tls}"}
+    return settings
+
+
+def apply_settings(config: Config | None, settings: Settings, *, source: str) -> Config:
+    """``config`` (or the defaults) with ``settings`` laid over it, validated again."""
+    data: dict[str, Any] = config.model_dump(mode="python") if config is not None else {}
+    for section, values in settings.items():
+        data[section] = {**data.get(section, {}), **values}
+    return config_from_mapping(data, source=source)
+
+
+def differences(before: Config, after: Config) -> list[str]:
+    """``section.key`` of every setting that differs between two configs."""
+    a, b = before.model_dump(mode="json"), after.model_dump(mode="json")
+    return [
+        f"{section}.{key}"
+        for section in b
+        for key in b[section]
+        if a.get(section, {}).get(key) != b[section][key]
+    ]
+
+
+@dataclass
+class Provisioned:
+    """What :func:`provision` did for one host."""
+
+    host: str
+    data_dir: Path
+    actions: list[str] = field(default_factory=list)
+    skipped: str = ""
+    """why nothing was done (the host runs only roles that are not available yet)"""
+
+
+def provision(
+    topology: Topology,
+    topology_path: Path,
+    ref: HostRef,
+    *,
+    data_dir: Path | None = None,
+    now: dt.datetime | None = None,
+) -> Provisioned:
+    """Make or update the host's data directory (see the module docstring).
+
+    Raises :class:`PkiError`, :class:`conclave.config.ConfigError` or
+    :class:`conclave.store.errors.StoreError` with a one-line message.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    target = data_dir or host_dir(topology_path, topology, ref.name)
+    result = Provisioned(ref.name, target)
+    if not set(ref.host.roles) & AVAILABLE_ROLES:
+        result.skipped = (
+            f"its roles ({', '.join(ref.host.roles)}) are not available yet: "
+            "nothing to run, nothing provisioned"
+        )
+        return result
+    org_ca = ca_dir(topology_path, topology)
+    own_key = target / "ca" / "ca.key"
+    if own_key.exists() and own_key.resolve() != (org_ca / "ca.key").resolve():
+        raise PkiError(
+            f"{target} holds its own CA ({own_key}): provision a new data directory, "
+            "the organisation's CA issues the host certificates"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    os.chmod(target, 0o700)
+    ca = _org_ca(topology, topology_path, result)
+    existing = load_config(target) if (target / "conclave.toml").exists() else None
+    config = apply_settings(existing, host_settings(topology, ref), source=str(target))
+    if existing is None or differences(existing, config):
+        write_config(target, config)
+        result.actions.append(
+            "wrote conclave.toml" if existing is None else "updated conclave.toml"
+        )
+    ca_copy = config.path(target, config.tls.ca)
+    ca_copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca.cert_path, ca_copy)
+    ca.publish_crl(now)
+    shutil.copyfile(ca.crl_path, config.path(target, config.tls.crl))
+    result.actions.append("copied the CA certificate and a fresh CRL")
+    _certificate(ca, config, target, internal_names(ref, topology), now, result)
+    if "frontend" in ref.host.roles:
+        url = config.database_url(target)
+        migrate(url)
+        result.actions.append(
+            f"migrated the database ({'SQLite' if url.startswith('sqlite') else 'PostgreSQL'})"
+        )
+    return result
+
+
+def _org_ca(topology: Topology, topology_path: Path, result: Provisioned) -> CertificateAuthority:
+    directory = ca_dir(topology_path, topology)
+    if not (directory / "ca.crt").exists():
+        create_ca(directory, common_name=f"Conclave CA for {topology.organisation.name}")
+        result.actions.append(f"created the organisation's CA in {directory}")
+    return load_ca(directory)
+
+
+def _renewal_reason(cert_path: Path, names: tuple[str, ...], now: dt.datetime) -> str:
+    """Why the host certificate must be issued again; empty when it is fine."""
+    try:
+        info = describe(load_certificate(cert_path))
+    except PkiError:
+        return "unreadable"
+    missing = uncovered(info, names)
+    if missing:
+        return f"not covering {', '.join(missing)}"
+    if info.expires_within(now, RENEW_WITHIN):
+        return "expiring"
+    return ""
+
+
+def _certificate(
+    ca: CertificateAuthority,
+    config: Config,
+    target: Path,
+    names: tuple[str, ...],
+    now: dt.datetime,
+    result: Provisioned,
+) -> None:
+    cert_path = config.path(target, config.tls.cert)
+    key_path = config.path(target, config.tls.key)
+    if cert_path.exists() and key_path.exists():
+        reason = _renewal_reason(cert_path, names, now)
+    else:
+        reason = "missing"
+    if not reason:
+        return
+    issued = ca.issue_server(list(names))
+    issued.write(cert_path, key_path)
+    result.actions.append(f"issued the host certificate ({reason} before): {', '.join(names)}")
+
+
+def topology_owned(config: Config, topology: Topology, ref: HostRef, *, source: str) -> Config:
+    """``config`` with the topology's settings for the host applied (used by ``serve``)."""
+    return apply_settings(config, host_settings(topology, ref), source=source)
+
+
+__all__ = [
+    "Provisioned",
+    "apply_settings",
+    "differences",
+    "host_settings",
+    "provision",
+    "topology_owned",
+]

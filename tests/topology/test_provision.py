@@ -1,0 +1,152 @@
+"""Provisioning a host's data directory from the topology; the settings ``serve`` applies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from pathlib import Path
+
+import pytest
+
+from conclave.config import load_config
+from conclave.pki import PkiError, describe, load_certificate
+from conclave.topology import check_topology, load_topology
+from conclave.topology.checks import errors
+from conclave.topology.provision import differences, host_settings, provision, topology_owned
+
+from .helpers import base, host, with_edge, write
+
+
+def test_a_standard_edition_host(tmp_path: Path) -> None:
+    doc = base()
+    doc["pools"]["se1"]["members"][0]["admin"] = "127.0.0.1:9100"
+    doc["policies"]["presence"] = {"enabled": False}
+    path = write(tmp_path, doc)
+    topology = load_topology(path)
+    ref = topology.host("fe1")
+    assert ref is not None
+    done = provision(topology, path, ref)
+    data = tmp_path / "hosts" / "fe1"
+    assert done.data_dir == data
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert (tmp_path / "ca" / "ca.key").exists() and not (data / "ca" / "ca.key").exists()
+    config = load_config(data)
+    assert (config.server.domain, config.server.host) == ("example.test", "fe1.example.test")
+    assert (config.transports.bind, config.transports.tls_port) == ("10.0.0.1", 5061)
+    assert not (config.transports.tcp or config.transports.udp)
+    assert config.presence.enabled is False
+    assert (config.admin.enabled, config.admin.bind) == (True, "127.0.0.1:9100")
+    assert config.logging.controller == "10.0.0.5:6514"
+    assert config.logging.controller_name == "log1.example.test"
+    assert config.limits.auth_failures_per_minute == 10 and config.limits.ban_seconds == 600
+    assert config.tls.auto_renew is False  # no CA key on the host
+    assert config.database.url == "sqlite:///conclave.db" and (data / "conclave.db").exists()
+    info = describe(load_certificate(data / "tls" / "server.crt"))
+    assert set(info.dns_names) == {"fe1.example.test", "example.test", "sip.example.test"}
+    assert stat.S_IMODE((data / "tls" / "server.key").stat().st_mode) == 0o600
+    # The certificate in use now counts for the check, and it covers every name.
+    assert errors(check_topology(topology, path)) == []
+
+
+def test_provisioning_again_changes_nothing_until_the_topology_does(tmp_path: Path) -> None:
+    path = write(tmp_path, base())
+    topology = load_topology(path)
+    ref = topology.host("fe1")
+    assert ref is not None
+    provision(topology, path, ref)
+    fingerprint = describe(load_certificate(tmp_path / "hosts/fe1/tls/server.crt"))
+    again = provision(topology, path, ref)
+    assert not any("conclave.toml" in a or "issued" in a for a in again.actions)
+    doc = base()
+    doc["organisation"]["sip_domains"] = ["example.test", "example.org"]
+    doc["pools"]["se1"]["members"][0]["ports"] = {"sip_tls": 15061}
+    path = write(tmp_path, doc)
+    topology = load_topology(path)
+    ref = topology.host("fe1")
+    assert ref is not None
+    changed = provision(topology, path, ref)
+    assert "updated conclave.toml" in changed.actions
+    assert any(
+        "issued the host certificate (not covering example.org" in a for a in changed.actions
+    )
+    info = describe(load_certificate(tmp_path / "hosts/fe1/tls/server.crt"))
+    assert info.sha256_fingerprint != fingerprint.sha256_fingerprint
+    assert "sip.example.org" in info.dns_names
+    assert load_config(tmp_path / "hosts/fe1").transports.tls_port == 15061
+
+
+def test_an_expiring_certificate_is_issued_again(tmp_path: Path) -> None:
+    path = write(tmp_path, base())
+    topology = load_topology(path)
+    ref = topology.host("log1")
+    assert ref is not None
+    provision(topology, path, ref)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=380)
+    done = provision(topology, path, ref, now=later)
+    assert any("(expiring before)" in a for a in done.actions)
+
+
+def test_a_data_directory_with_its_own_ca_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, base())
+    topology = load_topology(path)
+    ref = topology.host("fe1")
+    assert ref is not None
+    own = tmp_path / "hosts" / "fe1" / "ca"
+    own.mkdir(parents=True)
+    (own / "ca.key").write_text("not ours")
+    with pytest.raises(PkiError, match="holds its own CA"):
+        provision(topology, path, ref)
+
+
+def test_roles_not_built_are_not_provisioned(tmp_path: Path) -> None:
+    path = write(tmp_path, with_edge(base()))
+    topology = load_topology(path)
+    ref = topology.host("edge1")
+    assert ref is not None
+    done = provision(topology, path, ref)
+    assert "not available yet" in done.skipped
+    assert not (tmp_path / "hosts" / "edge1").exists()
+
+
+def test_settings_for_a_collocated_controller_and_an_enterprise_front_end(tmp_path: Path) -> None:
+    doc = base()
+    doc["pools"]["se1"]["members"][0]["roles"] = ["frontend", "logging-controller"]
+    doc["pools"]["se1"]["members"][0]["ports"] = {"syslog_tls": 16514}
+    doc["pools"]["ee"] = {
+        "site": "dr",
+        "edition": "enterprise",
+        "fqdn": "ee.example.test",
+        "database": "postgresql://conclave@db.example.test/conclave",
+        "transports": ["tls", "tcp"],
+        "members": [host("ee-fe1", "10.2.0.1", ["frontend"])],
+    }
+    doc["policies"]["archiving"] = {"mode": "internal", "critical": False}
+    topology = load_topology(write(tmp_path, doc))
+    se1, ee = topology.host("fe1"), topology.host("ee-fe1")
+    assert se1 is not None and ee is not None
+    settings = host_settings(topology, se1)
+    assert settings["logging"]["controller"] == "10.0.0.1:16514"  # its own controller
+    assert settings["logging_controller"]["listen"] == "10.0.0.1:16514"
+    settings = host_settings(topology, ee)
+    assert settings["database"]["url"] == "postgresql://conclave@db.example.test/conclave"
+    assert settings["transports"]["tcp"] is True
+    assert settings["logging"]["controller"] == "10.0.0.1:16514"  # none in dr: the first
+    assert settings["archive"] == {
+        "enabled": True, "internal": True, "federated": False, "critical": False,
+        "site": "dr", "pool": "ee",
+    }  # fmt: skip
+
+
+def test_serve_lays_the_topology_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, base())
+    topology = load_topology(path)
+    ref = topology.host("fe1")
+    assert ref is not None
+    provision(topology, path, ref)
+    data = tmp_path / "hosts" / "fe1"
+    text = (data / "conclave.toml").read_text()
+    (data / "conclave.toml").write_text(text.replace("udp = false", "udp = true"))
+    on_disk = load_config(data)
+    applied = topology_owned(on_disk, topology, ref, source="test")
+    assert applied.transports.udp is False
+    assert differences(on_disk, applied) == ["transports.udp"]
