@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= demo-data
 
-.PHONY: run test lint typecheck unit peers clean
+.PHONY: run test lint typecheck unit peers clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,13 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## bench: the benchmark suite against Kamailio (issue 8; see BENCHMARKS.md).
+## Installs kamailio, sipp and stunnel (as root) and the bench extras, then runs
+## every scenario; writes bench/results/results.json and latency.png.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--scenarios 1,2 --profile".
+BENCH_ARGS ?= --profile
+bench: $(STAMP)
+	bash scripts/install-bench.sh
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
