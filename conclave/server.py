@@ -67,9 +67,11 @@ DRAIN_TIMEOUT = 10.0
 """Longest a graceful stop waits for open transactions to get their final
 responses. An INVITE that is still ringing is cancelled by its caller's
 CANCEL or ends with the connection; 10 s covers any non-INVITE exchange."""
-USER_REFRESH_INTERVAL = 5.0
+USER_REFRESH_INTERVAL = 60.0
 """Seconds between re-reads of the users table, so that `conclave user …`
-takes effect even when the SIGHUP it sends cannot reach the server."""
+takes effect even when the SIGHUP it sends cannot reach the server. A full
+re-read runs on the event loop; at a 5 s interval it cost 6% of the CPU of
+the call benchmark with 10,000 users (BENCHMARKS.md)."""
 PURGE_INTERVAL = 10.0
 """Seconds between sweeps of expired registrations and old offline messages."""
 
@@ -123,6 +125,7 @@ class Server:
         restored = await self.location.load(time.time())
         await self._listen()
         self._wire()
+        await self.im.load()
         self._install_signals()
         self._write_pid()
         self.tasks = [

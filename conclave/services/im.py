@@ -52,11 +52,20 @@ class OfflineMessages:
     stack: Sender
     via: ViaFactory
     _pending: dict[ClientTransaction, asyncio.Future[int]] = field(default_factory=dict)
+    _waiting: set[str] | None = None
+    """Recipients with messages held, so a REGISTER of anyone else costs no
+    database query; None until :meth:`load` (then every REGISTER checks)."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def load(self) -> None:
+        """Learn who has messages held (at start-up, before serving)."""
+        self._waiting = await self.store.recipients()
 
     async def hold(self, request: Request, recipient: str, now: float) -> bool:
         """Store ``request`` for ``recipient``; False when their queue is full."""
         date = request.headers.get("Date") or email.utils.formatdate(now, usegmt=True)
+        if self._waiting is not None:
+            self._waiting.add(recipient)
         return await self.store.enqueue(
             recipient,
             sender=request.headers.get("From") or "",
@@ -70,6 +79,10 @@ class OfflineMessages:
         """Location listener: a device of ``aor`` registered; deliver what is held."""
         if contact.flow is None:
             return
+        if self._waiting is not None:
+            if aor not in self._waiting:
+                return
+            self._waiting.discard(aor)
         task = asyncio.get_running_loop().create_task(self._deliver(aor, contact))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -116,6 +129,8 @@ class OfflineMessages:
             self._pending.pop(txn, None)
 
     async def _put_back(self, messages: list[StoredMessage]) -> None:
+        if messages and self._waiting is not None:
+            self._waiting.add(messages[0].recipient)
         for message in messages:
             try:
                 await self.store.enqueue(

@@ -126,6 +126,12 @@ class OfflineMessageStore:
             )
             return held or 0
 
+    async def recipients(self) -> set[str]:
+        """Every address of record that has at least one message held."""
+        async with self._db.transaction() as session:
+            rows = await session.scalars(select(OfflineMessage.recipient).distinct())
+            return set(rows)
+
     async def take_for(self, recipient: str) -> list[StoredMessage]:
         """Remove and return every message held for ``recipient``, oldest first.
 
