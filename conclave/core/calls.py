@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from conclave.sip.address import parse_name_addr
-from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request
 
 log = structlog.get_logger("conclave.calls")
@@ -62,22 +61,6 @@ class Call:
     call_id: str
     parties: tuple[str, ...]
     started_at: float
-
-
-def _aor(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        uri = parse_name_addr(value).uri
-    except RemoteProtocolError:
-        return None
-    user = getattr(uri, "user", None)
-    host = getattr(uri, "host", None)
-    if not user or not host:
-        return None
-    # Same canonical form as conclave.services.location.aor_of (kept local:
-    # core must not import services).
-    return f"sip:{user}@{host.lower().rstrip('.')}"
 
 
 class CallTracker:
@@ -111,7 +94,10 @@ class CallTracker:
         parties = tuple(
             p
             for p in dict.fromkeys(
-                (_aor(request.headers.get("From")), _aor(request.headers.get("To")))
+                (
+                    aor_from_header(request.headers.get("From")),
+                    aor_from_header(request.headers.get("To")),
+                )
             )
             if p is not None
         )

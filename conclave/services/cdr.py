@@ -38,8 +38,7 @@ from typing import Any, Protocol
 import structlog
 
 from conclave.config import CdrSection
-from conclave.sip.address import parse_name_addr
-from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request, Response
 from conclave.store.cdr import Cdr, CdrStore
 from conclave.store.database import Database
@@ -95,19 +94,6 @@ class _OpenCall:
     callee: str | None
     started: float
     answered: float
-
-
-def _aor(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        uri = parse_name_addr(value).uri
-    except RemoteProtocolError:
-        return None
-    user, host = getattr(uri, "user", None), getattr(uri, "host", None)
-    if not user or not host:
-        return None
-    return f"sip:{user}@{str(host).lower().rstrip('.')}"
 
 
 def _utc(when: float) -> dt.datetime:
@@ -199,8 +185,8 @@ class CdrRecorder:
     def _message_outcome(self, request: Request, in_dialog: bool) -> Callable[[int], None]:
         started = self.clock()
         call_id = request.headers.get("Call-ID") or ""
-        caller = _aor(request.headers.get("From")) or ""
-        callee = _aor(request.headers.get("To"))
+        caller = aor_from_header(request.headers.get("From")) or ""
+        callee = aor_from_header(request.headers.get("To"))
         detail = {
             "content_type": (request.headers.get("Content-Type") or "text/plain")[:FIELD_LIMIT],
             "bytes": len(request.body),
@@ -234,8 +220,8 @@ class CdrRecorder:
     def _invite_outcome(self, request: Request) -> Callable[[int], None]:
         started = self.clock()
         call_id = request.headers.get("Call-ID") or ""
-        caller = _aor(request.headers.get("From")) or ""
-        callee = _aor(request.headers.get("To"))
+        caller = aor_from_header(request.headers.get("From")) or ""
+        callee = aor_from_header(request.headers.get("To"))
         done = False
 
         def on_final(status: int) -> None:
@@ -274,7 +260,7 @@ class CdrRecorder:
         call = self._calls.pop(request.headers.get("Call-ID") or "", None)
         if call is None:
             return
-        by = _aor(request.headers.get("From"))
+        by = aor_from_header(request.headers.get("From"))
         ended_by = "caller" if by == call.caller else "callee"
         self._close(request.headers.get("Call-ID") or "", call, "completed", ended_by)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import QUOTED_STRING, is_token, unquote
 from .params import Params, parse_params
-from .uri import URI, parse_uri
+from .uri import URI, SipURI, parse_uri
 
 _QUOTED_RE = re.compile(QUOTED_STRING)
 _LWS_SPLIT_RE = re.compile(r"[ \t]+")
@@ -184,3 +184,21 @@ def parse_contact_value(value: str) -> NameAddr | None:
     if value.strip(" \t") == "*":
         return None
     return parse_name_addr(value)
+
+
+def aor_from_header(value: str | None) -> str | None:
+    """The canonical address of record (``sip:user@domain``) in a From/To value.
+
+    The same form as the registrar's (RFC 3261 §10.3 step 5): the domain
+    lowercased, the port, parameters and headers dropped, ``sips`` as
+    ``sip``. None when the value is absent, malformed, or names no SIP user.
+    """
+    if not value:
+        return None
+    try:
+        uri = parse_name_addr(value).uri
+    except RemoteProtocolError:
+        return None
+    if not isinstance(uri, SipURI) or not uri.user:
+        return None
+    return str(SipURI(user=uri.user, host=uri.host.lower().rstrip(".")))

@@ -31,10 +31,8 @@ from pathlib import Path
 
 import structlog
 
-from conclave.sip.address import parse_name_addr
-from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request
-from conclave.sip.uri import SipURI
 
 from .policy import ArchivePolicy, Override
 from .purge import purge
@@ -60,19 +58,6 @@ Refuse = Callable[[int, str, list[tuple[str, str]]], None]
 
 WriteObserver = Callable[[float, bool], None]
 """``observer(seconds, ok)`` after each archive write (for metrics)."""
-
-
-def _aor(value: str | None) -> str | None:
-    """``sip:user@domain`` from a From/To header value, or None."""
-    if not value:
-        return None
-    try:
-        uri = parse_name_addr(value).uri
-    except RemoteProtocolError:
-        return None
-    if not isinstance(uri, SipURI) or not uri.user:
-        return None
-    return f"sip:{uri.user}@{uri.host.lower().rstrip('.')}"
 
 
 def conversation_id(request: Request) -> str:
@@ -133,8 +118,8 @@ class ArchiveService:
 
         ``recipient`` is the target AOR (default: the To header's).
         """
-        sender = _aor(request.headers.get("From"))
-        target = recipient or _aor(request.headers.get("To"))
+        sender = aor_from_header(request.headers.get("From"))
+        target = recipient or aor_from_header(request.headers.get("To"))
         parties = [p for p in (sender, target) if p is not None]
         if not self._loaded.is_set():
             return self._after_load(request, parties, proceed, refuse, session)
