@@ -262,7 +262,25 @@ class TlsSection(_Section):
         return value
 
 
-class RegistrarSection(_Section):
+class _ExpiryRange(_Section):
+    """A section with ``min_expires <= default_expires <= max_expires``."""
+
+    @field_validator("default_expires", check_fields=False)
+    @classmethod
+    def _default_after_min(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("min_expires", 0):
+            raise ValueError("must be at least min_expires")
+        return value
+
+    @field_validator("max_expires", check_fields=False)
+    @classmethod
+    def _max_after_default(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("default_expires", 0):
+            raise ValueError("must be at least default_expires")
+        return value
+
+
+class RegistrarSection(_ExpiryRange):
     """Registration lifetimes in seconds (RFC 3261 §10.2.1.1) and binding limits."""
 
     min_expires: Annotated[Int, Field(ge=1)] = 60
@@ -274,20 +292,6 @@ class RegistrarSection(_Section):
     max_contacts_per_aor: Annotated[Int, Field(ge=1)] = 10
     """bindings allowed per user"""
 
-    @field_validator("default_expires")
-    @classmethod
-    def _default_after_min(cls, value: int, info: ValidationInfo) -> int:
-        if value < info.data.get("min_expires", 0):
-            raise ValueError("must be at least min_expires")
-        return value
-
-    @field_validator("max_expires")
-    @classmethod
-    def _max_after_default(cls, value: int, info: ValidationInfo) -> int:
-        if value < info.data.get("default_expires", 0):
-            raise ValueError("must be at least default_expires")
-        return value
-
 
 class ImSection(_Section):
     """Instant messaging."""
@@ -298,7 +302,7 @@ class ImSection(_Section):
     """held messages older than this are dropped"""
 
 
-class PresenceSection(_Section):
+class PresenceSection(_ExpiryRange):
     """Presence and contact lists (SIMPLE: PUBLISH, SUBSCRIBE/NOTIFY, resource lists)."""
 
     enabled: Bool = True
@@ -317,20 +321,6 @@ class PresenceSection(_Section):
     """changes reaching one watcher within this window go out as one NOTIFY (0s-10s)"""
     external_watchers: Literal["pending", "allow"] = "pending"
     """watchers from other domains: pending until allowed, or allow (External level)"""
-
-    @field_validator("default_expires")
-    @classmethod
-    def _default_after_min(cls, value: int, info: ValidationInfo) -> int:
-        if value < info.data.get("min_expires", 0):
-            raise ValueError("must be at least min_expires")
-        return value
-
-    @field_validator("max_expires")
-    @classmethod
-    def _max_after_default(cls, value: int, info: ValidationInfo) -> int:
-        if value < info.data.get("default_expires", 0):
-            raise ValueError("must be at least default_expires")
-        return value
 
     @field_validator("notify_merge_window")
     @classmethod
@@ -608,28 +598,38 @@ _MESSAGES = {
     "int_type": "must be an integer",
     "string_type": "must be a string",
     "tuple_type": "must be an array",
+    "list_type": "must be an array",
+    "dict_type": "must be a table",
     "model_type": "must be a table",
     "model_attributes_type": "must be a table",
+    "too_short": "must not be empty",
 }
+
+
+def error_message(error: Mapping[str, Any]) -> str:
+    """A readable message for one pydantic validation error (without its path).
+
+    Shared by every document Conclave validates with pydantic (this config,
+    the topology), so their errors read the same way.
+    """
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected', 'one of the allowed values')}"
+    if kind in ("greater_than_equal", "greater_than"):
+        return f"must be at least {ctx.get('ge', ctx.get('gt'))}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"must be at most {ctx.get('le', ctx.get('lt'))}"
+    return _MESSAGES.get(kind, str(error["msg"]))
 
 
 def _problem(error: Mapping[str, Any]) -> str:
     path = ""
     for part in error["loc"]:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "value_error":
-        message = str(ctx.get("error", error["msg"]))
-    elif kind == "literal_error":
-        message = f"must be {ctx.get('expected', 'one of the allowed values')}"
-    elif kind in ("greater_than_equal", "greater_than"):
-        message = f"must be at least {ctx.get('ge', ctx.get('gt'))}"
-    elif kind in ("less_than_equal", "less_than"):
-        message = f"must be at most {ctx.get('le', ctx.get('lt'))}"
-    else:
-        message = _MESSAGES.get(kind, error["msg"])
-    return f"{path or '(top level)'}: {message}"
+    return f"{path or '(top level)'}: {error_message(error)}"
 
 
 def config_from_mapping(data: Mapping[str, Any], *, source: str = CONFIG_FILENAME) -> Config:

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from conclave.config import error_message
+
 from .model import Topology
 
 Level = Literal["error", "warning"]
@@ -49,20 +51,6 @@ class TopologyError(Exception):
         super().__init__(f"{source}: {first}")
 
 
-_MESSAGES = {
-    "extra_forbidden": "unknown key",
-    "missing": "required key is missing",
-    "bool_type": "must be true or false",
-    "int_type": "must be an integer",
-    "string_type": "must be a string",
-    "list_type": "must be an array",
-    "dict_type": "must be a table",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-    "too_short": "must not be empty",
-}
-
-
 def path_of(loc: Iterable[int | str]) -> str:
     """``pools.eu1.members[2].fqdn`` from a pydantic location tuple."""
     path = ""
@@ -78,18 +66,7 @@ def path_of(loc: Iterable[int | str]) -> str:
 
 def problem_from_error(error: Mapping[str, Any]) -> Problem:
     """A :class:`Problem` from one pydantic error, with a readable message."""
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "value_error":
-        message = str(ctx.get("error", error["msg"]))
-    elif kind == "literal_error":
-        message = f"must be {ctx.get('expected', 'one of the allowed values')}"
-    elif kind in ("greater_than_equal", "greater_than"):
-        message = f"must be at least {ctx.get('ge', ctx.get('gt'))}"
-    elif kind in ("less_than_equal", "less_than"):
-        message = f"must be at most {ctx.get('le', ctx.get('lt'))}"
-    else:
-        message = _MESSAGES.get(kind, error["msg"])
+    message = error_message(error)
     if "[key]" in error["loc"]:
         message = f"bad name: {message}"
     return Problem(path_of(error["loc"]), message)
