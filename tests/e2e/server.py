@@ -50,8 +50,68 @@ def conclave(
     return proc
 
 
+class JsonLog:
+    """A subprocess whose JSON log lines on stderr are read on a thread.
+
+    Subclasses hold ``proc``, ``lines`` and ``_queue``; :meth:`_spawn` starts
+    the process, and every wait is :meth:`wait_for` with a deadline.
+    """
+
+    proc: subprocess.Popen[str] | None
+    lines: list[dict[str, Any]]
+    _queue: queue.Queue[dict[str, Any] | None]
+    _reader: threading.Thread | None
+
+    def _spawn(self, argv: list[str]) -> None:
+        """Start ``argv``; the log seen so far is forgotten."""
+        self.lines = []
+        self._queue = queue.Queue()
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            try:
+                event = json.loads(raw)
+            except json.JSONDecodeError:
+                event = {"event": "non-json output", "text": raw.rstrip()}
+            self._queue.put(event)
+        self._queue.put(None)
+
+    def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = START_TIMEOUT
+    ) -> dict[str, Any]:
+        """The first log event (past or future) that ``match`` accepts."""
+        for event in self.lines:
+            if match(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"log event not seen in {timeout}s; last: {self.lines[-5:]}")
+            try:
+                event = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if event is None:
+                raise AssertionError(f"process exited; last log lines: {self.lines[-10:]}")
+            self.lines.append(event)
+            if match(event):
+                return event
+
+
 @dataclass
-class ConclaveServer:
+class ConclaveServer(JsonLog):
     """A deployment in ``data_dir`` and, once started, its server process."""
 
     data_dir: Path
@@ -113,55 +173,12 @@ class ConclaveServer:
     # -- process -------------------------------------------------------------------------
     def start(self) -> ConclaveServer:
         """Start (or restart) the server; the log seen so far is forgotten."""
-        self.lines = []
-        self._queue = queue.Queue()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [*CONCLAVE, "serve", "--dir", str(self.data_dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._spawn([*CONCLAVE, "serve", "--dir", str(self.data_dir)])
         ready = self.wait_for(lambda e: e.get("event") == "ready", START_TIMEOUT)
         for item in ready.get("listeners", []):
             transport, _host, port = item.split(":")
             self.ports[transport] = int(port)
         return self
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            try:
-                event = json.loads(raw)
-            except json.JSONDecodeError:
-                event = {"event": "non-json output", "text": raw.rstrip()}
-            self._queue.put(event)
-        self._queue.put(None)
-
-    def wait_for(
-        self, match: Callable[[dict[str, Any]], bool], timeout: float = 15.0
-    ) -> dict[str, Any]:
-        """The first log event (past or future) that ``match`` accepts."""
-        for event in self.lines:
-            if match(event):
-                return event
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"log event not seen in {timeout}s; last: {self.lines[-5:]}")
-            try:
-                event = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if event is None:
-                raise AssertionError(f"server exited; last log lines: {self.lines[-10:]}")
-            self.lines.append(event)
-            if match(event):
-                return event
 
     def events(self, name: str) -> list[dict[str, Any]]:
         self.drain()

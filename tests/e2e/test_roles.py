@@ -20,10 +20,8 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,8 @@ from conclave.topology import load_topology
 from conclave.topology.catalogue import host_listeners
 from conclave.topology.document import dumps_toml
 
+from .server import JsonLog
+
 CONCLAVE = [sys.executable, "-m", "conclave"]
 START_TIMEOUT = 30.0
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -51,7 +51,7 @@ Sockets = set[tuple[str, str, int]]
 
 
 @dataclass
-class RoleProcess:
+class RoleProcess(JsonLog):
     """A `conclave serve` process whose JSON log lines are read on a thread."""
 
     args: list[str]
@@ -60,39 +60,8 @@ class RoleProcess:
     _queue: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
 
     def start(self) -> RoleProcess:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [*CONCLAVE, *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True, env=env,
-        )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
+        self._spawn([*CONCLAVE, *self.args])
         return self
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            try:
-                self._queue.put(json.loads(raw))
-            except json.JSONDecodeError:
-                self._queue.put({"event": "non-json output", "text": raw.rstrip()})
-        self._queue.put(None)
-
-    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
-        for event in self.lines:
-            if match(event):
-                return event
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                event = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if event is None:
-                raise AssertionError(f"process exited; last log lines: {self.lines[-10:]}")
-            self.lines.append(event)
-            if match(event):
-                return event
-        raise AssertionError(f"log event not seen in {timeout}s; last: {self.lines[-5:]}")
 
     def event(self, name: str, timeout: float = START_TIMEOUT) -> dict[str, Any]:
         return self.wait_for(lambda e: e.get("event") == name, timeout)

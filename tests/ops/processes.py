@@ -10,12 +10,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +21,13 @@ from typing import Any
 
 from conclave.config import load_config
 from conclave.ops.logstore import open_readonly
-from tests.e2e.server import CONCLAVE, ConclaveServer, conclave
+from tests.e2e.server import CONCLAVE, ConclaveServer, JsonLog, conclave
 
 START_TIMEOUT = 30.0
 
 
 @dataclass
-class ControllerProcess:
+class ControllerProcess(JsonLog):
     """``conclave logs controller --dir DATA --listen ADDRESS``."""
 
     data_dir: Path
@@ -41,47 +38,13 @@ class ControllerProcess:
     _queue: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
 
     def start(self) -> ControllerProcess:
-        self.lines, self._queue = [], queue.Queue()
         listen = self.listen if not self.port else f"127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [*CONCLAVE, "logs", "controller", "--dir", str(self.data_dir), "--listen", listen],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        self._spawn(
+            [*CONCLAVE, "logs", "controller", "--dir", str(self.data_dir), "--listen", listen]
         )
-        threading.Thread(target=self._read, daemon=True).start()
         ready = self.wait_for(lambda e: e.get("event") == "logging controller listening")
         self.port = int(ready["port"])
         return self
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            try:
-                self._queue.put(json.loads(raw))
-            except json.JSONDecodeError:
-                self._queue.put({"event": "non-json output", "text": raw.rstrip()})
-        self._queue.put(None)
-
-    def wait_for(
-        self, match: Callable[[dict[str, Any]], bool], timeout: float = START_TIMEOUT
-    ) -> dict[str, Any]:
-        for event in self.lines:
-            if match(event):
-                return event
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                event = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if event is None:
-                raise AssertionError(f"controller exited; last lines: {self.lines[-10:]}")
-            self.lines.append(event)
-            if match(event):
-                return event
-        raise AssertionError(f"controller event not seen in {timeout}s: {self.lines[-5:]}")
 
     def stop(self) -> int:
         if self.proc is None:
