@@ -58,6 +58,10 @@ _log = structlog.get_logger("conclave.services.location")
 
 # Column sizes of the ``registrations`` table: longer values cannot be stored,
 # so the registrar refuses them (400) rather than accept what it cannot persist.
+FLUSH_BATCH = 500
+"""AORs written per transaction by the write-behind: one commit for many
+REGISTERs, and a bounded statement however many users re-registered."""
+
 MAX_CONTACT_URI_LENGTH = 2048
 MAX_CALL_ID_LENGTH = 255
 MAX_INSTANCE_ID_LENGTH = 255
@@ -501,18 +505,20 @@ class MemoryLocationService:
         if self._store is None:
             return 0
         async with self._flush_lock:
-            batch = sorted(self._dirty)
+            pending = sorted(self._dirty)
             self._dirty.clear()
             written = 0
             try:
-                for aor in batch:
+                while written < len(pending):
+                    batch = pending[written : written + FLUSH_BATCH]
                     # Snapshot at write time: the freshest state wins, and a
                     # change during the await marks the AOR dirty again.
-                    bindings = [c.to_binding() for c in self._aors.get(aor, ())]
-                    await self._store.replace_all_for_aor(aor, bindings)
-                    written += 1
+                    await self._store.replace_many(
+                        {aor: [c.to_binding() for c in self._aors.get(aor, ())] for aor in batch}
+                    )
+                    written += len(batch)
             finally:
-                self._dirty.update(batch[written:])
+                self._dirty.update(pending[written:])
             return written
 
     async def run_persistence(self, interval: float = 1.0) -> None:

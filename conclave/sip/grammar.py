@@ -77,6 +77,10 @@ def split_outside_quotes(text: str, sep: str) -> list[str]:
     for an unterminated quoted string or angle bracket, since no split of
     such a value is trustworthy.
     """
+    if '"' not in text and "<" not in text:
+        # Nothing to protect: no quoted string and no <URI> (a stray '>' is
+        # ordinary text to the scanner below too).
+        return text.split(sep)
     parts: list[str] = []
     start = 0
     in_quotes = False

@@ -155,34 +155,67 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
-class Headers:
-    """An ordered list of ``(name, value)`` with case-insensitive lookups."""
+_NAMES: dict[str, tuple[str, str]] = {}
+"""Memo of a spelling -> (canonical name, lookup key = canonical lowercased)."""
 
-    __slots__ = ("_items",)
+MAX_NAME_MEMO = 4096
+"""Header name spellings remembered by :func:`name_and_key`. Names arrive
+from the network, so the memo is bounded (cleared when full): inventing names
+only costs an attacker the slow path."""
+
+
+def name_and_key(name: str) -> tuple[str, str]:
+    """``name``'s canonical spelling and its lookup key (that, lowercased)."""
+    pair = _NAMES.get(name)
+    if pair is None:
+        canon = canonical_name(name)
+        pair = (canon, canon.lower())
+        if len(_NAMES) >= MAX_NAME_MEMO:
+            _NAMES.clear()
+        _NAMES[name] = pair
+    return pair
+
+
+def _key(name: str) -> str:
+    return name_and_key(name)[1]
+
+
+class Headers:
+    """An ordered list of ``(name, value)`` with case-insensitive lookups.
+
+    Beside the pairs it keeps each name's lookup key (canonical, lowercased)
+    in a parallel list, so that lookups are C-level list scans: every message
+    is looked up a few dozen times on its way through the server.
+    """
+
+    __slots__ = ("_items", "_keys")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._items: list[tuple[str, str]] = []
+        self._keys: list[str] = []
+        for name, value in items:
+            self.add(name, value)
 
     # -- reading -------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        key = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
-        return default
+        key = _key(name)
+        if key not in self._keys:
+            return default
+        return self._items[self._keys.index(key)][1]
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
-        key = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == key]
+        key = _key(name)
+        if key not in self._keys:
+            return []
+        return [item[1] for k, item in zip(self._keys, self._items, strict=True) if k == key]
 
     def count(self, name: str) -> int:
-        key = canonical_name(name).lower()
-        return sum(1 for n, _ in self._items if n.lower() == key)
+        return self._keys.count(_key(name))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and _key(name) in self._keys
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
@@ -193,11 +226,8 @@ class Headers:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Headers):
             return NotImplemented
-        if len(self._items) != len(other._items):
-            return False
-        return all(
-            a[0].lower() == b[0].lower() and a[1] == b[1]
-            for a, b in zip(self._items, other._items, strict=True)
+        return self._keys == other._keys and all(
+            a[1] == b[1] for a, b in zip(self._items, other._items, strict=True)
         )
 
     def __repr__(self) -> str:
@@ -206,65 +236,64 @@ class Headers:
     def copy(self) -> Headers:
         new = Headers()
         new._items = list(self._items)
+        new._keys = list(self._keys)
         return new
 
     # -- writing -------------------------------------------------------
     def add(self, name: str, value: str) -> None:
         """Append a header field at the end."""
-        self._items.append((canonical_name(name), value))
+        canon, key = name_and_key(name)
+        self._items.append((canon, value))
+        self._keys.append(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert ``name`` before its first existing occurrence (or at the top).
 
         This is how a proxy pushes its Via and Record-Route (RFC 3261 §16.6).
         """
-        canon = canonical_name(name)
-        key = canon.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == key:
-                self._items.insert(i, (canon, value))
-                return
-        self._items.insert(0, (canon, value))
+        key = _key(name)
+        i = self._keys.index(key) if key in self._keys else 0
+        self._items.insert(i, (canonical_name(name), value))
+        self._keys.insert(i, key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence of ``name`` with one, where the first was."""
-        canon = canonical_name(name)
-        key = canon.lower()
-        out: list[tuple[str, str]] = []
-        placed = False
-        for n, v in self._items:
-            if n.lower() == key:
-                if not placed:
-                    out.append((canon, value))
-                    placed = True
-            else:
-                out.append((n, v))
-        if not placed:
-            out.append((canon, value))
-        self._items = out
+        key = _key(name)
+        if key not in self._keys:
+            self.add(name, value)
+            return
+        first = self._keys.index(key)
+        self._items[first] = (canonical_name(name), value)
+        for i in range(len(self._keys) - 1, first, -1):
+            if self._keys[i] == key:
+                del self._keys[i]
+                del self._items[i]
 
     def replace_first(self, name: str, value: str) -> None:
         """Replace the first value of ``name`` in place (or append if absent)."""
-        canon = canonical_name(name)
-        key = canon.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == key:
-                self._items[i] = (n, value)
-                return
-        self._items.append((canon, value))
+        key = _key(name)
+        if key not in self._keys:
+            self.add(name, value)
+            return
+        i = self._keys.index(key)
+        self._items[i] = (self._items[i][0], value)
 
     def remove(self, name: str) -> int:
         """Remove every occurrence of ``name``; return how many there were."""
-        key = canonical_name(name).lower()
+        key = _key(name)
         before = len(self._items)
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        if key not in self._keys:
+            return 0
+        kept = [(k, item) for k, item in zip(self._keys, self._items, strict=True) if k != key]
+        self._keys = [k for k, _ in kept]
+        self._items = [item for _, item in kept]
         return before - len(self._items)
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first value of ``name`` (a proxy's own Via/Route)."""
-        key = canonical_name(name).lower()
-        for i, (n, v) in enumerate(self._items):
-            if n.lower() == key:
-                del self._items[i]
-                return v
-        return None
+        key = _key(name)
+        if key not in self._keys:
+            return None
+        i = self._keys.index(key)
+        del self._keys[i]
+        return self._items.pop(i)[1]

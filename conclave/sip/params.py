@@ -242,7 +242,20 @@ def _skip_sws(text: str, pos: int) -> int:
     return pos
 
 
+_SIMPLE_HEADER_PARAMS_RE = re.compile(rf"(?:;{TOKEN}(?:={_HEADER_VALUE})?)*")
+"""A parameter list with no LWS and no quoted-string: what nearly every peer
+sends. Neither ``;`` nor ``=`` can occur inside a name or value here, so the
+list splits without a scanner."""
+
+
 def _parse_header_params(text: str) -> Params:
+    if _SIMPLE_HEADER_PARAMS_RE.fullmatch(text) is not None:
+        simple = Params()
+        if text:
+            for piece in text[1:].split(";"):
+                key, eq, raw = piece.partition("=")
+                _add(simple, key, raw if eq else None)
+        return simple
     params = Params()
     n = len(text)
     pos = _skip_sws(text, 0)

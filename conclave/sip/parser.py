@@ -23,6 +23,7 @@ is written back out as the same octet.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from .address import parse_contact_value, parse_name_addr
 from .errors import RemoteProtocolError
@@ -36,7 +37,14 @@ from .fields import (
     parse_via,
 )
 from .grammar import TOKEN, WORD, split_outside_quotes
-from .headers import EMPTY_LIST_ALLOWED, LIST_HEADERS, SINGLE_HEADERS, Headers, canonical_name
+from .headers import (
+    EMPTY_LIST_ALLOWED,
+    LIST_HEADERS,
+    SINGLE_HEADERS,
+    Headers,
+    canonical_name,
+    name_and_key,
+)
 from .limits import (
     MAX_HEADER_COUNT,
     MAX_HEADER_SECTION,
@@ -140,25 +148,14 @@ def _split_fields(head: str) -> tuple[str, list[tuple[str, str]]]:
     lines = head.split("\r\n")
     if len(lines) > MAX_HEADER_COUNT + 1:
         raise RemoteProtocolError("too many header lines")
+    crlf = len(lines) - 1
+    if head.count("\r") != crlf or head.count("\n") != crlf:
+        raise RemoteProtocolError("bare CR or LF in header section")
+    if max(map(len, lines)) > MAX_LINE_LENGTH:
+        raise RemoteProtocolError("header line too long")
     start_line = lines[0]
+    folded = _unfold(lines[1:]) if "\r\n " in head or "\r\n\t" in head else lines[1:]
     fields: list[tuple[str, str]] = []
-    for line in lines:
-        if "\r" in line or "\n" in line:
-            raise RemoteProtocolError("bare CR or LF in header section")
-        if len(line) > MAX_LINE_LENGTH:
-            raise RemoteProtocolError("header line too long")
-    folded: list[str] = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            # RFC 3261 §7.3.1: a line starting with whitespace continues the
-            # previous field; the fold is equivalent to one SP.
-            if not folded:
-                raise RemoteProtocolError("continuation line after the start line")
-            folded[-1] = folded[-1].rstrip(" \t") + " " + line.strip(" \t")
-            if len(folded[-1]) > MAX_LINE_LENGTH:
-                raise RemoteProtocolError("header field too long")
-        else:
-            folded.append(line)
     for line in folded:
         colon = line.find(":")
         if colon <= 0:
@@ -170,10 +167,26 @@ def _split_fields(head: str) -> tuple[str, list[tuple[str, str]]]:
     return start_line, fields
 
 
+def _unfold(lines: list[str]) -> list[str]:
+    folded: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the
+            # previous field; the fold is equivalent to one SP.
+            if not folded:
+                raise RemoteProtocolError("continuation line after the start line")
+            folded[-1] = folded[-1].rstrip(" \t") + " " + line.strip(" \t")
+            if len(folded[-1]) > MAX_LINE_LENGTH:
+                raise RemoteProtocolError("header field too long")
+        else:
+            folded.append(line)
+    return folded
+
+
 def _build_headers(fields: list[tuple[str, str]]) -> Headers:
     headers = Headers()
     for raw_name, value in fields:
-        name = canonical_name(raw_name)
+        name = name_and_key(raw_name)[0]
         if name not in LIST_HEADERS:
             headers.add(name, value)
             continue
@@ -190,40 +203,65 @@ def _build_headers(fields: list[tuple[str, str]]) -> Headers:
     return headers
 
 
-def _check_headers(headers: Headers) -> None:
-    for name in SINGLE_HEADERS:
-        if headers.count(name) > 1:
-            raise RemoteProtocolError(f"more than one {name} header field")
-    vias = headers.get_all("Via")
-    if len(vias) > MAX_VIA_COUNT:
-        raise RemoteProtocolError("too many Via header values")
-    for v in vias:
-        parse_via(v)
-    value = headers.get("CSeq")
-    if value is not None:
-        parse_cseq(value)
-    value = headers.get("Call-ID")
-    if value is not None and _CALLID_RE.fullmatch(value) is None:
+def _check_call_id(value: str) -> None:
+    if _CALLID_RE.fullmatch(value) is None:
         raise RemoteProtocolError("malformed Call-ID")
-    value = headers.get("Max-Forwards")
-    if value is not None:
-        parse_max_forwards(value)
-    value = headers.get("Content-Type")
-    if value is not None:
-        parse_content_type(value)
-    for name in _ADDRESS_HEADERS:
-        value = headers.get(name)
-        if value is not None:
-            parse_name_addr(value)
-    for value in headers.get_all("Contact"):
-        parse_contact_value(value)
-    for name in _ROUTE_HEADERS:
-        for value in headers.get_all(name):
-            parse_name_addr(value)
-    for value in headers.get_all("Date"):
-        check_date(value)
-    for value in headers.get_all("Expires"):
-        parse_expires(value)
+
+
+_CHECKS: dict[str, Callable[[str], object]] = {
+    "Via": parse_via,
+    "CSeq": parse_cseq,
+    "Call-ID": _check_call_id,
+    "Max-Forwards": parse_max_forwards,
+    "Content-Type": parse_content_type,
+    "From": parse_name_addr,
+    "To": parse_name_addr,
+    "Contact": parse_contact_value,
+    "Route": parse_name_addr,
+    "Record-Route": parse_name_addr,
+    "Path": parse_name_addr,
+    "Service-Route": parse_name_addr,
+    "Date": check_date,
+    "Expires": parse_expires,
+}
+"""The typed headers every element relies on, and the check for one value."""
+
+_SINGLE_KEYS = tuple(name.lower() for name in sorted(SINGLE_HEADERS))
+
+_UNIQUE_PER_MESSAGE = frozenset({"Via", "Call-ID", "CSeq"})
+"""Values that differ in every message (branch, Call-ID): not worth remembering."""
+
+_VALID: set[tuple[str, str]] = set()
+"""(header, value) pairs that passed their check. A client's Contact, the
+Record-Route a proxy adds, Content-Type, Max-Forwards and the To of a new
+request repeat from message to message; checking them again costs more than
+the lookup."""
+
+MAX_VALID_MEMO = 8192
+"""Bound on :data:`_VALID` (cleared when full); with values of at most
+:data:`MAX_MEMO_VALUE` characters it holds at most ~2 MiB."""
+
+MAX_MEMO_VALUE = 256
+"""Longer values are checked every time rather than remembered."""
+
+
+def _check_headers(headers: Headers) -> None:
+    counts = headers.count
+    for key in _SINGLE_KEYS:
+        if counts(key) > 1:
+            raise RemoteProtocolError(f"more than one {canonical_name(key)} header field")
+    if counts("Via") > MAX_VIA_COUNT:
+        raise RemoteProtocolError("too many Via header values")
+    valid = _VALID
+    for name, value in headers:
+        check = _CHECKS.get(name)
+        if check is None or (name, value) in valid:
+            continue
+        check(value)
+        if name not in _UNIQUE_PER_MESSAGE and len(value) <= MAX_MEMO_VALUE:
+            if len(valid) >= MAX_VALID_MEMO:
+                valid.clear()
+            valid.add((name, value))
 
 
 def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -> bytes:

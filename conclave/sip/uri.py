@@ -129,8 +129,26 @@ def check_host(host: str) -> None:
     IPv6 addresses must be in brackets (RFC 5118 §4.2); the three-colon form
     of RFC 5118 §4.10 is tolerated; escapes are never allowed in a host.
     """
+    if host in _GOOD_HOSTS:
+        return
     if not host:
         raise RemoteProtocolError("URI has no host")
+    _check_host(host)
+    if len(_GOOD_HOSTS) >= MAX_HOST_MEMO:
+        _GOOD_HOSTS.clear()
+    _GOOD_HOSTS.add(host)
+
+
+_GOOD_HOSTS: set[str] = set()
+"""Hosts that passed :func:`check_host`: a handful of names and addresses
+appear in nearly every message, and checking one costs several regex runs."""
+
+MAX_HOST_MEMO = 4096
+"""Bound on :data:`_GOOD_HOSTS` (cleared when full): hosts come from the
+network, and a flood of invented ones must not grow memory."""
+
+
+def _check_host(host: str) -> None:
     if host[0] == "[":
         if host[-1] != "]" or _ipv6(host[1:-1]) is None:
             raise RemoteProtocolError(f"invalid IPv6 reference {host[:60]!r}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -286,16 +286,16 @@ def test_unusable_stored_contact(stored: str) -> None:
 
 
 class FakeStore:
-    """Records replace_all_for_aor calls; can be told to fail."""
+    """Records what replace_many writes, one entry per AOR; can be told to fail."""
 
     def __init__(self) -> None:
         self.writes: list[tuple[str, list[str]]] = []
         self.fail = False
 
-    async def replace_all_for_aor(self, aor: str, bindings: Sequence[Binding]) -> None:
+    async def replace_many(self, sets: Mapping[str, Sequence[Binding]]) -> None:
         if self.fail:
             raise StoreError("database is locked")
-        self.writes.append((aor, [b.contact for b in bindings]))
+        self.writes.extend((aor, [b.contact for b in bindings]) for aor, bindings in sets.items())
 
 
 def fake_service() -> tuple[MemoryLocationService, FakeStore]:

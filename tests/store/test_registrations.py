@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from conclave.store import Binding, ConflictError, Database, RegistrationStore, StoreError
+from conclave.store.registrations import SQL_IN_CHUNK
 from tests.store.conftest import RunWithDb
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -71,6 +72,34 @@ def test_replace_all_for_aor(run_with_db: RunWithDb) -> None:
         with pytest.raises(ConflictError):
             await store.replace_all_for_aor(AOR, [binding("sip:x@y"), binding("sip:x@y")])
         assert await store.load_all() == [other]  # the failed replace changed nothing
+
+    run_with_db(scenario)
+
+
+def test_replace_many_is_one_transaction(run_with_db: RunWithDb) -> None:
+    bob = "sip:bob@example.test"
+    carol = "sip:carol@example.test"
+
+    async def scenario(db: Database) -> None:
+        store = RegistrationStore(db)
+        await store.replace_many(
+            {AOR: [binding("sip:a@1.test")], bob: [binding("sip:b@1", aor=bob)]}
+        )
+        # Many AORs (more than one IN-list chunk) in one call.
+        many = {f"sip:u{i}@example.test": [binding(f"sip:u{i}@h", aor=f"sip:u{i}@example.test")]
+                for i in range(SQL_IN_CHUNK + 7)}  # fmt: skip
+        await store.replace_many(many)
+        assert len(await store.load_all()) == 2 + len(many)
+        await store.replace_many(
+            {AOR: [], bob: [binding("sip:b@2", aor=bob)], **{key: [] for key in many}}
+        )
+        assert [b.contact for b in await store.load_all()] == ["sip:b@2"]
+        with pytest.raises(StoreError, match="given for"):
+            await store.replace_many({carol: [binding("sip:c@1", aor=bob)]})
+        with pytest.raises(ConflictError):
+            await store.replace_many({bob: [], carol: [binding("sip:x@y", aor=carol)] * 2})
+        assert [b.contact for b in await store.load_all()] == ["sip:b@2"]  # all or nothing
+        await store.replace_many({})
 
     run_with_db(scenario)
 
