@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from conclave.sip.address import parse_name_addr
+from conclave.sip.address import peek_name_addr
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
-from conclave.sip.fields import parse_max_forwards, parse_via
+from conclave.sip.fields import parse_max_forwards, peek_via
 from conclave.sip.message import Request, Response, make_response
 from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_cancel
 from conclave.sip.uri import URI
@@ -156,7 +156,7 @@ class Proxy:
         current = loop_hash(request)
         for value in request.headers.get_all("Via"):
             try:
-                via = parse_via(value)
+                via = peek_via(value)
             except RemoteProtocolError:
                 continue
             if via.sent_by.lower() not in self.local.own_sent_by():
@@ -325,8 +325,8 @@ def loop_hash(request: Request) -> str:
     cseq = (request.headers.get("CSeq") or "").split(" ", 1)[0]
     parts = [
         str(request.uri),
-        parse_name_addr(sender).tag or "" if sender else "",
-        parse_name_addr(to).tag or "" if to else "",
+        peek_name_addr(sender).tag or "" if sender else "",
+        peek_name_addr(to).tag or "" if to else "",
         request.headers.get("Call-ID") or "",
         cseq,
         ",".join(request.headers.get_all("Proxy-Require")),

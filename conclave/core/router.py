@@ -41,9 +41,9 @@ from conclave.services.cdr import CdrRecorder
 from conclave.services.im import OfflineMessages
 from conclave.services.location import LocationService, aor_of
 from conclave.services.registrar import Registrar
-from conclave.sip.address import parse_name_addr
+from conclave.sip.address import peek_name_addr
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.fields import parse_max_forwards, parse_via
+from conclave.sip.fields import parse_max_forwards, peek_via
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ClientTransaction, ServerTransaction
 from conclave.sip.uri import SipURI, TelURI
@@ -140,7 +140,7 @@ class Router:
             self.stack.respond(txn, exc.status, exc.reason, headers=exc.headers)
 
     def _route(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
-        to = parse_name_addr(request.headers.get("To") or "")
+        to = peek_name_addr(request.headers.get("To") or "")
         in_dialog = to.tag is not None
         if self.stack.draining and not in_dialog:
             self.stack.respond(
@@ -165,7 +165,7 @@ class Router:
         found: Flow | None = None
         first = True
         while (value := request.headers.get("Route")) is not None:
-            uri = parse_name_addr(value).uri
+            uri = peek_name_addr(value).uri
             if not self.local.is_me(uri):
                 break
             request.headers.pop_first("Route")
@@ -233,7 +233,7 @@ class Router:
         now = self.clock()
         for name in ("To", "From"):
             try:
-                aor = aor_of(parse_name_addr(request.headers.get(name) or "").uri)
+                aor = aor_of(peek_name_addr(request.headers.get(name) or "").uri)
             except ValueError:
                 continue
             for contact in self.location.lookup(aor, now):
@@ -297,7 +297,7 @@ class Router:
         Senders outside our domain get 403 (federation is off); local ones
         are challenged (407) and must authenticate as the From user (403).
         """
-        sender = parse_name_addr(request.headers.get("From") or "").uri
+        sender = peek_name_addr(request.headers.get("From") or "").uri
         if not self.local.is_my_domain(sender):
             self.stack.respond(txn, 403, "Federation is not enabled")
             return None
@@ -450,7 +450,7 @@ class Router:
     ) -> str | None:
         if self.client_cert_user is not None and flow.secure:
             user = self.client_cert_user(flow)
-            sender = parse_name_addr(request.headers.get("From") or "").uri
+            sender = peek_name_addr(request.headers.get("From") or "").uri
             claimed = sender.user if isinstance(sender, SipURI) else None
             if user is not None and user == claimed and self.users.exists(user):
                 structlog.contextvars.bind_contextvars(user=user, auth="certificate")
@@ -518,7 +518,7 @@ class Router:
         if len(vias) < 2:
             return
         try:
-            ours, upstream = parse_via(vias[0]), parse_via(vias[1])
+            ours, upstream = peek_via(vias[0]), peek_via(vias[1])
         except RemoteProtocolError:
             return
         if ours.host.lower() != self.local.host.lower():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import QUOTED_STRING, is_token, unquote
+from .memo import memoised
 from .params import Params, parse_params
 from .uri import URI, SipURI, parse_uri
 
@@ -186,6 +187,23 @@ def parse_contact_value(value: str) -> NameAddr | None:
     return parse_name_addr(value)
 
 
+MAX_SHARED_ADDRESSES = 4096
+"""Address values whose parse :func:`peek_name_addr` and :func:`aor_from_header`
+remember (each memo is emptied when full; values come from the network)."""
+
+
+@memoised(MAX_SHARED_ADDRESSES)
+def peek_name_addr(value: str) -> NameAddr:
+    """:func:`parse_name_addr` for readers: the result is *shared*, do not modify it.
+
+    A dialog's From and To arrive in every one of its messages and are read
+    several times per message (routing, transaction matching, loop checks,
+    call records); this parses each distinct value once. Use
+    :func:`parse_name_addr` (or ``.copy()``) for an address to change.
+    """
+    return parse_name_addr(value)
+
+
 def aor_from_header(value: str | None) -> str | None:
     """The canonical address of record (``sip:user@domain``) in a From/To value.
 
@@ -195,8 +213,13 @@ def aor_from_header(value: str | None) -> str | None:
     """
     if not value:
         return None
+    return _aor_of_address(value)
+
+
+@memoised(MAX_SHARED_ADDRESSES)
+def _aor_of_address(value: str) -> str | None:
     try:
-        uri = parse_name_addr(value).uri
+        uri = peek_name_addr(value).uri
     except RemoteProtocolError:
         return None
     if not isinstance(uri, SipURI) or not uri.user:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .errors import RemoteProtocolError
 from .grammar import QUOTED_STRING, SWS, TOKEN, is_token, quote, unquote
 from .limits import MAX_CSEQ, MAX_EXPIRES, MAX_MAX_FORWARDS
+from .memo import memoised
 from .params import Params, parse_params
 
 # --- hosts -----------------------------------------------------------------
@@ -128,6 +129,20 @@ def parse_via(value: str) -> Via:
             raise RemoteProtocolError("malformed Via maddr")
     protocol = f"{m.group('name')}/{m.group('version')}"
     return Via(m.group("transport").upper(), host, port, params, protocol)
+
+
+MAX_SHARED_VIAS = 4096
+"""Via values whose parse :func:`peek_via` remembers (emptied when full)."""
+
+
+@memoised(MAX_SHARED_VIAS)
+def peek_via(value: str) -> Via:
+    """:func:`parse_via` for readers: the result is *shared*, do not modify it.
+
+    A transaction's top Via is read for matching several times per message
+    and again for each retransmission; this parses each distinct value once.
+    """
+    return parse_via(value)
 
 
 def _received_ok(value: str) -> bool:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from .memo import memoised
+
 # RFC 3261 §7.3.3 compact forms, plus those of RFC 3265/6665 (o, u), RFC 3515
 # (r), RFC 3892 (b), RFC 4028 (x), RFC 3841 (a, j, d), RFC 4474 (y, n).
 COMPACT_FORMS: dict[str, str] = {
@@ -155,25 +157,17 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
-_NAMES: dict[str, tuple[str, str]] = {}
-"""Memo of a spelling -> (canonical name, lookup key = canonical lowercased)."""
-
 MAX_NAME_MEMO = 4096
 """Header name spellings remembered by :func:`name_and_key`. Names arrive
-from the network, so the memo is bounded (cleared when full): inventing names
-only costs an attacker the slow path."""
+from the network, so the memo is bounded: inventing names only costs an
+attacker the slow path."""
 
 
+@memoised(MAX_NAME_MEMO)
 def name_and_key(name: str) -> tuple[str, str]:
     """``name``'s canonical spelling and its lookup key (that, lowercased)."""
-    pair = _NAMES.get(name)
-    if pair is None:
-        canon = canonical_name(name)
-        pair = (canon, canon.lower())
-        if len(_NAMES) >= MAX_NAME_MEMO:
-            _NAMES.clear()
-        _NAMES[name] = pair
-    return pair
+    canon = canonical_name(name)
+    return canon, canon.lower()
 
 
 def _key(name: str) -> str:

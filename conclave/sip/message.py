@@ -180,6 +180,6 @@ def make_response(
 
 
 def _untagged(to_value: str) -> bool:
-    from .address import parse_name_addr
+    from .address import peek_name_addr
 
-    return parse_name_addr(to_value).tag is None
+    return peek_name_addr(to_value).tag is None

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .address import parse_contact_value, parse_name_addr
+from .address import peek_name_addr
 from .errors import RemoteProtocolError
 from .fields import (
     check_date,
@@ -34,7 +34,7 @@ from .fields import (
     parse_cseq,
     parse_expires,
     parse_max_forwards,
-    parse_via,
+    peek_via,
 )
 from .grammar import TOKEN, WORD, split_outside_quotes
 from .headers import (
@@ -208,41 +208,32 @@ def _check_call_id(value: str) -> None:
         raise RemoteProtocolError("malformed Call-ID")
 
 
+def _check_contact(value: str) -> None:
+    if value.strip(" \t") != "*":
+        peek_name_addr(value)
+
+
 _CHECKS: dict[str, Callable[[str], object]] = {
-    "Via": parse_via,
+    "Via": peek_via,
     "CSeq": parse_cseq,
     "Call-ID": _check_call_id,
     "Max-Forwards": parse_max_forwards,
     "Content-Type": parse_content_type,
-    "From": parse_name_addr,
-    "To": parse_name_addr,
-    "Contact": parse_contact_value,
-    "Route": parse_name_addr,
-    "Record-Route": parse_name_addr,
-    "Path": parse_name_addr,
-    "Service-Route": parse_name_addr,
+    "From": peek_name_addr,
+    "To": peek_name_addr,
+    "Contact": _check_contact,
+    "Route": peek_name_addr,
+    "Record-Route": peek_name_addr,
+    "Path": peek_name_addr,
+    "Service-Route": peek_name_addr,
     "Date": check_date,
     "Expires": parse_expires,
 }
-"""The typed headers every element relies on, and the check for one value."""
+"""The typed headers every element relies on, and the check for one value.
+Address and Via values go through the shared memos, so the readers after the
+parser (transaction matching, routing) find them parsed already."""
 
 _SINGLE_KEYS = tuple(name.lower() for name in sorted(SINGLE_HEADERS))
-
-_UNIQUE_PER_MESSAGE = frozenset({"Via", "Call-ID", "CSeq"})
-"""Values that differ in every message (branch, Call-ID): not worth remembering."""
-
-_VALID: set[tuple[str, str]] = set()
-"""(header, value) pairs that passed their check. A client's Contact, the
-Record-Route a proxy adds, Content-Type, Max-Forwards and the To of a new
-request repeat from message to message; checking them again costs more than
-the lookup."""
-
-MAX_VALID_MEMO = 8192
-"""Bound on :data:`_VALID` (cleared when full); with values of at most
-:data:`MAX_MEMO_VALUE` characters it holds at most ~2 MiB."""
-
-MAX_MEMO_VALUE = 256
-"""Longer values are checked every time rather than remembered."""
 
 
 def _check_headers(headers: Headers) -> None:
@@ -252,16 +243,10 @@ def _check_headers(headers: Headers) -> None:
             raise RemoteProtocolError(f"more than one {canonical_name(key)} header field")
     if counts("Via") > MAX_VIA_COUNT:
         raise RemoteProtocolError("too many Via header values")
-    valid = _VALID
     for name, value in headers:
         check = _CHECKS.get(name)
-        if check is None or (name, value) in valid:
-            continue
-        check(value)
-        if name not in _UNIQUE_PER_MESSAGE and len(value) <= MAX_MEMO_VALUE:
-            if len(valid) >= MAX_VALID_MEMO:
-                valid.clear()
-            valid.add((name, value))
+        if check is not None:
+            check(value)
 
 
 def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -> bytes:

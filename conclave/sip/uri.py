@@ -42,6 +42,7 @@ from typing import TypeAlias
 from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import percent_decode, percent_encode
 from .limits import MAX_PARAMS
+from .memo import memoised
 from .params import Params, parse_params
 
 #   scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
@@ -129,23 +130,20 @@ def check_host(host: str) -> None:
     IPv6 addresses must be in brackets (RFC 5118 §4.2); the three-colon form
     of RFC 5118 §4.10 is tolerated; escapes are never allowed in a host.
     """
-    if host in _GOOD_HOSTS:
-        return
+    _checked_host(host)
+
+
+MAX_HOST_MEMO = 4096
+"""Hosts remembered as valid by :func:`check_host`: a handful of names and
+addresses appear in nearly every message, and checking one costs several
+regex runs; the bound keeps a flood of invented hosts from growing memory."""
+
+
+@memoised(MAX_HOST_MEMO)
+def _checked_host(host: str) -> None:
     if not host:
         raise RemoteProtocolError("URI has no host")
     _check_host(host)
-    if len(_GOOD_HOSTS) >= MAX_HOST_MEMO:
-        _GOOD_HOSTS.clear()
-    _GOOD_HOSTS.add(host)
-
-
-_GOOD_HOSTS: set[str] = set()
-"""Hosts that passed :func:`check_host`: a handful of names and addresses
-appear in nearly every message, and checking one costs several regex runs."""
-
-MAX_HOST_MEMO = 4096
-"""Bound on :data:`_GOOD_HOSTS` (cleared when full): hosts come from the
-network, and a flood of invented ones must not grow memory."""
 
 
 def _check_host(host: str) -> None:

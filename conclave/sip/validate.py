@@ -13,7 +13,7 @@ hop count (483, §16.3 step 3).
 
 from __future__ import annotations
 
-from .address import parse_name_addr
+from .address import peek_name_addr
 from .errors import RemoteProtocolError
 from .fields import parse_cseq, parse_max_forwards, parse_token
 from .message import SIP_VERSION, Request, Response
@@ -60,7 +60,7 @@ def check_request(
     if not isinstance(req.uri, SipURI | TelURI) or req.uri.scheme.lower() not in SIP_SCHEMES:
         raise RemoteProtocolError(f"URI scheme {req.uri.scheme!r} is not supported", 416)
     if req.method == "REGISTER":
-        to = parse_name_addr(req.headers.get("To") or "")
+        to = peek_name_addr(req.headers.get("To") or "")
         if not isinstance(to.uri, SipURI):
             # RFC 3261 §10.3 step 5: the address of record must be SIP or SIPS.
             raise RemoteProtocolError("To of a REGISTER must be a SIP or SIPS URI")

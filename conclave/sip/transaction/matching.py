@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from ..address import parse_name_addr
+from ..address import peek_name_addr
 from ..errors import RemoteProtocolError
-from ..fields import Via, parse_cseq, parse_via
+from ..fields import Via, parse_cseq, peek_via
 from ..message import Request, Response
 
 ClientKey: TypeAlias = tuple[str, str]
@@ -56,11 +56,12 @@ unreliable, which errs towards retransmitting."""
 
 
 def top_via(message: Request | Response) -> Via:
-    """The parsed top Via; RemoteProtocolError (400) if it is absent or malformed."""
+    """The parsed top Via (shared: read it, do not modify it); RemoteProtocolError
+    (400) if it is absent or malformed."""
     value = message.headers.get("Via")
     if value is None:
         raise RemoteProtocolError("missing Via header")
-    return parse_via(value)
+    return peek_via(value)
 
 
 def is_reliable(via: Via) -> bool:
@@ -79,7 +80,7 @@ def _tag(message: Request | Response, name: str) -> str | None:
     value = message.headers.get(name)
     if value is None:
         raise RemoteProtocolError(f"missing {name} header")
-    return parse_name_addr(value).tag
+    return peek_name_addr(value).tag
 
 
 def to_tag(message: Request | Response) -> str | None:
