@@ -268,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                 "not applicable yet: pool mode (several Front End processes) does not exist"
             )
     finally:
+        # Keep the servers' logs (slow garbage collections, warnings) beside the results.
+        args.out.mkdir(parents=True, exist_ok=True)
+        for server_log in work.glob("*.log"):
+            shutil.copy(server_log, args.out / server_log.name)
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     path = report.write_json(results, args.out)

@@ -8,9 +8,13 @@ gracefully:
 2. let open transactions finish (bounded by :data:`DRAIN_TIMEOUT`);
 3. flush registrations to the store, close connections and the database.
 
-SIGHUP reloads the user list at once (``conclave user …`` sends it); the
-list is also re-read every :data:`USER_REFRESH_INTERVAL` seconds. SIGHUP
-also reloads the TLS certificate (``conclave certs reload`` sends it); a
+SIGHUP reloads the user list, contact lists and privacy rules at once
+(``conclave user|contacts|privacy …`` send it). In case a signal is missed,
+the store's change counters (:mod:`conclave.store.generations`) are read
+every :data:`USER_POLL_INTERVAL` (users) and
+:data:`~conclave.services.presence.service.RELOAD_POLL_INTERVAL` (contacts
+and privacy) seconds, and a table is re-read only when its counter moved.
+SIGHUP also reloads the TLS certificate (``conclave certs reload`` sends it); a
 watcher task reloads it when its files change, warns before it expires and
 renews it when our CA issued it (:mod:`conclave.pki.lifecycle`).
 """
@@ -38,6 +42,7 @@ from conclave.core.router import SUPPORTED, Router
 from conclave.core.service import SipService
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
+from conclave.ops.gcpause import PauseWatch, settle_heap
 from conclave.ops.runtime import Operations
 from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
@@ -53,6 +58,7 @@ from conclave.services.presence.settings import PresenceSettings
 from conclave.services.registrar import Registrar
 from conclave.sip.transaction import TransactionLayer
 from conclave.store.database import Database
+from conclave.store.generations import DIRECTORY, USERS, GenerationStore, Reloader
 from conclave.store.offline import OfflineMessageStore
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
@@ -67,11 +73,12 @@ DRAIN_TIMEOUT = 10.0
 """Longest a graceful stop waits for open transactions to get their final
 responses. An INVITE that is still ringing is cancelled by its caller's
 CANCEL or ends with the connection; 10 s covers any non-INVITE exchange."""
-USER_REFRESH_INTERVAL = 60.0
-"""Seconds between re-reads of the users table, so that `conclave user …`
-takes effect even when the SIGHUP it sends cannot reach the server. A full
-re-read runs on the event loop; at a 5 s interval it cost 6% of the CPU of
-the call benchmark with 10,000 users (BENCHMARKS.md)."""
+USER_POLL_INTERVAL = 5.0
+"""Seconds between reads of the ``users`` change counter, so that `conclave
+user …` takes effect within this long even when the SIGHUP it sends cannot
+reach the server. A poll is one primary-key SELECT; the full re-read of the
+users table (on the event loop: 6% of the call benchmark's CPU with 10,000
+users when it ran every 5 s, BENCHMARKS.md) runs only when the counter moved."""
 PURGE_INTERVAL = 10.0
 """Seconds between sweeps of expired registrations and old offline messages."""
 
@@ -86,6 +93,8 @@ class Server:
         self.stop_event = asyncio.Event()
         self.users = CredentialCache()
         self.db = Database(config.database_url(data_dir))
+        generations = GenerationStore(self.db)
+        self.user_reloader = Reloader("users", self._reload_users, lambda: generations.get(USERS))
         self.location = MemoryLocationService(RegistrationStore(self.db))
         limits = config.limits
         self.guard = SourceGuard(
@@ -121,7 +130,7 @@ class Server:
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
         await self.db.check_schema()
-        await self._reload_users()
+        await self.user_reloader.reload(trigger="startup")
         restored = await self.location.load(time.time())
         await self._listen()
         self._wire()
@@ -130,7 +139,7 @@ class Server:
         self._write_pid()
         self.tasks = [
             asyncio.create_task(self.location.run_persistence(1.0)),
-            asyncio.create_task(self._every(USER_REFRESH_INTERVAL, self._reload_users)),
+            asyncio.create_task(self._every(USER_POLL_INTERVAL, self._poll_users)),
             asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
             asyncio.create_task(self.calls.run_sweeper()),
         ]
@@ -159,16 +168,20 @@ class Server:
             listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
             database=self.db,
         )
+        gc_watch = PauseWatch()
+        gc_watch.install()
         log.info(
             "ready",
             domain=self.config.server.domain,
             users=len(self.users),
             registrations_restored=restored,
             listeners=[f"{t}:{h}:{p}" for t, h, p in self.transports.listeners],
+            frozen_objects=settle_heap(),  # start-up data out of the collector's scans
         )
         try:
             await self.stop_event.wait()
         finally:
+            gc_watch.remove()
             await self._shutdown()
 
     async def _listen(self) -> None:
@@ -212,7 +225,8 @@ class Server:
         self.proxy = Proxy(self.stack, self.local)
         # Presence (PUBLISH, SUBSCRIBE/NOTIFY): contacts and privacy are read
         # into memory by presence.run_reload (a task below); requests wait
-        # for that first load. The call tracker feeds "In a call".
+        # for that first load, later ones follow the "directory" counter.
+        # The call tracker feeds "In a call".
         self.calls = CallTracker()
         services: list[SipService] = []
         if c.presence.enabled:
@@ -231,6 +245,7 @@ class Server:
                 ),
                 user_exists=self.users.exists,
                 load=lambda: read_directory(db, domain),
+                generation=lambda: GenerationStore(db).get(DIRECTORY),
             )
             self.calls.add_listener(self.presence.set_in_call)
             services.append(self.presence)
@@ -273,13 +288,20 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._on_hangup()))
 
     async def _on_hangup(self) -> None:
-        """SIGHUP: reload users, contacts/privacy and the TLS certificate (a bad one
-        is refused and logged)."""
+        """SIGHUP: reload users, contacts/privacy (whatever the counters say) and the TLS
+        certificate (a bad one is refused and logged)."""
         if self.tls is not None:
             self.tls.reload("signal")
-        await self._reload_users()
+        # A failure keeps the old copy; if a write moved the counter, the next poll retries.
+        try:
+            await self.user_reloader.reload()
+        except Exception as exc:
+            log.warning("user reload failed", reason=str(exc))
         if self.presence is not None:
-            await self.presence.reload()
+            try:
+                await self.presence.reload()
+            except Exception as exc:
+                log.warning("presence reload failed", reason=str(exc))
 
     def _client_cert_user(self, flow: Flow) -> str | None:
         identity = identity_from_peer_cert(
@@ -316,7 +338,7 @@ class Server:
         return self.proxy.pending() > 0 or self.router.pending() > 0
 
     # -- background work -------------------------------------------------------------------
-    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+    async def _every(self, interval: float, job: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
@@ -324,7 +346,11 @@ class Server:
             except Exception as exc:  # keep the loop alive; the next round retries
                 log.warning("background job failed", job=job.__name__, reason=str(exc))
 
+    async def _poll_users(self) -> None:
+        await self.user_reloader.reload_if_changed()
+
     async def _reload_users(self) -> None:
+        """Read every user and swap the authenticator's cache (through ``user_reloader``)."""
         domain = self.config.server.domain
         rows = await UserStore(self.db).all_credentials()
         mine = {name: creds for (name, user_domain), creds in rows.items() if user_domain == domain}

@@ -62,10 +62,13 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
 
 
 def notify_server(data_dir: Path) -> bool:
-    """Tell a running server on this data directory to reload users (SIGHUP).
+    """Tell a running server on this data directory to reload at once (SIGHUP).
 
-    Returns True if a live server was signalled. The server also reloads on
-    its own every few seconds, so a missed signal only delays the change.
+    The server then re-reads users, contact lists and privacy rules (and its
+    TLS certificate). Returns True if a live server was signalled. A missed
+    signal only delays the change: the store write already bumped a change
+    counter, which the server polls every few seconds (5 s) and answers by
+    reloading what changed.
     """
     try:
         pid = int((data_dir / PID_FILE).read_text().strip())

@@ -4,7 +4,9 @@ Both belong to a local user (rows are deleted with the user). The presence
 service loads everything once at start-up with :meth:`ContactStore.all` and
 :meth:`PrivacyStore.get_all` and answers from memory, because nothing on the
 notify path may wait on the database; it reloads after the CLI changes
-something (SIGHUP, see ``conclave.commands.common.notify_server``).
+something (SIGHUP, see ``conclave.commands.common.notify_server``), and when
+the ``directory`` change counter moved (a missed signal). Every write here
+bumps that counter in the same transaction (:mod:`conclave.store.generations`).
 
 Addresses are stored in canonical form, ``sip:user@domain`` (domain lower
 case, the same string ``conclave.services.location.aor_of`` produces), so
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from conclave.store.database import Database, rowcount
 from conclave.store.errors import NotFoundError, StoreError
+from conclave.store.generations import DIRECTORY, bump
 from conclave.store.models import ContactListItem, PrivacyRule, User
 from conclave.store.users import DOMAIN_NAME, normalize
 
@@ -189,7 +192,9 @@ class ContactStore:
             if group not in groups and len(groups) >= self._max_groups:
                 raise StoreError(f"at most {self._max_groups} groups per contact list")
             if row is not None:
-                row.group_name = group
+                if row.group_name != group:
+                    row.group_name = group
+                    await bump(session, DIRECTORY)
                 return ContactEntry(contact, group)
             count = await session.scalar(
                 select(func.count())
@@ -199,6 +204,7 @@ class ContactStore:
             if (count or 0) >= self._max_contacts:
                 raise StoreError(f"at most {self._max_contacts} contacts per list")
             session.add(ContactListItem(owner_id=owner_id, contact=contact, group_name=group))
+            await bump(session, DIRECTORY)
         return ContactEntry(contact, group)
 
     async def remove(self, owner_aor: str, contact_aor: str) -> None:
@@ -214,6 +220,7 @@ class ContactStore:
             )
             if not rowcount(result):
                 raise NotFoundError(f"{contact} is not on the contact list of {owner}")
+            await bump(session, DIRECTORY)
 
     async def list(self, owner_aor: str) -> builtins.list[ContactEntry]:
         """One user's list, ordered by group then contact."""
@@ -274,7 +281,9 @@ class PrivacyStore:
             owner_id = await _owner_id(session, owner)
             row = await session.scalar(select(PrivacyRule).where(_rule(owner_id, key)))
             if row is not None:
-                row.level = value
+                if row.level != value:
+                    row.level = value
+                    await bump(session, DIRECTORY)
                 return key, value
             count = await session.scalar(
                 select(func.count())
@@ -284,6 +293,7 @@ class PrivacyStore:
             if (count or 0) >= self._max_rules:
                 raise StoreError(f"at most {self._max_rules} privacy rules per user")
             session.add(PrivacyRule(owner_id=owner_id, target=key, level=value))
+            await bump(session, DIRECTORY)
         return key, value
 
     async def remove(self, owner_aor: str, target: str) -> None:
@@ -295,6 +305,7 @@ class PrivacyStore:
             result = await session.execute(delete(PrivacyRule).where(_rule(owner_id, key)))
             if not rowcount(result):
                 raise NotFoundError(f"{owner} has no privacy rule for {key}")
+            await bump(session, DIRECTORY)
 
     async def get(self, owner_aor: str) -> dict[str, str]:
         """One user's rules, target -> level, ordered by target."""

@@ -93,6 +93,21 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
 
 
+class StoreGeneration(Base):
+    """A change counter: bumped in the same transaction as every write it covers.
+
+    A server keeps users and the presence directory in memory; it polls these
+    rows (one primary-key SELECT) and re-reads a whole table only when its
+    counter moved (:mod:`conclave.store.generations`).
+    """
+
+    __tablename__ = "store_generation"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """What the counter covers: ``users`` or ``directory`` (contacts and privacy rules)."""
+    value: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
 class Registration(Base):
     """One contact binding of an address of record (RFC 3261 §10, RFC 5626)."""
 

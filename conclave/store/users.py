@@ -11,6 +11,7 @@ from sqlalchemy import delete, select, update
 
 from conclave.store.database import Database, rowcount
 from conclave.store.errors import ConflictError, NotFoundError, StoreError
+from conclave.store.generations import DIRECTORY, USERS, bump
 from conclave.store.models import User
 from conclave.store.passwords import MAX_LENGTH, ha1
 
@@ -96,6 +97,10 @@ class UserStore:
     Enforce the password policy (:func:`password_policy_problems`) before
     calling :meth:`add` or :meth:`set_password`; the store only refuses an
     empty or oversized password.
+
+    Every write bumps the ``users`` change counter in its own transaction
+    (:mod:`conclave.store.generations`): that is how a running server notices
+    a change it was not signalled about.
     """
 
     def __init__(self, database: Database) -> None:
@@ -118,6 +123,7 @@ class UserStore:
         try:
             async with self._db.transaction() as session:
                 session.add(user)
+                await bump(session, USERS)  # flushes the INSERT first: a duplicate fails here
         except ConflictError:
             raise ConflictError(f"user {name}@{domain} already exists") from None
         return _record(user)
@@ -154,7 +160,7 @@ class UserStore:
         await self._update(name, domain, disabled=disabled)
 
     async def remove(self, name: str, domain: str) -> None:
-        """Delete the user; :class:`NotFoundError` if no such user."""
+        """Delete the user, their contact list and privacy rules; :class:`NotFoundError` if none."""
         name, domain = normalize(name, domain)
         async with self._db.transaction() as session:
             result = await session.execute(
@@ -162,12 +168,15 @@ class UserStore:
             )
             if not rowcount(result):
                 raise NotFoundError(f"no such user: {name}@{domain}")
+            # The list and rules went too (ON DELETE CASCADE): the directory changed.
+            await bump(session, USERS, DIRECTORY)
 
     async def all_credentials(self) -> dict[tuple[str, str], Credentials]:
         """Every user's credentials keyed by (name, domain), for an in-memory cache.
 
         The authenticator answers from that cache so no SIP request waits on
-        the database; reload it after changes (the CLI writes directly here).
+        the database; reload it when the ``users`` change counter moves (the
+        CLI writes directly here, then signals the server).
         """
         async with self._db.transaction() as session:
             rows = await session.execute(
@@ -193,3 +202,4 @@ class UserStore:
             )
             if not rowcount(result):
                 raise NotFoundError(f"no such user: {name}@{domain}")
+            await bump(session, USERS)

@@ -23,6 +23,7 @@ TABLES = {
     "offline_messages",
     "privacy_rules",
     "registrations",
+    "store_generation",
     "users",
 }
 
