@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import ipaddress
 import os
 import signal
@@ -42,7 +43,7 @@ from conclave.core.router import SUPPORTED, Router
 from conclave.core.service import SipService
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
-from conclave.ops.gcpause import PauseWatch, settle_heap
+from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.runtime import Operations
 from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
@@ -170,6 +171,8 @@ class Server:
         )
         gc_watch = PauseWatch()
         gc_watch.install()
+        thresholds = tune_collector()
+        self.tasks.append(asyncio.create_task(run_full_collections()))
         log.info(
             "ready",
             domain=self.config.server.domain,
@@ -182,6 +185,7 @@ class Server:
             await self.stop_event.wait()
         finally:
             gc_watch.remove()
+            gc.set_threshold(*thresholds)
             await self._shutdown()
 
     async def _listen(self) -> None:

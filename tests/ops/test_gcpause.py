@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
-from conclave.ops.gcpause import GC_PAUSE_SECONDS, PauseWatch, settle_heap
+from conclave.ops.gcpause import (
+    GC_PAUSE_SECONDS,
+    NO_AUTOMATIC_FULL,
+    YOUNG_THRESHOLD,
+    PauseWatch,
+    run_full_collections,
+    settle_heap,
+    tune_collector,
+)
 from conclave.ops.metrics import REGISTRY
 
 
@@ -37,3 +46,25 @@ def test_settle_heap_freezes_the_survivors() -> None:
         assert keep
     finally:
         gc.unfreeze()
+
+
+def test_tuning_stops_automatic_full_collections_and_returns_the_old_setting() -> None:
+    previous = tune_collector()
+    try:
+        young, middle, full = gc.get_threshold()
+        assert young == YOUNG_THRESHOLD and full == NO_AUTOMATIC_FULL and middle > 0
+    finally:
+        gc.set_threshold(*previous)
+    assert gc.get_threshold() == previous
+
+
+def test_full_collections_run_on_schedule() -> None:
+    async def scenario() -> int:
+        before = gc.get_stats()[2]["collections"]
+        task = asyncio.create_task(run_full_collections(0.01))
+        while gc.get_stats()[2]["collections"] < before + 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return gc.get_stats()[2]["collections"] - before
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) >= 2
