@@ -182,7 +182,8 @@ def run_capacity_ladder(args: argparse.Namespace, work: Path) -> list[dict[str, 
         log(f"  capacity: deploying {n} users with 40 contacts each")
         deploy_conclave(data, n)
         asyncio.run(add_contacts(data, n))
-        with start_conclave(data, work / f"capacity-{n}.log") as server:
+        # The baseline for memory per connection is taken once the contact lists are in.
+        with start_conclave(data, work / f"capacity-{n}.log", also="presence loaded") as server:
             profiler = None
             if args.profile:
                 path = args.out / "profiles" / f"capacity-{n}.raw"

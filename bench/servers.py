@@ -213,8 +213,9 @@ def deploy_conclave(
     asyncio.run(_add_users(data_dir, names))
 
 
-def start_conclave(data_dir: Path, log_path: Path) -> ServerProcess:
-    """``conclave serve --dir DATA`` in its own process group; returns once it logs "ready"."""
+def start_conclave(data_dir: Path, log_path: Path, *, also: str | None = None) -> ServerProcess:
+    """``conclave serve --dir DATA`` in its own process group; returns once it logs "ready"
+    (and, with ``also``, an event of that name, e.g. "presence loaded")."""
     server = ServerProcess("conclave", log_path=log_path)
     with log_path.open("wb") as log:
         server.proc = subprocess.Popen(
@@ -225,7 +226,10 @@ def start_conclave(data_dir: Path, log_path: Path) -> ServerProcess:
     ready: dict[str, Any] = {}
 
     def seen() -> bool:
-        for raw in log_path.read_text(errors="replace").splitlines():
+        text = log_path.read_text(errors="replace")
+        if also is not None and f'"event": "{also}"' not in text:
+            return False
+        for raw in text.splitlines():
             if '"ready"' in raw:
                 try:
                     ready.update(json.loads(raw))
@@ -235,7 +239,9 @@ def start_conclave(data_dir: Path, log_path: Path) -> ServerProcess:
         return False
 
     try:
-        wait_for(seen, START_TIMEOUT, "conclave's ready line", server.alive)
+        # Loading 800,000 contact rows takes a while on this machine: allow for it.
+        timeout = START_TIMEOUT if also is None else START_TIMEOUT * 5
+        wait_for(seen, timeout, "conclave's ready line", server.alive)
     except RuntimeError:
         server.stop()
         tail = log_path.read_text(errors="replace")[-2000:]

@@ -250,6 +250,7 @@ class Server:
                 user_exists=self.users.exists,
                 load=lambda: read_directory(db, domain),
                 generation=lambda: GenerationStore(db).get(DIRECTORY),
+                on_reloaded=settle_heap,  # the snapshot lives until the next change
             )
             self.calls.add_listener(self.presence.set_in_call)
             services.append(self.presence)

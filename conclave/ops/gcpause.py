@@ -56,8 +56,9 @@ YOUNG_THRESHOLD: Final = 10_000
 700). Each young collection scans at most this many objects (about a
 millisecond); fewer of them cost less CPU under load."""
 
-MIDDLE_THRESHOLD: Final = 20
-"""Generation-0 collections between generation-1 collections."""
+MIDDLE_THRESHOLD: Final = 10
+"""Generation-0 collections between generation-1 collections (the default):
+a middle collection scans at most about ten young batches."""
 
 NO_AUTOMATIC_FULL: Final = 1_000_000
 """Generation-1 collections before an automatic full one: never, in practice.

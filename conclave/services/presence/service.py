@@ -103,6 +103,7 @@ class PresenceService:
         user_exists: Callable[[str], bool],
         load: Callable[[], Awaitable[Directory]] | None = None,
         generation: Callable[[], Awaitable[int]] | None = None,
+        on_reloaded: Callable[[], object] | None = None,
         state: PresenceState | None = None,
         clock: Callable[[], float] = time.time,
         tags: Callable[[], str] = new_tag,
@@ -116,6 +117,7 @@ class PresenceService:
         self._load = load
         # Without ``generation`` every poll reloads (tests); with it, only a change does.
         self.reloader = Reloader("directory", self._reload_now, generation)
+        self._on_reloaded = on_reloaded  # e.g. take the new snapshot out of GC scans
         self.state: PresenceState = state if state is not None else MemoryPresenceState()
         self.clock = clock
         self.directory = Directory(local.domain)
@@ -259,6 +261,8 @@ class PresenceService:
     async def _reload_now(self) -> None:
         if self._load is not None:
             self.apply_directory(await self._load())
+            if self._on_reloaded is not None:
+                self._on_reloaded()
         if not self.loaded:
             self.loaded = True
             log.info("presence loaded", users_with_contacts=len(self.directory.contacts))
