@@ -477,6 +477,8 @@ class TransportManager:
         self._table.remove(conn)
         if conn.closed:
             return
+        if not abort:
+            conn.uncork(check=False)  # an answer queued before the close still goes out
         conn.closed = True
         if conn.sock is not None:  # accepted, but _serve never ran
             conn.sock.close()

@@ -55,6 +55,7 @@ class StreamConnection(asyncio.Protocol):
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Done when the loop reports the connection gone (only once established)."""
         self._framer = StreamFramer()
+        self._corked: list[bytes] | None = None
 
     # asyncio callbacks
 
@@ -92,18 +93,47 @@ class StreamConnection(asyncio.Protocol):
     # used by the manager
 
     def write(self, data: bytes) -> bool:
-        """Queue ``data``; False if closed, or if this write made the peer a slow reader."""
+        """Queue ``data``; False if closed, or if this write made the peer a slow reader.
+
+        While this connection's own input is being processed, writes to it are
+        held back (corked) and go out as one write when the batch is done:
+        one TLS record and one system call for all the answers to a burst.
+        """
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             return False
+        if self._corked is not None:
+            self._corked.append(data)
+            return True
         transport.write(data)
         return self._manager._check_backlog(self)
+
+    def uncork(self, *, check: bool = True) -> None:
+        """Write what the batch being processed has queued (also before a close).
+
+        ``check=False`` skips the slow-reader check: for the manager, which is
+        closing the connection anyway.
+        """
+        corked, self._corked = self._corked, None
+        transport = self.transport
+        if not corked or self.closed or transport is None or transport.is_closing():
+            return
+        transport.write(b"".join(corked))
+        if check:
+            self._manager._check_backlog(self)
 
     def buffered(self) -> int:
         """Octets written but not yet handed to the kernel (TLS layer included)."""
         return 0 if self.transport is None else self.transport.get_write_buffer_size()
 
     def _feed(self, data: bytes) -> None:
+        self._corked = []
+        try:
+            self._feed_frames(data)
+        finally:
+            self.uncork()
+
+    def _feed_frames(self, data: bytes) -> None:
         framer = self._framer
         framer.receive_data(data)
         flow = self.flow

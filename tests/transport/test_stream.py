@@ -231,3 +231,59 @@ def test_stop_listening_keeps_connections(run: Runner[None]) -> None:
             await manager.close()
 
     run(main())
+
+
+class CountingTransport:
+    """Wraps a transport and records each write (uvloop's are read-only)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        self.inner.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_answers_to_a_burst_leave_in_one_write(run: Runner[None]) -> None:
+    """Replies sent while a connection's input is processed are corked into one write."""
+
+    async def main() -> None:
+        manager: TransportManager
+        answered: list[bytes] = []
+
+        def on_message(data: bytes, flow: Flow) -> None:
+            seq = data.split(b"CSeq: ", 1)[1].split(b" ", 1)[0]
+            reply = b"SIP/2.0 200 OK\r\nCSeq: " + seq + b" MESSAGE\r\nContent-Length: 0\r\n\r\n"
+            answered.append(reply)
+            assert manager.send(flow, reply)
+
+        manager = TransportManager(on_message=on_message, on_closed=lambda flow: None)
+        server = await manager.listen("tcp", "127.0.0.1", 0)
+        reader, writer = await open_client(server)
+        try:
+            writer.write(message(1))  # establishes the connection on the server side
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            (conn,) = manager._table.connections()
+            counting = CountingTransport(conn.transport)
+            conn.transport = counting  # type: ignore[assignment]
+            writer.write(message(2) + message(3) + message(4))
+            got = b""
+            while len(answered) < 4 or len(got) < len(b"".join(answered[1:])):
+                got += await asyncio.wait_for(reader.read(4096), WAIT)
+            expected = b"".join(answered[1:])
+            assert got == expected  # all three, in order
+            writes = counting.writes
+            assert len(writes) <= 2  # one per received chunk, not one per reply
+            assert b"".join(writes) == expected
+            # A write from outside the connection's own input goes straight out.
+            assert manager.send(conn.flow, b"\r\n\r\n")  # type: ignore[arg-type]
+            assert writes[-1] == b"\r\n\r\n"
+        finally:
+            writer.close()
+        await manager.close()
+
+    run(main())
