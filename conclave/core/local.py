@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from dataclasses import dataclass, field
@@ -53,15 +52,17 @@ class LocalEndpoint:
 
     def flow_token(self, flow: Flow) -> str:
         raw = flow.token()
-        mac = hmac.new(self.secret, raw.encode(), hashlib.sha256).hexdigest()[:20]
-        return f"{raw}.{mac}"
+        return f"{raw}.{self._mac(raw)}"
+
+    def _mac(self, raw: str) -> str:
+        # hmac.digest: the one-shot C path, several times faster than hmac.new().
+        return hmac.digest(self.secret, raw.encode(), "sha256").hex()[:20]
 
     def flow_from_token(self, token: str | None) -> Flow | None:
         if not token or "." not in token:
             return None
         raw, mac = token.rsplit(".", 1)
-        good = hmac.new(self.secret, raw.encode(), hashlib.sha256).hexdigest()[:20]
-        if not hmac.compare_digest(mac, good):
+        if not hmac.compare_digest(mac, self._mac(raw)):
             return None
         try:
             return Flow.from_token(raw)

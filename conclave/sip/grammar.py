@@ -142,8 +142,17 @@ def percent_decode(text: str) -> str:
     return out.decode("utf-8", "surrogateescape")
 
 
+_PLAIN: dict[str, re.Pattern[str]] = {}
+"""Per ``safe`` set: a pattern matching text that needs no escaping at all."""
+
+
 def percent_encode(text: str, safe: str) -> str:
     """Escape every octet of ``text`` that is not alphanumeric or in ``safe``."""
+    plain = _PLAIN.get(safe)
+    if plain is None:  # a handful of fixed sets, from the URI module
+        plain = _PLAIN[safe] = re.compile(f"[A-Za-z0-9{re.escape(safe)}]*")
+    if plain.fullmatch(text) is not None:
+        return text
     out: list[str] = []
     for byte in text.encode("utf-8", "surrogateescape"):
         ch = chr(byte)
