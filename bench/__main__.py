@@ -30,7 +30,8 @@ from .sipp_suite import SCENARIOS, run_ladder
 from .sipua import event_loop_policy
 
 RESULTS = Path(__file__).parent / "results"
-LADDER = "50,100,200,400,800,1600,3200,6400"
+LADDER = "50,100,200,400,600,800,1000,1200,1600,2000,2400,3200,4800,6400"
+"""Offered rates: doubling to 400, then finer steps where the two servers top out."""
 
 
 def _ints(text: str) -> list[int]:

@@ -179,6 +179,12 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+MAX_CSEQ_MEMO = 1024
+"""CSeq values remembered by :func:`parse_cseq` ("1 INVITE", "2 BYE"... repeat
+endlessly; :class:`CSeq` is immutable, so sharing a result is safe)."""
+
+
+@memoised(MAX_CSEQ_MEMO)
 def parse_cseq(value: str) -> CSeq:
     """``CSeq = 1*DIGIT LWS Method``; the number must be below 2**31 (§8.1.1.5)."""
     m = _CSEQ_RE.fullmatch(value.strip())
