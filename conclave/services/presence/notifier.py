@@ -19,6 +19,14 @@ in :mod:`.views`). At most one NOTIFY per subscription is in flight
 that comes due meanwhile waits, merged, until the response arrives. A
 full-state NOTIFY that is owed (initial, after a refresh) waits the same way.
 
+**Building a NOTIFY.** Fan-out sends one NOTIFY per watcher, so the
+per-NOTIFY work is kept small: everything a dialog's NOTIFYs repeat
+(Request-URI, Route set, From, To, Call-ID, Contact, Event) is computed once
+per subscription into a :class:`NotifyTemplate`, and each NOTIFY only adds
+the fresh Via branch, CSeq, Subscription-State and its body. The result is an
+ordinary :class:`~conclave.sip.message.Request` handed to the transaction
+layer, which serialises it, retransmits it and times it out as any other.
+
 Termination (:meth:`Notifier.terminate`) removes the subscription from the
 state at once (no more fan-out) and sends the final NOTIFY
 (``Subscription-State: terminated;reason=...``) when nothing is in flight.
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -40,12 +49,16 @@ from conclave.sip.errors import LocalProtocolError
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ClientTransaction
+from conclave.sip.uri import URI
 from conclave.transport.flow import Flow
 
 from .state import Kind, PresenceState, Subscription
 from .views import WINFO_KEY, Document, Views
 
 log = structlog.get_logger("conclave.services.presence")
+
+PUMP_SLICE = 64
+"""Checks (so at most NOTIFYs) per slice when :meth:`Notifier.pump` is asked to slice."""
 
 BODY_REASONS = frozenset({"timeout"})
 """Final NOTIFYs that still carry the state (expiry, unsubscribe, a fetch);
@@ -66,6 +79,55 @@ def server_contact(local: LocalEndpoint, transport: str) -> str:
     the port of the transport the subscriber uses.
     """
     return f"<sip:presence@{local.sent_by(transport)};transport={transport}>"
+
+
+Fields = tuple[tuple[str, str], ...]
+"""Header fields in order, as ``(name, value)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTemplate:
+    """The parts of a subscription's NOTIFYs that do not change from one to the next.
+
+    Made from the dialog (RFC 6665 §4.3; RFC 3261 §12.2.1.1) and the transport
+    of the subscriber's flow; :meth:`fits` says whether it still describes
+    ``sub`` (a refresh may bring a new Contact, or arrive on another transport).
+    """
+
+    target: URI
+    """The subscription's remote target this was made from (compared by identity)."""
+    transport: str
+    """The transport of the subscriber's flow: our Via and Contact name it."""
+    uri: URI
+    """Our own copy of the target: the Request-URI of every NOTIFY of the dialog."""
+    before_cseq: Fields
+    """Max-Forwards, the Route set, From, To, Call-ID."""
+    after_cseq: Fields
+    """Contact, Event."""
+    after_state: Fields
+    """After Subscription-State: Require (a list subscription), or nothing."""
+
+    @classmethod
+    def of(cls, sub: Subscription, local: LocalEndpoint) -> NotifyTemplate:
+        transport = sub.flow.transport
+        return cls(
+            target=sub.target,
+            transport=transport,
+            uri=sub.target.copy(),
+            before_cseq=(
+                ("Max-Forwards", "70"),
+                *(("Route", route) for route in sub.route_set),
+                ("From", sub.local),
+                ("To", sub.remote),
+                ("Call-ID", sub.key[0]),
+            ),
+            after_cseq=(("Contact", server_contact(local, transport)), ("Event", sub.event)),
+            after_state=(("Require", "eventlist"),) if sub.kind is Kind.LIST else (),
+        )
+
+    def fits(self, sub: Subscription) -> bool:
+        """Still right for ``sub``: a refresh replaces the target (never edits it in place)."""
+        return self.target is sub.target and self.transport == sub.flow.transport
 
 
 class Notifier:
@@ -126,13 +188,22 @@ class Notifier:
     def next_deadline(self) -> float | None:
         return self._queue[0][0] if self._queue else None
 
-    def pump(self, now: float) -> None:
-        """Run every merge-window check that is due."""
+    def pump(self, now: float, limit: int | None = None) -> bool:
+        """Run the merge-window checks that are due: all of them, or at most ``limit``.
+
+        Returns True if some are still due. An adapter that passes a limit
+        (:data:`PUMP_SLICE`) yields to its event loop and calls again, so that
+        a fan-out to thousands of watchers goes out in slices with other
+        traffic served in between, instead of in one long loop turn.
+        """
         queue = self._queue
-        while queue and queue[0][0] <= now:
+        left = -1 if limit is None else limit
+        while left != 0 and queue and queue[0][0] <= now:
+            left -= 1
             _, sub = queue.popleft()
             sub.queued = False
             self.kick(sub)
+        return bool(queue) and queue[0][0] <= now
 
     # -- sending ---------------------------------------------------------------------------
     def notify_full(self, sub: Subscription) -> None:
@@ -198,25 +269,25 @@ class Notifier:
         self._txns[txn] = sub
 
     def _build(self, sub: Subscription, subscription_state: str, doc: Document) -> Request:
-        transport = sub.flow.transport
+        template = sub.template
+        if template is None or not template.fits(sub):
+            template = sub.template = NotifyTemplate.of(sub, self.local)
         sub.local_cseq += 1
-        headers = Headers()
-        headers.add("Via", self.local.via(transport, self.new_branch()))
-        headers.add("Max-Forwards", "70")
-        for route in sub.route_set:
-            headers.add("Route", route)
-        headers.add("From", sub.local)
-        headers.add("To", sub.remote)
-        headers.add("Call-ID", sub.key[0])
-        headers.add("CSeq", f"{sub.local_cseq} NOTIFY")
-        headers.add("Contact", server_contact(self.local, transport))
-        headers.add("Event", sub.event)
-        headers.add("Subscription-State", subscription_state)
-        if sub.kind is Kind.LIST:
-            headers.add("Require", "eventlist")
-        if doc.content_type is not None:
-            headers.add("Content-Type", doc.content_type)
-        return Request("NOTIFY", sub.target.copy(), headers, doc.body)
+        content_type: Fields = (
+            () if doc.content_type is None else (("Content-Type", doc.content_type),)
+        )
+        headers = Headers(
+            (
+                ("Via", self.local.via(template.transport, self.new_branch())),
+                *template.before_cseq,
+                ("CSeq", f"{sub.local_cseq} NOTIFY"),
+                *template.after_cseq,
+                ("Subscription-State", subscription_state),
+                *template.after_state,
+                *content_type,
+            )
+        )
+        return Request("NOTIFY", template.uri, headers, doc.body)
 
     # -- outcomes, fed by the router ---------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response) -> bool:

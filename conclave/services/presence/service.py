@@ -47,7 +47,7 @@ from conclave.store.generations import Reloader
 from conclave.transport.flow import Flow
 
 from .directory import Directory
-from .notifier import Notifier, NotifyStack
+from .notifier import PUMP_SLICE, Notifier, NotifyStack
 from .publications import Answer, Publications, new_etag
 from .settings import PresenceSettings
 from .state import Kind, MemoryPresenceState, PresenceState, SubKey
@@ -340,10 +340,11 @@ class PresenceService:
             else:
                 sub_key: SubKey = ident
                 self.subscriptions.expire(sub_key, now)
-        self.notifier.pump(now)
+        self.notifier.pump(now, PUMP_SLICE)
 
     def _after(self, now: float) -> None:
-        self.notifier.pump(now)
+        # One slice now; the run task sends the rest, yielding to other traffic between slices.
+        self.notifier.pump(now, PUMP_SLICE)
         self._wake.set()
 
     async def run(self) -> None:
@@ -355,6 +356,8 @@ class PresenceService:
             if timeout is None or timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+            else:
+                await asyncio.sleep(0)  # a fan-out in slices: let other traffic in between
             self.tick()
             now = self.clock()
             if now >= self._next_prune:

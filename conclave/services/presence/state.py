@@ -27,12 +27,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from conclave.sip.uri import URI
 from conclave.transport.flow import Flow
 
-from .model import DeviceState
+from .model import DeviceState, Relationship
+
+if TYPE_CHECKING:
+    from .notifier import NotifyTemplate
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -113,6 +116,12 @@ class Subscription:
     """The final NOTIFY went out (or the subscriber is gone): send nothing more."""
     inflight: object | None = None
     """The client transaction of the NOTIFY in flight (at most one at a time)."""
+    levels: dict[str, Relationship] = field(default_factory=dict)
+    """Per resource, the watcher's privacy level (a cache of ``Directory.relationship``)."""
+    levels_generation: int = -1
+    """Which directory snapshot :attr:`levels` were computed from (see :class:`~.views.Views`)."""
+    template: NotifyTemplate | None = None
+    """What every NOTIFY of this dialog repeats, rendered once (see :mod:`.notifier`)."""
 
     @property
     def resources(self) -> frozenset[str]:

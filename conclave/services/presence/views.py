@@ -6,8 +6,11 @@ A presentity's state is its live publications folded by
 :func:`~.model.aggregate` (plus "in a call"). :class:`Views` caches that
 aggregate per presentity and, per presentity, the rendered PIDF for each
 privacy level, so a change costs at most one render per level however many
-watchers there are; each watcher then costs a dict lookup and a bytes
-comparison (fan-out is linear in watchers).
+watchers there are. Each subscription caches its watcher's privacy level
+toward each resource (:attr:`~.state.Subscription.levels`) for as long as
+the :class:`~.directory.Directory` snapshot it came from is in force, so a
+watcher then costs a few dict lookups and a bytes comparison (fan-out is
+linear in watchers).
 
 **The privacy rule for NOTIFYs.** A watcher only ever learns what is in the
 document rendered for it. Every decision about *whether* to send a NOTIFY
@@ -71,6 +74,10 @@ class Views:
         self.host = host
         self._views: dict[str, PresenceView] = {}
         self._rendered: dict[str, dict[Relationship | None, bytes]] = {}
+        self._directory: Directory | None = None
+        self._generation = 0
+        """Bumped whenever ``directory()`` returns another snapshot: older
+        :attr:`~.state.Subscription.levels` are then stale."""
 
     # -- one presentity --------------------------------------------------------------
     def view(self, aor: str) -> PresenceView:
@@ -94,17 +101,43 @@ class Views:
 
     def pidf(self, owner: str, watcher: str) -> bytes:
         """The PIDF ``watcher`` may see of ``owner`` (the privacy rule above)."""
-        level: Relationship | None = self.directory().relationship(owner, watcher)
+        return self._pidf(owner, self.directory().relationship(owner, watcher))
+
+    def _pidf(self, owner: str, level: Relationship) -> bytes:
+        """The PIDF of ``owner`` for a watcher at ``level``: rendered once per level and change."""
         view = self.view(owner)
+        key: Relationship | None = level
         if level is Relationship.BLOCKED or view == OFFLINE_VIEW:
             # Exactly what this watcher would get of a user who is offline.
-            level, view = None, OFFLINE_VIEW
-        cache = self._rendered.setdefault(owner, {})
-        body = cache.get(level)
+            key, view = None, OFFLINE_VIEW
+        cache = self._rendered.get(owner)
+        if cache is None:
+            cache = self._rendered[owner] = {}
+        body = cache.get(key)
         if body is None:
-            shown = OFFLINE_VIEW if level is None else _filter(view, level)
-            body = cache[level] = render_pidf(owner, shown)
+            shown = OFFLINE_VIEW if key is None else _filter(view, key)
+            body = cache[key] = render_pidf(owner, shown)
         return body
+
+    def level(self, sub: Subscription, owner: str) -> Relationship:
+        """``sub``'s watcher's level toward ``owner``: ``Directory.relationship``, cached.
+
+        The cache lives on the subscription (so it goes with it) and holds
+        while the directory snapshot is the one it was computed from; a new
+        snapshot (contacts or privacy changed) invalidates every entry.
+        """
+        directory = self.directory()
+        if directory is not self._directory:
+            self._directory = directory
+            self._generation += 1
+        levels = sub.levels
+        if sub.levels_generation != self._generation:
+            levels.clear()
+            sub.levels_generation = self._generation
+        found = levels.get(owner)
+        if found is None:
+            found = levels[owner] = directory.relationship(owner, sub.watcher)
+        return found
 
     # -- one subscription --------------------------------------------------------------
     def document(self, sub: Subscription, *, full: bool) -> Document | None:
@@ -116,10 +149,11 @@ class Views:
         if sub.pending:
             return Document(None, b"") if full else None
         if sub.kind is Kind.PRESENCE:
-            body = self.pidf(sub.owner, sub.watcher)
-            if not full and sub.sent.get(sub.owner) == body:
+            owner = sub.owner
+            body = self._pidf(owner, self.level(sub, owner))
+            if not full and sub.sent.get(owner) == body:
                 return None
-            return Document(PIDF_CONTENT_TYPE, body, {sub.owner: body})
+            return Document(PIDF_CONTENT_TYPE, body, {owner: body})
         if sub.kind is Kind.LIST:
             return self._list_document(sub, full=full)
         return self._winfo_document(sub, full=full)
@@ -129,7 +163,7 @@ class Views:
         wanted = members if full else [m for m in members if m in sub.dirty]
         bodies: dict[str, bytes] = {}
         for member in wanted:
-            body = self.pidf(member, sub.watcher) if self._served(member) else b""
+            body = self._pidf(member, self.level(sub, member)) if self._served(member) else b""
             if full or sub.sent.get(member) != body:
                 bodies[member] = body
         if not bodies and not full:
