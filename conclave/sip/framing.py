@@ -41,6 +41,7 @@ preceded an error within the same chunk.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -54,6 +55,8 @@ _CRLF = b"\r\n"
 _WSP = b" \t"
 _CONTENT_LENGTH_NAMES = (b"content-length", b"l")
 _MAX_DIGITS = 10  # 2**32 has 10 digits; longer (after leading zeros) is over any limit
+# A Content-Length field (full or compact name) at the start of a header line.
+_LENGTH_FIELD_RE = re.compile(rb"\r\n(?:content-length|l)[ \t]*:([^\r\n]*)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,7 @@ class StreamFramer:
                 self._reset_message()
                 self._state = _State.HEADERS
             if self._state is _State.HEADERS:
-                if not self._scan_headers():
+                if not (self._scan == 0 and self._whole_headers()) and not self._scan_headers():
                     return None
                 self._state = _State.BODY
             # BODY
@@ -190,6 +193,34 @@ class StreamFramer:
             del buf[: self._end]
             self._state = _State.IDLE
             return frame
+
+    def _whole_headers(self) -> bool:
+        """The fast path: the whole header section is here, unfolded and within limits.
+
+        Judged with a few C-level searches instead of line by line. False
+        leaves everything to :meth:`_scan_headers` (which also raises the
+        errors about sizes and counts).
+        """
+        buf = self._buf
+        end = buf.find(_PING, 0, self._max_section + 2)
+        if end < 0 or end + 2 > self._max_section:
+            return False
+        section = bytes(buf[:end])
+        if b"\r\n " in section or b"\r\n\t" in section:
+            return False  # folded lines: the scanner unfolds them
+        if section.count(_CRLF) > self._max_fields:
+            return False
+        if len(section) > self._max_line and max(map(len, section.split(_CRLF))) > self._max_line:
+            return False
+        for match in _LENGTH_FIELD_RE.finditer(section):
+            self._judge_length(match.group(1))
+        if self._content_length is None:
+            raise RemoteProtocolError("Content-Length is mandatory on streams")
+        self._body_start = end + 4
+        self._end = self._body_start + self._content_length
+        if self._end > self._max_message:
+            raise RemoteProtocolError("message too large", 413)
+        return True
 
     def _scan_headers(self) -> bool:
         """Consume complete lines; True once the empty line has been seen."""
@@ -261,8 +292,12 @@ class StreamFramer:
             return  # not a header field; the parser will say so
         if buf[start:colon].rstrip(_WSP).lower() not in _CONTENT_LENGTH_NAMES:
             return
-        # Unfold (CRLF followed by WSP) and trim: Content-Length = 1*DIGIT (§20.14).
-        value = bytes(buf[colon + 1 : end]).replace(_CRLF, b"").strip(_WSP)
+        # Unfold (CRLF followed by WSP): Content-Length = 1*DIGIT (§20.14).
+        self._judge_length(bytes(buf[colon + 1 : end]).replace(_CRLF, b""))
+
+    def _judge_length(self, raw: bytes) -> None:
+        """One Content-Length value (untrimmed): record it, or raise."""
+        value = raw.strip(_WSP)
         if not value.isdigit():
             raise RemoteProtocolError("Content-Length is not a number")
         digits = value.lstrip(b"0") or b"0"
