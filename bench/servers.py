@@ -213,13 +213,21 @@ def deploy_conclave(
     asyncio.run(_add_users(data_dir, names))
 
 
+def _cprofile() -> list[str]:
+    """``-m cProfile -o FILE`` when CONCLAVE_BENCH_CPROFILE names a file (exact call
+    counts for a development run; it slows the server about twofold, so never
+    with figures that are reported)."""
+    path = os.environ.get("CONCLAVE_BENCH_CPROFILE")
+    return ["-m", "cProfile", "-o", path] if path else []
+
+
 def start_conclave(data_dir: Path, log_path: Path, *, also: str | None = None) -> ServerProcess:
     """``conclave serve --dir DATA`` in its own process group; returns once it logs "ready"
     (and, with ``also``, an event of that name, e.g. "presence loaded")."""
     server = ServerProcess("conclave", log_path=log_path)
     with log_path.open("wb") as log:
         server.proc = subprocess.Popen(
-            [sys.executable, "-m", "conclave", "serve", "--dir", str(data_dir)],
+            [sys.executable, *_cprofile(), "-m", "conclave", "serve", "--dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
         )  # fmt: skip

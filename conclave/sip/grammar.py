@@ -77,10 +77,16 @@ def split_outside_quotes(text: str, sep: str) -> list[str]:
     for an unterminated quoted string or angle bracket, since no split of
     such a value is trustworthy.
     """
-    if '"' not in text and "<" not in text:
-        # Nothing to protect: no quoted string and no <URI> (a stray '>' is
-        # ordinary text to the scanner below too).
-        return text.split(sep)
+    if '"' not in text:
+        # The common cases, without the scanner: nothing to protect (no quoted
+        # string, no <URI>), or nothing to split at. A '<' with no '>' after
+        # it is the one error left to find without quotes.
+        if "<" not in text:
+            return text.split(sep)
+        if sep not in text:
+            if text.rfind("<") > text.rfind(">"):
+                raise RemoteProtocolError("unterminated '<' in header value")
+            return [text]
     parts: list[str] = []
     start = 0
     in_quotes = False

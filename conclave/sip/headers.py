@@ -170,8 +170,19 @@ def name_and_key(name: str) -> tuple[str, str]:
     return canon, canon.lower()
 
 
+_KEYS: dict[str, str] = {}
+"""Spelling -> lookup key: the lookups' own memo, read inline (no call) on the
+hot path; bounded like :func:`name_and_key`'s."""
+
+
 def _key(name: str) -> str:
-    return name_and_key(name)[1]
+    key = _KEYS.get(name)
+    if key is None:
+        key = name_and_key(name)[1]
+        if len(_KEYS) >= MAX_NAME_MEMO:
+            _KEYS.clear()
+        _KEYS[name] = key
+    return key
 
 
 class Headers:
@@ -193,10 +204,11 @@ class Headers:
     # -- reading -------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        key = _key(name)
-        if key not in self._keys:
+        key = _KEYS.get(name) or _key(name)
+        keys = self._keys
+        if key not in keys:
             return default
-        return self._items[self._keys.index(key)][1]
+        return self._items[keys.index(key)][1]
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
