@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # Keep the servers' logs (slow garbage collections, warnings) beside the results.
         args.out.mkdir(parents=True, exist_ok=True)
-        for server_log in work.glob("*.log"):
+        for server_log in [*work.glob("*.log"), *work.glob("kamailio/kamailio.log")]:
             shutil.copy(server_log, args.out / server_log.name)
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -96,13 +96,16 @@ class Meter:
 
     def __init__(self, pids: Callable[[], list[int]]) -> None:
         self._pids = pids
-        self._start_cpu = 0.0
+        self._start_cpu: dict[int, float] = {}
         self._peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def total_cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in self._pids())
+        return sum(self._cpu_by_pid().values())
+
+    def _cpu_by_pid(self) -> dict[int, float]:
+        return {p: cpu_seconds(p) for p in self._pids()}
 
     def memory_kib(self) -> int:
         pids = self._pids()
@@ -111,7 +114,7 @@ class Meter:
         return sum(pss_kib(p) for p in pids)
 
     def start(self) -> None:
-        self._start_cpu = self.total_cpu()
+        self._start_cpu = self._cpu_by_pid()
         self._peak = self.memory_kib()
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -126,4 +129,8 @@ class Meter:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._peak = max(self._peak, self.memory_kib())
-        return Usage(self.total_cpu() - self._start_cpu, self._peak)
+        # Per process: one that exited during the step (a Kamailio worker that
+        # died under overload) is left out rather than counted as negative time.
+        now = self._cpu_by_pid()
+        used = sum(max(0.0, cpu - self._start_cpu.get(pid, 0.0)) for pid, cpu in now.items())
+        return Usage(used, self._peak)
