@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import delete, insert, select
@@ -45,6 +45,15 @@ class Binding:
     connection_id: str | None = None
     path: str | None = None
     user_agent: str | None = None
+
+
+_COLUMNS = tuple(f.name for f in fields(Binding))
+
+
+def _row(binding: Binding) -> dict[str, Any]:
+    # Not dataclasses.asdict: that deep-copies every value, and these are all
+    # immutable (str, int, float, datetime, None).
+    return {name: getattr(binding, name) for name in _COLUMNS}
 
 
 _KEY_COLUMNS = ("aor", "contact")
@@ -91,7 +100,7 @@ class RegistrationStore:
         async with self._db.transaction() as session:
             await session.execute(delete(Registration).where(Registration.aor == aor))
             if bindings:
-                await session.execute(insert(Registration), [asdict(b) for b in bindings])
+                await session.execute(insert(Registration), [_row(b) for b in bindings])
 
     async def replace_many(self, sets: Mapping[str, Sequence[Binding]]) -> None:
         """:meth:`replace_all_for_aor` for many AORs, in one transaction.
@@ -105,7 +114,7 @@ class RegistrationStore:
             for binding in bindings:
                 if binding.aor != aor:
                     raise StoreError(f"binding for {binding.aor} given for {aor}")
-                rows.append(asdict(binding))
+                rows.append(_row(binding))
         if not sets:
             return
         aors = list(sets)
@@ -118,7 +127,7 @@ class RegistrationStore:
 
     async def upsert(self, binding: Binding) -> None:
         """Insert the binding, or replace the one with the same (aor, contact)."""
-        values = asdict(binding)
+        values = _row(binding)
         insert_fn: Any = postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert
         statement = insert_fn(Registration).values(**values)
         statement = statement.on_conflict_do_update(
