@@ -209,7 +209,8 @@ class SippUAS:
         self.workdir.mkdir(parents=True, exist_ok=True)
         csv = write_one_user_csv(self.workdir / "uas-user.csv", self.user)
         return run_step("register", registrar, self.workdir / "register", rate=10, calls=1,
-                        local_port=self.port, csv=csv, auth_uri=DOMAIN)  # fmt: skip
+                        local_port=self.port, csv=csv, auth_uri=DOMAIN,
+                        keys={"contact_port": str(self.port)})  # fmt: skip
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -123,6 +123,7 @@ def run_ladder(
             tunnel = Stunnel(target, ca_file, workdir / "stunnel").start()
             target = tunnel.address
         keys = {"to_user": scenario.to_user} if scenario.to_user else {}
+        keys["contact_port"] = str(free_port())  # one binding per user across the steps
         for index, rate in enumerate(rates):
             calls = max(1, int(rate * step_seconds))
             meter.start()
