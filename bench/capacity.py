@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import random
 import resource
@@ -40,6 +39,7 @@ from .sipua import (
     Endpoint,
     Message,
     client_context,
+    quiet_collector,
     reply,
     source_address,
     tls_endpoint,
@@ -318,15 +318,8 @@ async def run_capacity(
     # The generator holds 20,000 connections' worth of Python objects too: its own
     # full garbage collections would stall it for a few hundred milliseconds and
     # show up as server latency. Treat its heap as the server treats its own.
-    gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(10_000, 10, 1_000_000)
-    try:
+    with quiet_collector():
         await _steady(run, server, users, rng, compression=compression, seconds=steady_seconds)
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
     usage = meter.stop()
     run.cpu_seconds, run.peak_memory_kib = usage.cpu_seconds, usage.peak_kib
     for user in users:

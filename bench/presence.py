@@ -24,6 +24,7 @@ from .sipua import (
     Message,
     RequestHandler,
     client_context,
+    quiet_collector,
     reply,
     source_address,
     tls_endpoint,
@@ -59,6 +60,7 @@ class FanoutResult:
             "notifies": self.notifies,
             "p50_ms": round(percentile(self.last_notify_ms, 50), 2),
             "p99_ms": round(percentile(self.last_notify_ms, 99), 2),
+            "rounds_ms": [round(ms, 1) for ms in self.last_notify_ms],
             "each_notify_p50_ms": round(percentile(self.each_notify_ms, 50), 2),
             "each_notify_p99_ms": round(percentile(self.each_notify_ms, 99), 2),
             "errors": self.errors[:5],
@@ -142,6 +144,21 @@ async def fanout(
     await asyncio.gather(*(one(i) for i in range(n)))
     if result.errors:
         return result
+    with quiet_collector():
+        await _rounds(result, watchers, pub_ep, presentity, n, rounds)
+    result.notifies = watchers.notifies
+    for ep in [*endpoints, pub_ep]:
+        ep.close()
+    if shared is not None:
+        shared.close()
+    return result
+
+
+async def _rounds(
+    result: FanoutResult, watchers: _Watchers, pub_ep: Endpoint, presentity: str, n: int,
+    rounds: int,
+) -> None:  # fmt: skip
+    """``rounds`` PUBLISHes, each timed to the NOTIFY at the last of ``n`` watchers."""
     etag, call_id, from_tag, cseq = "", token(), token(), 1
     for k in range(rounds):
         basic = "open" if k % 2 == 0 else "closed"
@@ -171,9 +188,3 @@ async def fanout(
         result.rounds += 1
         result.last_notify_ms.append((max(watchers.seen.values()) - watchers.started) * 1000)
         result.each_notify_ms += [(t - watchers.started) * 1000 for t in watchers.seen.values()]
-    result.notifies = watchers.notifies
-    for ep in [*endpoints, pub_ep]:
-        ep.close()
-    if shared is not None:
-        shared.close()
-    return result
