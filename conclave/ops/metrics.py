@@ -27,6 +27,7 @@ log_events_forwarded_total              counter    events the controller confirm
 log_events_dropped_total                counter    events lost because the local buffer was full
 log_buffer_events / log_buffer_bytes    gauge      events waiting for the controller
 log_controller_connected                gauge      1 while connected to the controller
+gc_pause_seconds{generation}            histogram  one garbage collection (conclave.ops.gcpause)
 ======================================  =========  ==========================================
 
 Hot-path cost: the SIP stack calls :func:`count_request`, :func:`count_response`
