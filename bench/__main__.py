@@ -42,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny rates and user counts, seconds long (CI)")  # fmt: skip
-    p.add_argument("--servers", default="conclave,kamailio")
+    p.add_argument("--servers", default="conclave,kamailio",
+                   help="Conclave always runs (Kamailio uses its certificate); "
+                        "leave kamailio out to skip the comparison")  # fmt: skip
     p.add_argument("--scenarios", default="1,2,3,4,5,6", help="which of 1-6 to run")
     p.add_argument("--users", type=int, default=10_000, help="distinct users (scenario 1)")
     p.add_argument("--rates", default=LADDER, help="offered call rates per step (1-3)")
