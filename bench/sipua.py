@@ -23,6 +23,8 @@ import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from conclave.ops.gcpause import settle_heap, tune_collector
+
 from .servers import DOMAIN, HOST, password
 
 TIMEOUT = 32.0
@@ -314,16 +316,14 @@ def event_loop_policy() -> None:
 
 @contextlib.contextmanager
 def quiet_collector() -> Iterator[None]:
-    """The generator's heap treated as the server treats its own, while timing.
+    """The generator's heap treated as the server treats its own (conclave.ops.gcpause).
 
     A generator holding thousands of connections would otherwise pause for its
     own full garbage collections (100+ ms) and count them as server latency:
     collect and freeze what exists, and start no full collection meanwhile.
     """
-    gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(10_000, 10, 1_000_000)
+    settle_heap()
+    thresholds = tune_collector()
     try:
         yield
     finally:

@@ -182,9 +182,16 @@ def parse_contact_value(value: str) -> NameAddr | None:
     The star is legal only alone, in a REGISTER with ``Expires: 0``
     (§10.2.2); checking that is the caller's job.
     """
-    if value.strip(" \t") == "*":
-        return None
-    return parse_name_addr(value)
+    return None if _is_star(value) else parse_name_addr(value)
+
+
+def peek_contact_value(value: str) -> NameAddr | None:
+    """:func:`parse_contact_value` through the shared memo (see :func:`peek_name_addr`)."""
+    return None if _is_star(value) else peek_name_addr(value)
+
+
+def _is_star(value: str) -> bool:
+    return value.strip(" \t") == "*"
 
 
 MAX_SHARED_ADDRESSES = 4096

@@ -214,13 +214,17 @@ class StreamFramer:
             return False
         for match in _LENGTH_FIELD_RE.finditer(section):
             self._judge_length(match.group(1))
+        self._headers_done(end + 4)
+        return True
+
+    def _headers_done(self, body_start: int) -> None:
+        """The empty line ends just before ``body_start``: place the body, or raise."""
         if self._content_length is None:
             raise RemoteProtocolError("Content-Length is mandatory on streams")
-        self._body_start = end + 4
-        self._end = self._body_start + self._content_length
+        self._body_start = body_start
+        self._end = body_start + self._content_length
         if self._end > self._max_message:
             raise RemoteProtocolError("message too large", 413)
-        return True
 
     def _scan_headers(self) -> bool:
         """Consume complete lines; True once the empty line has been seen."""
@@ -238,12 +242,7 @@ class StreamFramer:
             self._line_start = self._scan = p + 2
             if p == start:  # the empty line: headers complete
                 self._end_field(start - 2)
-                if self._content_length is None:
-                    raise RemoteProtocolError("Content-Length is mandatory on streams")
-                self._body_start = p + 2
-                self._end = self._body_start + self._content_length
-                if self._end > self._max_message:
-                    raise RemoteProtocolError("message too large", 413)
+                self._headers_done(p + 2)
                 return True
             if p + 2 > self._max_section:
                 raise RemoteProtocolError("header section too large", 413)

@@ -170,19 +170,13 @@ def name_and_key(name: str) -> tuple[str, str]:
     return canon, canon.lower()
 
 
-_KEYS: dict[str, str] = {}
-"""Spelling -> lookup key: the lookups' own memo, read inline (no call) on the
-hot path; bounded like :func:`name_and_key`'s."""
+_NAME_MEMO = name_and_key.memo
+"""The memo behind :func:`name_and_key`, read inline by :meth:`Headers.get`
+(the lookup every message makes dozens of times)."""
 
 
 def _key(name: str) -> str:
-    key = _KEYS.get(name)
-    if key is None:
-        key = name_and_key(name)[1]
-        if len(_KEYS) >= MAX_NAME_MEMO:
-            _KEYS.clear()
-        _KEYS[name] = key
-    return key
+    return name_and_key(name)[1]
 
 
 class Headers:
@@ -204,7 +198,7 @@ class Headers:
     # -- reading -------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        key = _KEYS.get(name) or _key(name)
+        key = (_NAME_MEMO.get(name) or name_and_key(name))[1]
         keys = self._keys
         if key not in keys:
             return default

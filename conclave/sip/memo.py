@@ -16,11 +16,21 @@ objects that callers read and never modify.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 V = TypeVar("V")
+V_co = TypeVar("V_co", covariant=True)
+
+
+class Memoised(Protocol[V_co]):
+    """A memoised function; ``memo`` is its table, for a hot caller to read inline."""
+
+    @property
+    def memo(self) -> Mapping[str, V_co]: ...
+
+    def __call__(self, text: str, /) -> V_co: ...
 
 
 MAX_MEMO_TEXT = 512
@@ -28,10 +38,10 @@ MAX_MEMO_TEXT = 512
 entries a memo holds at most ``limit * MAX_MEMO_TEXT`` characters of keys."""
 
 
-def memoised(limit: int) -> Callable[[Callable[[str], V]], Callable[[str], V]]:
+def memoised(limit: int) -> Callable[[Callable[[str], V]], Memoised[V]]:
     """Decorate a pure function of one string with a memo of ``limit`` entries."""
 
-    def decorate(function: Callable[[str], V]) -> Callable[[str], V]:
+    def decorate(function: Callable[[str], V]) -> Memoised[V]:
         memo: dict[str, V] = {}
 
         @wraps(function)
@@ -48,6 +58,7 @@ def memoised(limit: int) -> Callable[[Callable[[str], V]], Callable[[str], V]]:
             memo[text] = value
             return value
 
-        return lookup
+        lookup.memo = memo  # type: ignore[attr-defined]
+        return lookup  # type: ignore[return-value]
 
     return decorate

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .address import peek_name_addr
+from .address import peek_contact_value, peek_name_addr
 from .errors import RemoteProtocolError
 from .fields import (
     check_date,
@@ -208,11 +208,6 @@ def _check_call_id(value: str) -> None:
         raise RemoteProtocolError("malformed Call-ID")
 
 
-def _check_contact(value: str) -> None:
-    if value.strip(" \t") != "*":
-        peek_name_addr(value)
-
-
 _CHECKS: dict[str, Callable[[str], object]] = {
     "Via": peek_via,
     "CSeq": parse_cseq,
@@ -221,7 +216,7 @@ _CHECKS: dict[str, Callable[[str], object]] = {
     "Content-Type": parse_content_type,
     "From": peek_name_addr,
     "To": peek_name_addr,
-    "Contact": _check_contact,
+    "Contact": peek_contact_value,
     "Route": peek_name_addr,
     "Record-Route": peek_name_addr,
     "Path": peek_name_addr,

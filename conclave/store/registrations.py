@@ -94,13 +94,7 @@ class RegistrationStore:
         Done in one transaction, matching a REGISTER that the registrar
         processed atomically (RFC 3261 §10.3).
         """
-        for binding in bindings:
-            if binding.aor != aor:
-                raise StoreError(f"binding for {binding.aor} given for {aor}")
-        async with self._db.transaction() as session:
-            await session.execute(delete(Registration).where(Registration.aor == aor))
-            if bindings:
-                await session.execute(insert(Registration), [_row(b) for b in bindings])
+        await self.replace_many({aor: bindings})
 
     async def replace_many(self, sets: Mapping[str, Sequence[Binding]]) -> None:
         """:meth:`replace_all_for_aor` for many AORs, in one transaction.

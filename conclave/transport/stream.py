@@ -99,14 +99,20 @@ class StreamConnection(asyncio.Protocol):
         held back (corked) and go out as one write when the batch is done:
         one TLS record and one system call for all the answers to a burst.
         """
-        transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        transport = self._writable()
+        if transport is None:
             return False
         if self._corked is not None:
             self._corked.append(data)
             return True
         transport.write(data)
         return self._manager._check_backlog(self)
+
+    def _writable(self) -> asyncio.Transport | None:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            return None
+        return transport
 
     def uncork(self, *, check: bool = True) -> None:
         """Write what the batch being processed has queued (also before a close).
@@ -115,8 +121,8 @@ class StreamConnection(asyncio.Protocol):
         closing the connection anyway.
         """
         corked, self._corked = self._corked, None
-        transport = self.transport
-        if not corked or self.closed or transport is None or transport.is_closing():
+        transport = self._writable()
+        if not corked or transport is None:
             return
         transport.write(b"".join(corked))
         if check:
