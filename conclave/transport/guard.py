@@ -19,6 +19,13 @@ Theory of operation. Each tracked source has:
   figure bans the source: more than that many failures in quick succession,
   or a sustained rate above it, is password guessing.
 
+Sources are keyed by :func:`source_key`: an IPv4 address is one source, and
+so is a whole IPv6 /64 (an IPv4-mapped IPv6 address counts as the IPv4 address
+it maps). One IPv6 host is routinely given a /64 (RFC 4291 §2.5.1, RFC 7421)
+and may pick any of its 2**64 addresses for each packet, so limits and bans per
+exact IPv6 address would stop nobody: rate buckets, authentication failures
+and bans all apply to the /64.
+
 Memory is bounded by ``max_tracked`` (see :data:`MAX_TRACKED_SOURCES`). UDP
 source addresses can be spoofed, so an attacker can make us see any number
 of sources; when the table is full the least recently seen entries make room,
@@ -29,6 +36,7 @@ lost by forgetting those).
 from __future__ import annotations
 
 import enum
+import socket
 from collections.abc import Iterable
 from typing import Final
 
@@ -44,9 +52,42 @@ EVICTION_SCAN: Final = 64
 """Least recently seen entries examined for a decayed one before evicting the
 oldest outright. It bounds the work per insertion when the table is full."""
 
+IPV6_SOURCE_PREFIX: Final = 64
+"""Leading bits of an IPv6 address that name one source. A /64 is the smallest
+prefix a site or host is normally assigned (RFC 4291 §2.5.1, RFC 7421): inside
+it an attacker chooses the low 64 bits freely (privacy addresses, RFC 8981),
+so anything longer lets one host evade a ban by changing address. Shorter
+prefixes (/56, /48) would sweep in unrelated customers of the same ISP."""
+
+_IPV6_PREFIX_OCTETS: Final = IPV6_SOURCE_PREFIX // 8
+_IPV6_HOST_ZEROS: Final = bytes(16 - _IPV6_PREFIX_OCTETS)
+_IPV4_MAPPED: Final = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
+
 _SECONDS_PER_MINUTE: Final = 60.0
 _EPSILON: Final = 1e-9  # refills are sums of float products: a source pacing itself
 # exactly at the rate must not be refused because 10 × 0.1 came out as 0.9999999
+
+
+def source_key(ip: str) -> str:
+    """The key one source is tracked under: the IPv4 address, or the IPv6 /64.
+
+    ``192.0.2.7`` stays ``192.0.2.7``; ``::ffff:192.0.2.7`` becomes
+    ``192.0.2.7``; ``2001:db8:1:2:a:b:c:d`` becomes ``2001:db8:1:2::/64``
+    (a zone, as in ``fe80::1%eth0``, is kept: link-local /64s on different
+    links are different networks). Text that is not an IP literal is returned
+    unchanged, so a caller's odd input costs one entry, never an exception.
+    """
+    if ":" not in ip:
+        return ip  # IPv4, the common case: no parsing on the hot path
+    addr, sep, zone = ip.partition("%")
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, addr)
+    except OSError:
+        return ip
+    if packed.startswith(_IPV4_MAPPED):
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    network = socket.inet_ntop(socket.AF_INET6, packed[:_IPV6_PREFIX_OCTETS] + _IPV6_HOST_ZEROS)
+    return f"{network}/{IPV6_SOURCE_PREFIX}{sep}{zone}"
 
 
 class Verdict(enum.Enum):
@@ -82,8 +123,11 @@ class SourceGuard:
     ``auth_failures_per_minute``: failed authentications tolerated per minute.
     ``limited_before_ban``: requests refused as LIMITED before a source that
     keeps exceeding its bucket is banned. ``exempt``: IP addresses never limited
-    or banned (monitoring probes, a trusted peer server). Loopback is not exempt
-    unless listed.
+    or banned (monitoring probes, a trusted peer server); each is exempt by its
+    exact address, not its /64. Loopback is not exempt unless listed.
+
+    Every method takes the peer's address as the socket reports it; the entry
+    it reads or changes is that of :func:`source_key` (the IPv6 /64).
     """
 
     def __init__(
@@ -107,8 +151,9 @@ class SourceGuard:
         self.auth_failures_per_minute = int(auth_failures_per_minute)
         self.limited_before_ban = int(limited_before_ban)
         self.max_tracked = int(max_tracked)
-        # Normalised the way sockets print addresses, so a plain string lookup works.
-        self.exempt = frozenset(canonical_host(ip) for ip in exempt)
+        # Normalised the way sockets print addresses, so a plain string lookup
+        # works; an IPv4 address is listed in its IPv4-mapped IPv6 form too.
+        self.exempt = frozenset(_exempt_forms(exempt))
         # Ordered least recently seen first: touching an entry moves it to the end.
         self._sources: dict[str, _Source] = {}
 
@@ -124,7 +169,7 @@ class SourceGuard:
         """
         if ip in self.exempt:
             return Verdict.ALLOWED
-        source = self._touch(ip, now)
+        source = self._touch(source_key(ip), now)
         if source.banned_until > now:
             return Verdict.BANNED
         self._refill(source, now)
@@ -139,13 +184,17 @@ class SourceGuard:
         return Verdict.LIMITED
 
     def is_banned(self, ip: str, now: float) -> bool:
-        """True while ``ip`` is banned. Cheap; never adds an entry."""
-        source = self._sources.get(ip)
+        """True while ``ip`` (its /64 for IPv6) is banned. Cheap; never adds an entry."""
+        if ip in self.exempt:
+            return False
+        source = self._sources.get(source_key(ip))
         return source is not None and source.banned_until > now
 
     def banned_until(self, ip: str, now: float) -> float | None:
         """When the ban on ``ip`` ends (for Retry-After or a log), or None if not banned."""
-        source = self._sources.get(ip)
+        if ip in self.exempt:
+            return None
+        source = self._sources.get(source_key(ip))
         if source is None or source.banned_until <= now:
             return None
         return source.banned_until
@@ -158,7 +207,7 @@ class SourceGuard:
         """
         if ip in self.exempt:
             return False
-        source = self._touch(ip, now)
+        source = self._touch(source_key(ip), now)
         if source.banned_until > now:
             return False
         self._drain_auth(source, now)
@@ -169,17 +218,17 @@ class SourceGuard:
         return False
 
     def ban(self, ip: str, now: float, seconds: float | None = None) -> None:
-        """Ban ``ip`` explicitly (an operator's or another rule's decision)."""
+        """Ban ``ip`` (its /64 for IPv6) explicitly (an operator's or another rule's decision)."""
         if ip in self.exempt:
             return
-        source = self._touch(ip, now)
+        source = self._touch(source_key(ip), now)
         self._ban(source, now)
         if seconds is not None:
             source.banned_until = now + seconds
 
     def unban(self, ip: str) -> None:
-        """Lift a ban and forget the source's history."""
-        self._sources.pop(ip, None)
+        """Lift a ban and forget the source's history (for IPv6, the whole /64's)."""
+        self._sources.pop(source_key(ip), None)
 
     def _ban(self, source: _Source, now: float) -> None:
         source.banned_until = now + self.ban_seconds
@@ -208,23 +257,35 @@ class SourceGuard:
         self._drain_auth(source, now)
         return source.tokens >= self.burst - _EPSILON and source.auth_level <= _EPSILON
 
-    def _touch(self, ip: str, now: float) -> _Source:
-        """The entry for ``ip``, created if needed, moved to most recently seen."""
+    def _touch(self, key: str, now: float) -> _Source:
+        """The entry for ``key``, created if needed, moved to most recently seen."""
         sources = self._sources
-        source = sources.pop(ip, None)
+        source = sources.pop(key, None)
         if source is None:
             if len(sources) >= self.max_tracked:
                 self._evict(now)
             source = _Source(float(self.burst), now)
-        sources[ip] = source
+        sources[key] = source
         return source
 
     def _evict(self, now: float) -> None:
         sources = self._sources
-        for scanned, (ip, source) in enumerate(sources.items()):
+        for scanned, (key, source) in enumerate(sources.items()):
             if scanned >= EVICTION_SCAN:
                 break
             if self._decayed(source, now):
-                del sources[ip]
+                del sources[key]
                 return
         del sources[next(iter(sources))]
+
+
+def _exempt_forms(addresses: Iterable[str]) -> set[str]:
+    """Each exempt address as sockets print it, IPv4 also in its IPv4-mapped form."""
+    forms: set[str] = set()
+    for address in addresses:
+        text = canonical_host(address)
+        forms.add(text)
+        plain = source_key(text)
+        if "/" not in plain:  # IPv4, or IPv4-mapped IPv6 made plain
+            forms.update((plain, f"::ffff:{plain}"))
+    return forms

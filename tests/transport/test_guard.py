@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conclave.transport import SourceGuard, Verdict
+from conclave.transport.guard import source_key
 
 IP = "127.0.0.1"
 
@@ -145,3 +146,90 @@ def test_bad_settings(kwargs: dict[str, float]) -> None:
 def test_bad_exempt_address() -> None:
     with pytest.raises(ValueError):
         SourceGuard(exempt=["not-an-ip"])
+
+
+# IPv6 sources are tracked per /64, IPv4-mapped IPv6 as the IPv4 address (issue 12, item 16).
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:a:b:c:d", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+        ("fe80::1%eth0", "fe80::/64%eth0"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("not-an-ip:", "not-an-ip:"),
+    ],
+)
+def test_source_key(ip: str, key: str) -> None:
+    assert source_key(ip) == key
+
+
+def test_ipv6_ban_covers_the_whole_64() -> None:
+    guard = SourceGuard(rate=1, burst=2, ban_seconds=60)
+    # Rotating addresses inside one /64 does not buy a fresh bucket.
+    assert guard.allow("2001:db8:0:1::1", 0.0) is Verdict.ALLOWED
+    assert guard.allow("2001:db8:0:1::2", 0.0) is Verdict.ALLOWED
+    assert guard.allow("2001:db8:0:1:ffff:ffff:ffff:ffff", 0.0) is Verdict.BANNED_NOW
+    for other in ("2001:db8:0:1::1", "2001:db8:0:1::abcd", "2001:db8:0:1:1:2:3:4"):
+        assert guard.is_banned(other, 1.0)
+        assert guard.allow(other, 1.0) is Verdict.BANNED
+        assert guard.banned_until(other, 1.0) == 60.0
+    # The neighbouring /64 is another source.
+    assert not guard.is_banned("2001:db8:0:2::1", 1.0)
+    assert guard.allow("2001:db8:0:2::1", 1.0) is Verdict.ALLOWED
+    assert len(guard) == 2
+    guard.unban("2001:db8:0:1::99")
+    assert not guard.is_banned("2001:db8:0:1::1", 1.0)
+
+
+def test_ipv6_auth_failures_count_per_64() -> None:
+    guard = SourceGuard(auth_failures_per_minute=3, ban_seconds=120)
+    hosts = [f"2001:db8:5:6::{n:x}" for n in range(1, 5)]
+    assert [guard.record_auth_failure(h, 10.0) for h in hosts[:3]] == [False] * 3
+    assert guard.record_auth_failure(hosts[3], 10.0) is True
+    assert guard.is_banned("2001:db8:5:6:dead:beef::1", 11.0)
+    assert not guard.is_banned("2001:db8:5:7::1", 11.0)
+
+
+def test_explicit_ipv6_ban_is_per_64() -> None:
+    guard = SourceGuard(ban_seconds=60)
+    guard.ban("2001:db8:9:9::1", 0.0)
+    assert guard.is_banned("2001:db8:9:9::2", 0.0)
+    assert not guard.is_banned("2001:db8:9:a::1", 0.0)
+
+
+def test_ipv4_is_per_address_and_ipv4_mapped_is_ipv4() -> None:
+    guard = SourceGuard(rate=1, burst=1, ban_seconds=60)
+    guard.allow("192.0.2.1", 0.0)
+    assert guard.allow("::ffff:192.0.2.1", 0.0) is Verdict.BANNED_NOW
+    assert guard.is_banned("192.0.2.1", 0.0)
+    assert guard.is_banned("::ffff:192.0.2.1", 0.0)
+    # IPv4 neighbours, even in the same /24, are other sources.
+    assert not guard.is_banned("192.0.2.2", 0.0)
+    assert not guard.is_banned("::ffff:192.0.2.2", 0.0)
+    assert len(guard) == 1
+
+
+def test_exempt_address_inside_a_banned_64() -> None:
+    guard = SourceGuard(rate=1, burst=1, exempt=["2001:db8::1", "192.0.2.50"])
+    guard.allow("2001:db8::2", 0.0)
+    assert guard.allow("2001:db8::3", 0.0) is Verdict.BANNED_NOW
+    assert guard.is_banned("2001:db8::4", 0.0)
+    # The exempt address is exact: its neighbours are banned, it is not.
+    assert not guard.is_banned("2001:db8::1", 0.0)
+    assert guard.banned_until("2001:db8::1", 0.0) is None
+    assert guard.allow("2001:db8::1", 0.0) is Verdict.ALLOWED
+    # An exempt IPv4 address is exempt in its IPv4-mapped form too.
+    for _ in range(5):
+        assert guard.allow("::ffff:192.0.2.50", 0.0) is Verdict.ALLOWED
+
+
+def test_a_spoofed_flood_inside_one_64_takes_one_entry() -> None:
+    guard = SourceGuard(rate=1000, burst=100_000, max_tracked=10)
+    for n in range(1000):
+        guard.allow(f"2001:db8:7:7:{n:x}::1", 0.0)
+    assert len(guard) == 1
