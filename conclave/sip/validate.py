@@ -6,9 +6,10 @@ with. Each raises :class:`~conclave.sip.errors.RemoteProtocolError` carrying
 that status (and, for 420, the ``Unsupported`` header to send).
 
 The order follows RFC 3261: version first (505), then the headers every
-request needs (400), CSeq agreement (400), the Request-URI scheme (416,
-§8.2.2.1), extensions (420, §8.2.2.3 and §16.3 step 4), and finally the
-hop count (483, §16.3 step 3).
+request needs (400), a Content-Type for any non-empty body (400, §20.15),
+CSeq agreement (400), the Request-URI scheme (416, §8.2.2.1), extensions
+(420, §8.2.2.3 and §16.3 step 4), and finally the hop count (483, §16.3
+step 3).
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ RFC 2543 clients omit it and §16.6 step 3 has a proxy add it, so its absence
 is tolerated (RFC 4475 §3.4.1)."""
 
 REQUIRED_RESPONSE_HEADERS = ("Via", "To", "From", "Call-ID", "CSeq")
+
+
+def check_body_type(msg: Request | Response) -> None:
+    """400 for a non-empty body without Content-Type (RFC 3261 §20.15: it MUST be present).
+
+    Nothing could tell a receiver (or whoever this server forwards the message
+    to) what such a body is, so it is refused rather than guessed at. An empty
+    Content-Type value is as good as none.
+    """
+    if msg.body and not (msg.headers.get("Content-Type") or "").strip():
+        raise RemoteProtocolError("missing Content-Type header for a non-empty body")
+
 
 SIP_SCHEMES = frozenset({"sip", "sips", "tel"})
 """Request-URI schemes Conclave can route; anything else is a 416."""
@@ -54,6 +67,7 @@ def check_request(
     for name in REQUIRED_REQUEST_HEADERS:
         if name not in req.headers:
             raise RemoteProtocolError(f"missing {name} header")
+    check_body_type(req)
     cseq = parse_cseq(req.headers.get("CSeq") or "")
     if cseq.method != req.method:
         raise RemoteProtocolError(f"CSeq method {cseq.method} does not match {req.method}")
@@ -96,6 +110,7 @@ def check_response(resp: Response) -> None:
     for name in REQUIRED_RESPONSE_HEADERS:
         if name not in resp.headers:
             raise RemoteProtocolError(f"missing {name} header")
+    check_body_type(resp)
 
 
 def _for_this_element(req: Request) -> bool:

@@ -62,3 +62,27 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert run("sip", "lint", "--bogus", "x").returncode == 2
+
+
+def test_body_without_content_type_is_rejected_400(tmp_path: Path) -> None:
+    body = b"hello"
+    data = (
+        "MESSAGE sip:bob@example.test SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds\r\n"
+        "Max-Forwards: 70\r\n"
+        "To: <sip:bob@example.test>\r\n"
+        "From: <sip:alice@example.test>;tag=1928301774\r\n"
+        "Call-ID: a84b4c76e66710\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    path = tmp_path / "untyped.sip"
+    path.write_bytes(data)
+    proc = run("sip", "lint", str(path))
+    assert proc.returncode == 1
+    assert proc.stdout == f"{path}: reject 400: missing Content-Type header for a non-empty body\n"
+    typed = tmp_path / "typed.sip"
+    typed.write_bytes(
+        data.replace(b"CSeq: 1 MESSAGE\r\n", b"CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n")
+    )
+    assert run("sip", "lint", str(typed)).returncode == 0
