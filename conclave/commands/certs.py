@@ -48,7 +48,7 @@ from conclave.pki.settings import (
 from conclave.store.database import Database
 from conclave.store.users import UserStore
 
-from .common import PID_FILE, data_dir_option, fail, load, run_async
+from .common import PID_FILE, data_dir_option, fail, load, run_async, server_pid, signal_server
 
 RELOAD_WAIT = 15.0
 """Seconds ``certs reload`` waits for the server to report the outcome."""
@@ -103,35 +103,11 @@ def _ca(data_dir: Path, config: Config, passphrase_stdin: bool) -> CertificateAu
         return load_ca(ca_directory(data_dir, config), _passphrase(passphrase_stdin))
 
 
-def server_pid(data_dir: Path) -> int | None:
-    """The pid of a live ``conclave serve`` for ``data_dir``, or None.
-
-    Checks the process is a Conclave server (on Linux, by its command line)
-    so a stale pid file never makes us signal an unrelated process: SIGHUP
-    would kill most programs.
-    """
-    try:
-        pid = int((data_dir / PID_FILE).read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            return None
-        if b"serve" not in args or not any(b"conclave" in a for a in args):
-            return None
-    return pid
-
-
 def _notify(data_dir: Path) -> None:
-    pid = server_pid(data_dir)
+    pid = signal_server(data_dir)
     if pid is None:
         click.echo("no server running: the change applies when it starts")
         return
-    os.kill(pid, signal.SIGHUP)
     click.echo(f"told the server (pid {pid}) to reload")
 
 
@@ -475,7 +451,10 @@ def reload_certs(data_dir: Path) -> None:
     status_path = data_dir / STATUS_FILE
     before = read_status(status_path) or {}
     seq = before.get("seq", 0) if before.get("pid") == pid else 0
-    os.kill(pid, signal.SIGHUP)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        raise fail(f"cannot signal server pid {pid}: {exc.strerror or exc}") from None
     deadline = time.monotonic() + RELOAD_WAIT
     while time.monotonic() < deadline:
         status = read_status(status_path) or {}

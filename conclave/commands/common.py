@@ -7,7 +7,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import click
 
@@ -61,6 +61,107 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
         raise fail(str(exc).splitlines()[0]) from None
 
 
+PROC: Final = Path("/proc")
+"""Where Linux describes processes: a pid is only signalled after it is checked here."""
+
+PID_CLOCK_SLACK: Final = 2.0
+"""Seconds a server's start time (``/proc/PID/stat``, whole-second boot time plus
+clock ticks) may appear to follow the moment it wrote its pid file. A process
+that started later than that cannot have written the file: its pid was reused."""
+
+
+def server_pid(data_dir: Path) -> int | None:
+    """The pid of the live ``conclave serve`` that wrote ``DATA/conclave.pid``, or None.
+
+    A stale pid file must never make us signal an unrelated process (SIGHUP
+    kills most programs), so the pid is used only when all of these hold:
+
+    * it is a positive number other than ours (``0`` and ``-1`` would signal
+      a whole process group or every process we may signal);
+    * the process runs ``conclave serve`` (its command line, ``/proc/PID/cmdline``);
+    * when that command line names ``--dir``, it is this data directory
+      (resolved against the process's working directory);
+    * the process started before the pid file was written (a later one got
+      the pid after our server died).
+
+    Without ``/proc`` nothing can be checked and None is returned: the server
+    notices changes by its own polling a few seconds later.
+    """
+    pid_file = Path(data_dir) / PID_FILE
+    try:
+        written = pid_file.stat().st_mtime
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if pid <= 0 or pid == os.getpid():
+        return None
+    proc = PROC / str(pid)
+    try:
+        args = (proc / "cmdline").read_bytes().split(b"\0")
+        started = _start_time(proc)
+        cwd = Path(os.readlink(proc / "cwd"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    if not _runs_conclave_serve(args):
+        return None
+    if started > written + PID_CLOCK_SLACK:
+        return None
+    directory = _option(args, "--dir")
+    if directory is not None and (cwd / os.fsdecode(directory)).resolve() != (
+        Path(data_dir).resolve()
+    ):
+        return None
+    return pid
+
+
+def _runs_conclave_serve(args: list[bytes]) -> bool:
+    """``… conclave serve …``: the program (a script or ``-m conclave``) then ``serve``."""
+    return any(
+        os.path.basename(arg) == b"conclave" and args[i + 1 : i + 2] == [b"serve"]
+        for i, arg in enumerate(args)
+    )
+
+
+def _option(args: list[bytes], name: str) -> bytes | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` in a command line, if given."""
+    flag = name.encode()
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + b"="):
+            return arg[len(flag) + 1 :]
+    return None
+
+
+def _start_time(proc: Path) -> float:
+    """When the process started, in seconds since the epoch (``/proc/PID/stat`` field 22)."""
+    stat = (proc / "stat").read_text(encoding="ascii", errors="replace")
+    # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    ticks = int(fields[19])
+    boot = next(
+        int(line.split()[1])
+        for line in (PROC / "stat").read_text(encoding="ascii").splitlines()
+        if line.startswith("btime ")
+    )
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def signal_server(data_dir: Path, signum: int = signal.SIGHUP) -> int | None:
+    """Send ``signum`` to the server of ``data_dir`` (checked by :func:`server_pid`).
+
+    Returns the pid signalled, or None when no server of ours runs there.
+    """
+    pid = server_pid(data_dir)
+    if pid is None:
+        return None
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        return None
+    return pid
+
+
 def notify_server(data_dir: Path) -> bool:
     """Tell a running server on this data directory to reload at once (SIGHUP).
 
@@ -70,9 +171,4 @@ def notify_server(data_dir: Path) -> bool:
     counter, which the server polls every few seconds (5 s) and answers by
     reloading what changed.
     """
-    try:
-        pid = int((data_dir / PID_FILE).read_text().strip())
-        os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError):
-        return False
-    return True
+    return signal_server(data_dir) is not None

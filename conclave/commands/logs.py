@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from conclave.ops.runtime import DEBUG_SIGNAL, controller_settings, split_endpoi
 from conclave.ops.trace import add_session, read_sessions, remove_sessions
 from conclave.pki.errors import PkiError
 
-from .certs import server_pid
-from .common import data_dir_option, fail, load
+from .common import data_dir_option, fail, load, signal_server
 
 _SHOWN_FIRST = ("time", "host", "role", "level", "event")
 _HIDDEN = {*_SHOWN_FIRST, "logger", "message"}
@@ -157,14 +155,7 @@ def _signal(data_dir: Path) -> int | None:
     The server also polls the control file, so a signal that cannot be sent
     only delays the change by a couple of seconds.
     """
-    pid = server_pid(data_dir)  # a live `conclave serve`, never a stale pid's new owner
-    if pid is None:
-        return None
-    try:
-        os.kill(pid, DEBUG_SIGNAL)
-    except OSError:
-        return None
-    return pid
+    return signal_server(data_dir, DEBUG_SIGNAL)  # never a stale pid's new owner
 
 
 def _until(epoch: float) -> str:
