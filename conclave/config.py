@@ -35,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+from conclave.sip.limits import MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE_SETTING
+
 CONFIG_FILENAME = "conclave.toml"
 TRANSPORT_NAMES = ("tls", "tcp", "udp", "ws")
 
@@ -341,14 +343,17 @@ class LimitsSection(_Section):
     """how long an abusive source is refused"""
     auth_failures_per_minute: Annotated[Int, Field(ge=1)] = 10
     """failed authentications per source before a ban"""
-    max_message_size: Size = 64 * 1024
-    """largest SIP message accepted (1KiB-64KiB, the parser's hard limit)"""
+    max_message_size: Size = MAX_MESSAGE_SIZE
+    """largest SIP message with its body (1KiB-64KiB): more closes a stream, drops a datagram"""
 
     @field_validator("max_message_size")
     @classmethod
     def _message_size(cls, value: int) -> int:
-        if not 1024 <= value <= 65536:
-            raise ValueError("must be 1KiB-64KiB")
+        # Bounded by the SIP core's own limits (conclave.sip.limits), which
+        # also say why: the parser refuses more whatever is configured here.
+        if not MIN_MESSAGE_SIZE_SETTING <= value <= MAX_MESSAGE_SIZE:
+            low, high = format_size(MIN_MESSAGE_SIZE_SETTING), format_size(MAX_MESSAGE_SIZE)
+            raise ValueError(f"must be {low}-{high}")
         return value
 
 

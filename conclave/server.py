@@ -123,6 +123,7 @@ class Server:
             on_closed=self._on_closed,
             server_ssl=ssl_context,
             guard=self.guard,
+            max_message_size=limits.max_message_size,
         )
         self.local = LocalEndpoint(host=config.server.host, domain=config.server.domain)
         self.tasks: list[asyncio.Task[None]] = []

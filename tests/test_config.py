@@ -521,3 +521,14 @@ def test_logging_sections_errors_name_the_key(text: str, problem: str) -> None:
 def test_admin_section_enabled_with_a_port() -> None:
     config = loads_config(SERVER + '[admin]\nenabled = true\nbind = "127.0.0.1:9464"\n')
     assert config.admin.enabled and config.admin.bind == "127.0.0.1:9464"
+
+
+def test_max_message_size_is_bounded_by_the_sip_hard_limit() -> None:
+    from conclave.sip.limits import MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE_SETTING
+
+    for size in (MIN_MESSAGE_SIZE_SETTING, MAX_MESSAGE_SIZE):
+        text = SERVER + f"[limits]\nmax_message_size = {size}\n"
+        assert loads_config(text).limits.max_message_size == size
+    for size in (MIN_MESSAGE_SIZE_SETTING - 1, MAX_MESSAGE_SIZE + 1):
+        text = SERVER + f"[limits]\nmax_message_size = {size}\n"
+        assert problems_of(text) == ["limits.max_message_size: must be 1KiB-64KiB"]

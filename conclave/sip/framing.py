@@ -90,9 +90,13 @@ class StreamFramer:
     """Splits one connection's inbound byte stream into messages and pings.
 
     The limits default to :mod:`conclave.sip.limits`; every size is in octets.
-    ``max_header_section`` covers the start line and header lines with their
-    CRLFs but not the final empty line; ``max_line_length`` applies to a header
-    field after unfolding (its physical lines together, CRLFs excluded).
+    ``max_message_size`` may be lowered (a deployment's ``[limits]
+    max_message_size``) but not raised above
+    :data:`~conclave.sip.limits.MAX_MESSAGE_SIZE`, and a header section is never
+    allowed to be larger than it. ``max_header_section`` covers the start line and
+    header lines with their CRLFs but not the final empty line; ``max_line_length``
+    applies to a header field after unfolding (its physical lines together, CRLFs
+    excluded).
 
     This framer answers pings. A client that sends pings would read each pong
     as an ignored CRLF (and two pongs with no message between as a ping).
@@ -108,8 +112,14 @@ class StreamFramer:
     ) -> None:
         if min(max_message_size, max_header_section, max_line_length, max_header_count) < 1:
             raise LocalProtocolError("framing limits must be positive")
+        if max_message_size > MAX_MESSAGE_SIZE:
+            raise LocalProtocolError(
+                f"max_message_size must be at most {MAX_MESSAGE_SIZE} (the parser's hard limit)"
+            )
         self._max_message = max_message_size
-        self._max_section = max_header_section
+        # A header section that alone exceeds the message limit is refused as
+        # soon as it does, not buffered up to the larger section limit first.
+        self._max_section = min(max_header_section, max_message_size)
         self._max_line = max_line_length
         self._max_fields = max_header_count
         # The current message always starts at offset 0: consumed octets are

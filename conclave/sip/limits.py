@@ -11,7 +11,16 @@ MAX_MESSAGE_SIZE = 64 * 1024
 
 64 KiB is the largest UDP datagram and is far above any real SIP signalling
 message (RFC 3261 §18.1.1 assumes messages well under the path MTU). Larger
-messages get 413 (or the stream is closed when framing cannot continue)."""
+messages get 413 (or the stream is closed when framing cannot continue).
+
+A deployment may lower it (``[limits] max_message_size``, which the stream
+framer and the UDP listener enforce) but never raise it: the parser refuses
+anything larger whatever the configuration says."""
+
+MIN_MESSAGE_SIZE_SETTING = 1024
+"""Smallest ``[limits] max_message_size`` a deployment may configure. Below
+1 KiB even a REGISTER carrying digest credentials (600-900 octets) would not
+fit, so the server could not be used at all."""
 
 MAX_HEADER_SECTION = 32 * 1024
 """Largest start line plus header section, in octets. Half the message limit

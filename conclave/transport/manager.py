@@ -39,6 +39,7 @@ from typing import Any, Final
 import structlog
 
 from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.limits import MAX_MESSAGE_SIZE
 from conclave.transport.flow import (
     STREAM_TRANSPORTS,
     TRANSPORTS,
@@ -81,7 +82,14 @@ class TransportManager:
         guard: SourceGuard | None = None,
         limits: TransportLimits = DEFAULT_LIMITS,
         guard_clock: Callable[[], float] = time.time,
+        max_message_size: int = MAX_MESSAGE_SIZE,
     ) -> None:
+        if not 1 <= max_message_size <= MAX_MESSAGE_SIZE:
+            raise ValueError(f"max_message_size must be 1-{MAX_MESSAGE_SIZE} octets")
+        self.max_message_size = max_message_size
+        """Largest message taken in, in octets (``[limits] max_message_size``): a
+        longer stream message is a framing error (413, the connection is closed),
+        a longer UDP datagram is dropped and counted (:attr:`oversized_datagrams`)."""
         self._on_message = on_message
         self._on_closed = on_closed
         self._server_ssl = server_ssl
@@ -106,6 +114,11 @@ class TransportManager:
     def connection_count(self) -> int:
         """Open stream connections, handshakes in progress included."""
         return len(self._table)
+
+    @property
+    def oversized_datagrams(self) -> int:
+        """UDP datagrams dropped for exceeding :attr:`max_message_size`, on open sockets."""
+        return sum(endpoint.oversized for endpoint in self._udp.values())
 
     @property
     def listeners(self) -> list[tuple[str, str, int]]:

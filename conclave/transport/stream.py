@@ -54,7 +54,7 @@ class StreamConnection(asyncio.Protocol):
         self.closed = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Done when the loop reports the connection gone (only once established)."""
-        self._framer = StreamFramer()
+        self._framer = StreamFramer(max_message_size=manager.max_message_size)
         self._corked: list[bytes] | None = None
 
     # asyncio callbacks

@@ -3,7 +3,9 @@
 SIP over UDP needs no framing: a datagram holds exactly one message (RFC 3261
 §18.3), so each goes to ``on_message`` whole. Datagrams holding nothing but CR
 and LF are dropped here: many user agents send them as NAT keep-alives, and
-the parser would otherwise log every one as unparseable.
+the parser would otherwise log every one as unparseable. So are datagrams
+longer than the manager's ``max_message_size`` (``[limits] max_message_size``):
+they are counted, and logged at most once per :data:`OVERSIZED_LOG_INTERVAL`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import asyncio
 import contextlib
 import socket
 import sys
+import time
 from typing import TYPE_CHECKING, Final, cast
 
 import structlog
 
-from conclave.transport.flow import Flow, socket_address
+from conclave.transport.flow import Flow, format_address, socket_address
 from conclave.transport.table import source_ip
 
 if TYPE_CHECKING:
@@ -48,6 +51,12 @@ _FORCE_OPTIONS: Final[dict[int, int]] = (
 """SO_RCVBUFFORCE and SO_SNDBUFFORCE (not exported by the socket module): they
 ignore the rmem_max / wmem_max cap, but only with CAP_NET_ADMIN."""
 
+OVERSIZED_LOG_INTERVAL: Final = 10.0
+"""Seconds between two "oversized datagram dropped" warnings from one socket.
+Source addresses of UDP are trivially spoofed and each datagram is cheap to
+send, so one line per datagram would let anyone flood the log; each line
+carries the count dropped since the previous one instead."""
+
 log = structlog.get_logger("conclave.transport")
 
 
@@ -59,13 +68,17 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.oversized = 0
+        """Datagrams dropped for exceeding the manager's ``max_message_size``."""
+        self._oversized_logged = 0  # self.oversized when the last warning went out
+        self._oversized_log_at = float("-inf")  # time.monotonic() of that warning
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
         self.local = socket_address(transport.get_extra_info("sockname"))
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if not data.strip(b"\r\n") or len(data) > MAX_DATAGRAM:
+        if not data.strip(b"\r\n"):
             return
         try:
             remote = socket_address(addr)
@@ -75,7 +88,28 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         guard = manager.guard
         if guard is not None and guard.is_banned(source_ip(remote[0]), manager.guard_clock()):
             return  # silently: logging each datagram of a flood would amplify it
+        if len(data) > manager.max_message_size:
+            self._oversized(len(data), remote, manager.max_message_size)
+            return
         manager._deliver(data, Flow("udp", remote, self.local))
+
+    def _oversized(self, size: int, remote: tuple[str, int], limit: int) -> None:
+        """Count a datagram over the size limit; warn unless one did so lately."""
+        self.oversized += 1
+        now = time.monotonic()
+        if now - self._oversized_log_at < OVERSIZED_LOG_INTERVAL:
+            return
+        log.warning(
+            "oversized datagram dropped",
+            peer=format_address(remote),
+            local=format_address(self.local),
+            size=size,
+            limit=limit,
+            dropped=self.oversized - self._oversized_logged,
+            dropped_total=self.oversized,
+        )
+        self._oversized_logged = self.oversized
+        self._oversized_log_at = now
 
     def error_received(self, exc: Exception) -> None:
         # Usually an ICMP error for an earlier sendto(); the transaction layer

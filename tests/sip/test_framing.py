@@ -349,3 +349,24 @@ def test_arbitrary_bytes_only_frame_or_raise_remote_error(data: bytes, step: int
                     assert event.data[: event.body_start].endswith(b"\r\n\r\n")
     except RemoteProtocolError as exc:
         assert exc.status in (400, 413)
+
+
+def test_message_size_cannot_exceed_the_hard_limit() -> None:
+    from conclave.sip.errors import LocalProtocolError
+    from conclave.sip.limits import MAX_MESSAGE_SIZE
+
+    StreamFramer(max_message_size=MAX_MESSAGE_SIZE)
+    with pytest.raises(LocalProtocolError):
+        StreamFramer(max_message_size=MAX_MESSAGE_SIZE + 1)
+
+
+def test_header_section_is_bounded_by_a_lower_message_size() -> None:
+    # With a 1 KiB message limit, a header section is refused once it passes
+    # 1 KiB, not buffered up to the 32 KiB header-section limit.
+    f = StreamFramer(max_message_size=1024)
+    f.feed(b"OPTIONS sip:x SIP/2.0\r\n")
+    with pytest.raises(RemoteProtocolError) as info:
+        for _ in range(50):
+            f.feed(b"X-Pad: " + b"y" * 20 + b"\r\n")
+    assert info.value.status == 413
+    assert f.buffered == 0

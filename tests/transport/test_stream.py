@@ -287,3 +287,28 @@ def test_answers_to_a_burst_leave_in_one_write(run: Runner[None]) -> None:
         await manager.close()
 
     run(main())
+
+
+def test_message_over_max_message_size_closes_the_connection(run: Runner[None]) -> None:
+    async def main() -> None:
+        inbox = Inbox()
+        limit = len(message(1, b"x" * 100))
+        manager = TransportManager(
+            on_message=inbox.on_message, on_closed=inbox.on_closed, max_message_size=limit
+        )
+        server = await manager.listen("tcp", "127.0.0.1", 0)
+        reader, writer = await open_client(server)
+        try:
+            writer.write(message(1, b"x" * 100))  # exactly the limit: delivered
+            data, flow = await inbox.message()
+            assert len(data) == limit
+            # One octet more, judged from Content-Length before the body is sent.
+            writer.write(message(2, b"x" * 101)[:-101])
+            assert await inbox.closure() == flow
+            assert await read_eof(reader) == b""
+            assert inbox.messages.empty()
+        finally:
+            writer.close()
+            await manager.close()
+
+    run(main())

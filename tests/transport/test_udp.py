@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+import structlog.testing
 
 from conclave.transport import Flow, SourceGuard, TransportError, TransportManager
 
@@ -131,3 +132,43 @@ def test_listen_errors(run: Runner[None]) -> None:
             await manager.listen("udp", "127.0.0.1", 0)
 
     run(main())
+
+
+def padded(size: int) -> bytes:
+    """An OPTIONS datagram of exactly ``size`` octets (the body pads it)."""
+    head = b"OPTIONS sip:a@127.0.0.1 SIP/2.0\r\nContent-Length: %05d\r\n\r\n"
+    body_len = size - len(head % 0)
+    return head % body_len + b"x" * body_len
+
+
+def test_datagram_over_max_message_size_is_dropped_counted_and_logged(run: Runner[None]) -> None:
+    async def main() -> None:
+        inbox = Inbox()
+        manager = TransportManager(on_message=inbox.on_message, max_message_size=1024)
+        server = await manager.listen("udp", "127.0.0.1", 0)
+        transport, _ = await udp_client()
+        try:
+            with structlog.testing.capture_logs() as logs:
+                for _ in range(3):
+                    transport.sendto(padded(1025), server)
+                transport.sendto(padded(1024), server)  # in order on loopback
+                data, _flow = await inbox.message()
+            assert len(data) == 1024
+            assert inbox.messages.empty()
+            assert manager.oversized_datagrams == 3
+            warnings = [e for e in logs if e["event"] == "oversized datagram dropped"]
+            # One line, not one per datagram: a flood must not become a log flood.
+            assert len(warnings) == 1
+            assert warnings[0]["size"] == 1025 and warnings[0]["limit"] == 1024
+            assert warnings[0]["log_level"] == "warning"
+        finally:
+            transport.close()
+            await manager.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("size", [0, 64 * 1024 + 1])
+def test_max_message_size_is_bounded_by_the_hard_limit(size: int) -> None:
+    with pytest.raises(ValueError, match="max_message_size"):
+        TransportManager(on_message=lambda data, flow: None, max_message_size=size)
