@@ -18,6 +18,9 @@ from .common import data_dir_option, fail
 
 TRANSPORTS = ("tls", "tcp", "udp")
 
+PRIVATE_UMASK = 0o077
+"""While ``init`` writes: files it creates are readable by their owner only."""
+
 
 def _is_ip(text: str) -> bool:
     try:
@@ -36,11 +39,31 @@ def initialise(
     tls_port: int,
     sip_port: int,
 ) -> None:
-    """Create everything a Standard Edition server needs in ``data_dir``."""
+    """Create everything a Standard Edition server needs in ``data_dir``.
+
+    Everything is created private (umask 077 while we work): ``conclave.toml``
+    names every file and secret-bearing setting, ``conclave.db`` holds digest
+    HA1 values (password equivalents). Certificates are made 0644 explicitly.
+    """
     if (data_dir / "conclave.toml").exists():
         raise fail(f"{data_dir} already holds a deployment (conclave.toml exists)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(data_dir, 0o700)
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        _create(data_dir, domain, host, transports, tls_port, sip_port)
+    finally:
+        os.umask(previous)
+
+
+def _create(
+    data_dir: Path,
+    domain: str,
+    host: str,
+    transports: tuple[str, ...],
+    tls_port: int,
+    sip_port: int,
+) -> None:
     try:
         config = write_default_config(
             data_dir,

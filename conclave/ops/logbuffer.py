@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
+from conclave.store.database import create_private_file
+
 BUFFER_DIR: Final = "logbuffer"
 """In the data directory."""
 DB_FILE: Final = "buffer.db"
@@ -62,6 +64,7 @@ class LogBuffer:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.origin = read_origin(self.directory)
+        create_private_file(self.directory / DB_FILE)  # events name users and calls
         self._db = sqlite3.connect(self.directory / DB_FILE, isolation_level=None)
         # WAL without a sync per commit: an event costs a page write, not an
         # fsync. A power cut may lose the last moments of a buffer; a crash of

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from conclave.store.database import create_private_file
+
 DEFAULT_LIMIT: Final = 10_000
 """Events one search returns unless told otherwise."""
 
@@ -88,6 +90,9 @@ class LogStore:
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
         else:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Mode 0600 before SQLite makes it (its -wal and -shm then get 0600 too):
+            # every server's events, users and Call-IDs are in here.
+            create_private_file(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

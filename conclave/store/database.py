@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,6 +47,45 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 the server runs) before failing with "database is locked"."""
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+PRIVATE_FILE_MODE = 0o600
+"""Mode of every SQLite file we create: the users table holds digest HA1 values
+(password equivalents), the log store holds call and user events. SQLite gives
+the ``-wal`` and ``-shm`` files it makes the mode of the database file."""
+
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps beside a database, named by suffix."""
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist yet (an existing file is kept).
+
+    Call it before SQLite opens a new database file: SQLite would create it
+    with the umask's mode (0644 usually), and its ``-wal`` and ``-shm`` files
+    after it. An empty file is a valid new database.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # the umask may have removed bits; set exactly
+    finally:
+        os.close(fd)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL (``sqlite:///DATA/conclave.db``), or None for any other."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    path = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:":
+        return None
+    if path.startswith("file:"):
+        return None
+    return Path(path)
 
 
 def async_url(url: str) -> URL:
@@ -82,16 +122,20 @@ def rowcount(result: object) -> int:
     return count if isinstance(count, int) and count > 0 else 0
 
 
-def _check_sqlite_directory(url: str, parsed: URL) -> None:
+def _prepare_sqlite_file(url: str) -> None:
+    path = sqlite_path(url)
+    if path is None:
+        return
     # SQLite creates the file but not its directory; say so plainly instead
     # of "unable to open database file" (which also trips an aiosqlite race).
-    path = parsed.database or ""
-    if path and path != ":memory:" and not path.startswith("file:"):
-        directory = Path(path).parent
-        if not directory.is_dir():
-            raise StoreError(
-                f"cannot open database {redact(url)}: directory {directory} does not exist"
-            )
+    if not path.parent.is_dir():
+        raise StoreError(
+            f"cannot open database {redact(url)}: directory {path.parent} does not exist"
+        )
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise StoreError(f"cannot create database {redact(url)}: {exc.strerror or exc}") from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -116,7 +160,7 @@ class Database:
         self.url = url
         self._async_url = async_url(url)
         if self.dialect == "sqlite":
-            _check_sqlite_directory(url, self._async_url)
+            _prepare_sqlite_file(url)
         self.engine: AsyncEngine = create_async_engine(self._async_url, echo=echo)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

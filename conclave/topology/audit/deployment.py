@@ -13,7 +13,10 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from conclave.config import Config, ConfigError, load_config
+from conclave.config import CONFIG_FILENAME, Config, ConfigError, load_config
+from conclave.ops.logbuffer import BUFFER_DIR
+from conclave.ops.logbuffer import DB_FILE as BUFFER_DB_FILE
+from conclave.store.database import SQLITE_SIDE_FILES, sqlite_path
 from conclave.store.errors import StoreError
 from conclave.store.passwords import MIN_LENGTH
 
@@ -59,20 +62,45 @@ def audit_data_dir(
     return findings
 
 
+def private_files(data_dir: Path, config: Config) -> list[tuple[str, Path]]:
+    """What only the server's user may read or write: ``(kind, path)``.
+
+    The directory itself; the private keys; ``conclave.toml`` (it names every
+    file, and a PostgreSQL URL may carry a password); the SQLite database
+    (digest HA1 values are password equivalents) and the logging store and
+    buffer (users, Call-IDs, addresses), each with the ``-wal``, ``-shm`` and
+    ``-journal`` files SQLite keeps beside it.
+    """
+    files: list[tuple[str, Path]] = [
+        ("directory", data_dir),
+        ("private key", config.path(data_dir, config.tls.key)),
+        ("private key", data_dir / "ca" / "ca.key"),
+        ("configuration", data_dir / CONFIG_FILENAME),
+    ]
+    databases: list[tuple[str, Path | None]] = [
+        ("database", sqlite_path(config.database_url(data_dir))),
+        ("event store", config.path(data_dir, config.logging_controller.store)),
+        ("event buffer", data_dir / BUFFER_DIR / BUFFER_DB_FILE),
+    ]
+    for kind, path in databases:
+        if path is not None:
+            files.append((kind, path))
+            files += [(kind, path.with_name(path.name + s)) for s in SQLITE_SIDE_FILES]
+    return files
+
+
 def _permissions(data_dir: Path, config: Config) -> list[Finding]:
     findings: list[Finding] = []
-    private = [data_dir, config.path(data_dir, config.tls.key), data_dir / "ca" / "ca.key"]
-    for path in private:
+    for kind, path in private_files(data_dir, config):
         try:
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError:
-            continue
+            continue  # not there (yet): nothing to expose
         if mode & 0o077:
-            kind = "directory" if path.is_dir() else "private key"
             findings.append(
                 Finding(
                     "DATA-PERMISSIONS",
-                    f"{kind} {path} has mode {mode:04o}: group or others can read it",
+                    f"{kind} {path} has mode {mode:04o}: group or others can access it",
                     str(path),
                 )
             )

@@ -259,9 +259,10 @@ _RULES = (
     Rule(
         "DATA-PERMISSIONS",
         "high",
-        "The data directory or a private key is readable by others",
-        "The directory holds digest hashes (password equivalents) and private keys.",
-        "chmod 700 the data directory and 600 every private key.",
+        "Private data is readable by others",
+        "The directory holds digest hashes (password equivalents, in conclave.db), private keys, "
+        "every server's events (logs/events.db) and the configuration.",
+        "chmod 700 the data directory and 600 every file the finding names.",
     ),
     Rule(
         "CONFIG-INVALID",
