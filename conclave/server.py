@@ -37,6 +37,7 @@ import structlog
 from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
 from conclave.core.calls import CallTracker
+from conclave.core.dialogs import DialogTable
 from conclave.core.local import LocalEndpoint
 from conclave.core.proxy import Proxy
 from conclave.core.router import SUPPORTED, Router
@@ -125,6 +126,8 @@ class Server:
             guard=self.guard,
             max_message_size=limits.max_message_size,
         )
+        if self.tls is not None:  # a reload that brings a revocation closes what it condemns
+            self.tls.peer_closer = self.transports.close_tls_connections
         self.local = LocalEndpoint(host=config.server.host, domain=config.server.domain)
         self.tasks: list[asyncio.Task[None]] = []
         self.presence: PresenceService | None = None  # set by _wire when enabled
@@ -227,7 +230,7 @@ class Server:
         )
         self.im = OfflineMessages(offline, self.stack, self.local.via)
         self.location.add_listener(self.im.on_registered)
-        self.proxy = Proxy(self.stack, self.local)
+        self.proxy = Proxy(self.stack, self.local, DialogTable())
         # Presence (PUBLISH, SUBSCRIBE/NOTIFY): contacts and privacy are read
         # into memory by presence.run_reload (a task below); requests wait
         # for that first load, later ones follow the "directory" counter.
@@ -271,7 +274,6 @@ class Server:
             im=self.im,
             guard=self.guard,
             is_open=self.transports.is_open,
-            find_connection=self.transports.find_connection,
             udp_flow=self._udp_flow,
             services=services,
             archive=self.archive,

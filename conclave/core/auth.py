@@ -25,6 +25,9 @@ import hmac
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
+
+import structlog
 
 from conclave.sip.digest import (
     Challenge,
@@ -38,6 +41,9 @@ from conclave.sip.digest import (
 )
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.message import Request
+from conclave.sip.uri import parse_uri
+
+log = structlog.get_logger("conclave.auth")
 
 DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
 """Offered in this order: RFC 8760 §2.4 asks for the most preferred first.
@@ -57,19 +63,50 @@ class CredentialCache:
 
     The server replaces the whole map when the users table changes
     (:meth:`replace`); lookups are a dict access.
+
+    **One identity per name, whatever its case.** Names are looked up
+    case-insensitively and answer with the stored spelling (:meth:`canonical`),
+    which is the identity everything else uses: AORs, From/To checks, privacy,
+    quotas. The store refuses to create a case variant of an existing name; if
+    an older database holds two (``Alice`` and ``alice``), neither can sign
+    in until an administrator removes one, rather than one taking the other
+    over.
     """
 
     def __init__(self) -> None:
-        self._users: dict[str, UserCredentials] = {}
+        self._users: dict[str, tuple[str, UserCredentials]] = {}
+        self.collisions: frozenset[str] = frozenset()
 
     def replace(self, users: dict[str, UserCredentials]) -> None:
-        self._users = {name.lower(): creds for name, creds in users.items()}
+        table: dict[str, tuple[str, UserCredentials]] = {}
+        clashing: set[str] = set()
+        for name, creds in users.items():
+            key = name.lower()
+            if key in table:
+                clashing.add(key)
+            table[key] = (name, creds)
+        for key in clashing:
+            log.error(
+                "user names differ only in case; both refused until one is removed",
+                names=sorted(n for n in users if n.lower() == key),
+            )
+            del table[key]
+        self._users = table
+        self.collisions = frozenset(clashing)
 
     def get(self, user: str) -> UserCredentials | None:
-        creds = self._users.get(user.lower())
-        if creds is None or creds.disabled:
+        entry = self._users.get(user.lower())
+        if entry is None or entry[1].disabled:
             return None
-        return creds
+        return entry[1]
+
+    def canonical(self, user: str) -> str | None:
+        """The stored spelling of enabled user ``user`` (matched without regard
+        to case), or None when there is no such user."""
+        entry = self._users.get(user.lower())
+        if entry is None or entry[1].disabled:
+            return None
+        return entry[0]
 
     def exists(self, user: str) -> bool:
         """True for an enabled local user (routing: 404 versus 480)."""
@@ -121,11 +158,19 @@ class Authenticator:
         self._counter = NonceCounter()
         self._opaque = hmac.new(self.secret, b"opaque", hashlib.sha256).hexdigest()[:32]
 
-    def authenticate(self, request: Request, *, proxy: bool, now: float) -> AuthOutcome:
+    def authenticate(
+        self, request: Request, *, proxy: bool, now: float, bound_to: str = ""
+    ) -> AuthOutcome:
         """Check the request's credentials for our realm.
 
         ``proxy`` selects Proxy-Authorization / 407 (requests other than
         REGISTER) versus Authorization / 401 (REGISTER, §22.2 and §22.3).
+        ``bound_to`` ties the nonces we issue, and the ones we accept, to
+        something the request must present again: the caller passes a UDP
+        request's source address, so that a request with a forged source
+        cannot authenticate with a nonce that was sent to someone else (and a
+        spoofed, authenticated request cannot make us send to a victim).
+        An authenticated request answers with the user's stored name.
         """
         header = "Proxy-Authorization" if proxy else "Authorization"
         creds: Credentials | None = None
@@ -140,13 +185,18 @@ class Authenticator:
                 creds = parsed
                 break
         offered = self.offered(request)
+        challenge = partial(
+            self.challenge_headers, proxy=proxy, now=now, algorithms=offered, bound_to=bound_to
+        )
         if creds is None or creds.algorithm not in self.algorithms:
-            return Challenge401(self.challenge_headers(proxy=proxy, now=now, algorithms=offered))
-        status = self._nonces.check(creds.nonce, now)
+            return Challenge401(challenge())
+        if not uri_matches(creds.uri, request):
+            # RFC 7616 §3.4.6: the credentials were computed for another
+            # request; answer 400 rather than let them be replayed here.
+            return BadCredentials("digest uri does not match the Request-URI")
+        status = self._nonces.check(creds.nonce, now, bound_to=bound_to)
         if status is NonceStatus.INVALID:
-            return Challenge401(
-                self.challenge_headers(proxy=proxy, now=now, algorithms=offered), failed=True
-            )
+            return Challenge401(challenge(), failed=True)
         user = self.users.get(creds.username)
         ha1 = user.ha1.get(creds.algorithm) if user is not None else None
         if ha1 is None:
@@ -154,16 +204,14 @@ class Authenticator:
             ha1 = self._decoy_ha1(creds.username, creds.algorithm)
         good = verify_response(creds, ha1, request.method) and user is not None
         if not good:
-            return Challenge401(
-                self.challenge_headers(proxy=proxy, now=now, algorithms=offered), failed=True
-            )
+            return Challenge401(challenge(), failed=True)
         if status is NonceStatus.STALE or not self._counter.accept(creds.nonce, creds.nc or 0):
             # The client knows the password; its nonce is old or the count was
             # used before. stale=true lets it retry without asking the user.
-            return Challenge401(
-                self.challenge_headers(proxy=proxy, now=now, stale=True, algorithms=offered)
-            )
-        return Authenticated(creds.username)
+            return Challenge401(challenge(stale=True))
+        # The HA1 binds the name as spelled, so only the stored spelling can
+        # get here; answer with it all the same, it is the identity.
+        return Authenticated(self.users.canonical(creds.username) or creds.username)
 
     def offered(self, request: Request) -> tuple[str, ...]:
         """The algorithms to challenge ``request``'s client with."""
@@ -179,10 +227,11 @@ class Authenticator:
         now: float,
         stale: bool = False,
         algorithms: tuple[str, ...] | None = None,
+        bound_to: str = "",
     ) -> list[tuple[str, str]]:
         """One challenge per algorithm, most preferred first (RFC 8760 §2.4)."""
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
-        nonce = self._nonces.make(now, self.random_bytes(16))
+        nonce = self._nonces.make(now, self.random_bytes(16), bound_to=bound_to)
         return [
             (
                 name,
@@ -201,6 +250,17 @@ class Authenticator:
         digest = hmac.new(self.secret, f"{algorithm}:{username}".encode(), hashlib.sha256)
         size = 32 if algorithm == "MD5" else 64
         return digest.hexdigest()[:size].ljust(size, "0")
+
+
+def uri_matches(digest_uri: str, request: Request) -> bool:
+    """RFC 7616 §3.4.6: the digest ``uri`` names the Request-URI, compared as
+    URIs (RFC 3261 §19.1.4) when it is not the very same text."""
+    if digest_uri == str(request.uri):
+        return True
+    try:
+        return parse_uri(digest_uri).equivalent(request.uri)
+    except RemoteProtocolError:
+        return False
 
 
 def credentials_from_rows(rows: Iterable[tuple[str, str, str, bool]]) -> dict[str, UserCredentials]:

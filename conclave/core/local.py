@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from dataclasses import dataclass, field
 
@@ -19,9 +18,9 @@ class LocalEndpoint:
     ``host`` is the advertised name or address (config ``server.host``);
     ``ports`` maps each listening transport to its bound port;
     ``addresses`` are extra literal addresses that also mean "this server"
-    (the bound IPs). Record-Route entries carry an HMAC-protected flow
-    token (RFC 5626 §5.3 style) so in-dialog requests return on the very
-    connection the other party used, and cannot be steered elsewhere.
+    (the bound IPs). Record-Route entries carry a dialog id
+    (:mod:`conclave.core.dialogs`): in-dialog requests go to the flow the
+    dialog recorded for the other party, and nowhere else.
     """
 
     host: str
@@ -40,34 +39,12 @@ class LocalEndpoint:
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by(transport)};branch={branch};rport"
 
-    def record_route(self, flow: Flow, toward: Flow) -> str:
-        """Our Record-Route URI as seen from ``flow``'s side.
-
-        ``toward`` is the flow a request arriving on this entry must be sent
-        on (the *other* party's), encoded as an authenticated token.
-        """
-        token = self.flow_token(toward)
+    def record_route(self, flow: Flow, token: str) -> str:
+        """Our Record-Route URI as seen from ``flow``'s side, carrying the id of
+        the dialog it belongs to (:mod:`conclave.core.dialogs`), which is what
+        binds in-dialog requests to the dialog's parties and flows."""
         t = flow.transport
         return f"<sip:{token}@{self.sent_by(t)};transport={t};lr>"
-
-    def flow_token(self, flow: Flow) -> str:
-        raw = flow.token()
-        return f"{raw}.{self._mac(raw)}"
-
-    def _mac(self, raw: str) -> str:
-        # hmac.digest: the one-shot C path, several times faster than hmac.new().
-        return hmac.digest(self.secret, raw.encode(), "sha256").hex()[:20]
-
-    def flow_from_token(self, token: str | None) -> Flow | None:
-        if not token or "." not in token:
-            return None
-        raw, mac = token.rsplit(".", 1)
-        if not hmac.compare_digest(mac, self._mac(raw)):
-            return None
-        try:
-            return Flow.from_token(raw)
-        except ValueError:
-            return None
 
     def is_me(self, uri: URI) -> bool:
         """True when ``uri`` addresses this server (a Route or Request-URI host)."""

@@ -16,12 +16,24 @@ target. Targets are tried in parallel (§16.6). Responses are handled as
 A branch that has seen no provisional response cannot be CANCELled yet
 (§9.1); it is marked and the CANCEL goes out when its first 1xx arrives.
 Timer C (§16.8) cancels an INVITE branch that rings for too long.
+
+Each branch is the owner of its client transaction
+(:class:`~conclave.core.stack.ClientOwner`), recorded before the first
+send, so a branch whose first transmission fails still gets its 503.
+
+A request that can create a dialog opens one :class:`RoutedDialog` per
+branch (:mod:`conclave.core.dialogs`); its id is what our Record-Route
+entries and the branch's Via carry. Identity headers from clients
+(P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID) are removed from
+every request and response we forward; requests carry a P-Asserted-Identity
+(RFC 3325) of the sender we authenticated, unless it asked for privacy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +47,7 @@ from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_
 from conclave.sip.uri import URI
 from conclave.transport.flow import Flow
 
+from .dialogs import DIALOG_ID_LENGTH, DialogTable, RoutedDialog
 from .local import LocalEndpoint
 from .stack import SipStack, new_branch
 
@@ -50,6 +63,13 @@ DEFAULT_MAX_FORWARDS = 70
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 """Requests that can create a dialog, and so get Record-Route (§16.6 step 4)."""
 
+IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID")
+"""Identity claims only a trusted server may make (RFC 3325 §5, and the older
+Remote-Party-ID draft). Every flow is a client's today, so none is trusted:
+they are removed, and the identity we authenticated is asserted instead."""
+
+RETRY_AFTER_TOO_MANY_DIALOGS = "60"
+
 
 @dataclass(frozen=True)
 class Target:
@@ -61,9 +81,14 @@ class Target:
 
 @dataclass(eq=False)
 class Branch:
+    """One target of a proxied request; the owner of its client transaction."""
+
+    proxy: Proxy
     context: ProxyContext
     target: Target
     request: Request
+    dialog: RoutedDialog | None = None
+    """The dialog this branch opened (None for in-dialog requests and others)."""
     txn: ClientTransaction | None = None
     provisional: bool = False
     final: Response | None = None
@@ -74,6 +99,13 @@ class Branch:
     @property
     def done(self) -> bool:
         return self.final is not None
+
+    def on_response(self, txn: ClientTransaction, response: Response) -> None:
+        self.proxy.branch_response(self, response)
+
+    def on_failure(self, txn: ClientTransaction, status: int) -> None:
+        reason = "Request Timeout" if status == 408 else "Service Unavailable"
+        self.proxy.branch_failed(self, status, reason)
 
 
 @dataclass(eq=False)
@@ -89,11 +121,11 @@ class ProxyContext:
 class Proxy:
     """Forwards requests to targets and responses back, statefully."""
 
-    def __init__(self, stack: SipStack, local: LocalEndpoint) -> None:
+    def __init__(self, stack: SipStack, local: LocalEndpoint, dialogs: DialogTable) -> None:
         self.stack = stack
         self.local = local
+        self.dialogs = dialogs
         self._contexts: dict[ServerTransaction, ProxyContext] = {}
-        self._branches: dict[ClientTransaction, Branch] = {}
 
     def pending(self) -> int:
         """Requests being proxied that have no final response yet."""
@@ -107,26 +139,57 @@ class Proxy:
         targets: list[Target],
         *,
         inbound: Flow,
+        sender: str,
+        dialog: RoutedDialog | None = None,
         on_final: Callable[[int], None] | None = None,
     ) -> None:
-        """Fork ``request`` to every target in parallel (§16.5, §16.6)."""
+        """Fork ``request`` to every target in parallel (§16.5, §16.6).
+
+        ``sender`` is the address of record the request was authenticated as
+        (asserted downstream; the owner of any dialog it opens). ``dialog`` is
+        the dialog an in-dialog request travels in: its Record-Route keeps that
+        dialog's id. Without one, a dialog-creating request opens a dialog per
+        branch.
+        """
+        opens = dialog is None and request.method in DIALOG_METHODS
+        if opens and not self.dialogs.can_open(sender):
+            log.warning("too many dialogs", sender=sender)
+            self.stack.respond(
+                server_txn,
+                503,
+                "Too many open dialogs",
+                headers=[("Retry-After", RETRY_AFTER_TOO_MANY_DIALOGS)],
+            )
+            if on_final is not None:
+                on_final(503)
+            return
         context = ProxyContext(server_txn, request, on_final=on_final)
         self._contexts[server_txn] = context
+        now = self.stack.now()
         for target in targets:
-            branch_req = self._branch_request(request, target, inbound)
-            branch = Branch(context, target, branch_req)
-            context.branches.append(branch)
+            opened = None
+            if opens:
+                opened = self.dialogs.open(
+                    request, owner=sender, caller_flow=inbound, callee_flow=target.flow, now=now
+                )
+            branch_req = self._branch_request(request, target, inbound, sender, opened or dialog)
+            context.branches.append(Branch(self, context, target, branch_req, opened))
         for branch in context.branches:
             try:
-                branch.txn = self.stack.send_request(branch.request, branch.target.flow)
+                branch.txn = self.stack.send_request(branch.request, branch.target.flow, branch)
             except LocalProtocolError as exc:
                 log.warning("branch not started", reason=str(exc))
-                branch.final = make_response(branch.request, 503, "Service Unavailable")
-                continue
-            self._branches[branch.txn] = branch
+                self.branch_failed(branch, 503, "Service Unavailable")
         self._maybe_finish(context)
 
-    def _branch_request(self, request: Request, target: Target, inbound: Flow) -> Request:
+    def _branch_request(
+        self,
+        request: Request,
+        target: Target,
+        inbound: Flow,
+        sender: str,
+        dialog: RoutedDialog | None,
+    ) -> Request:
         headers = request.headers.copy()
         max_forwards = headers.get("Max-Forwards")
         remaining = (
@@ -135,13 +198,20 @@ class Proxy:
         headers.set("Max-Forwards", str(max(remaining - 1, 0)))
         # §22.3: credentials for our realm were consumed here; do not pass them on.
         headers.remove("Proxy-Authorization")
-        if request.method in DIALOG_METHODS:
+        for name in IDENTITY_HEADERS:
+            headers.remove(name)
+        if not _privacy_id(request):
+            headers.add("P-Asserted-Identity", f"<{sender}>")
+        if dialog is not None and request.method in DIALOG_METHODS:
             # RFC 5658 double Record-Route: the entry nearer the callee (top)
-            # is reached from the target's side and leads back to the caller's
-            # flow; the lower one is reached from the caller's side.
-            headers.prepend("Record-Route", self.local.record_route(inbound, toward=target.flow))
-            headers.prepend("Record-Route", self.local.record_route(target.flow, toward=inbound))
-        branch = f"{new_branch()}.{loop_hash(request)}"
+            # is reached from the target's side, the lower one from the
+            # caller's; both name the dialog.
+            headers.prepend("Record-Route", self.local.record_route(inbound, dialog.id))
+            headers.prepend("Record-Route", self.local.record_route(target.flow, dialog.id))
+        # A branch in a dialog carries the dialog's id, so a late 2xx on it
+        # (after its transaction ended) can be traced back to the dialog.
+        unique = new_branch() if dialog is None else dialog_branch(dialog)
+        branch = f"{unique}.{loop_hash(request)}"
         headers.prepend("Via", self.local.via(target.flow.transport, branch))
         return Request(request.method, target.uri, headers, request.body, request.version)
 
@@ -167,59 +237,73 @@ class Proxy:
         return False
 
     # -- responses -----------------------------------------------------------------------
-    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
-        """A response on one of our branches; False if ``txn`` is not ours."""
-        branch = self._branches.get(txn)
-        if branch is None:
-            return False
+    def branch_response(self, branch: Branch, response: Response) -> None:
+        """A response on one of our branches (the branch owns its transaction)."""
         context = branch.context
         status = response.status
+        if branch.dialog is not None:
+            self.dialogs.on_response(branch.dialog, response, self.stack.now())
         if status < 200:
             if not branch.provisional:
                 branch.provisional = True
                 if branch.cancel_wanted:
                     self._send_cancel(branch)
-                elif txn.is_invite:
+                elif branch.txn is not None and branch.txn.is_invite:
                     self._start_timer_c(branch)
             if status > 100 and not context.final_sent:
                 self._relay(context, response)
-            return True
+            return
         self._stop_timer_c(branch)
         if branch.final is None:
             branch.final = response
         if 200 <= status < 300:
             # §16.7 step 5: every 2xx is forwarded, even after another 2xx.
             self._relay(context, response, final=True)
-            if txn.is_invite:
+            if branch.txn is not None and branch.txn.is_invite:
                 self._cancel_others(context, branch)
         elif status >= 600:
             self._cancel_others(context, branch)
         self._maybe_finish(context)
-        return True
 
-    def on_timeout(self, txn: ClientTransaction) -> bool:
-        """Timer B/F (or a transport failure): the branch answers 408 (§16.8)."""
-        return self._synthesise(txn, 408, "Request Timeout")
-
-    def on_transport_failed(self, txn: ClientTransaction) -> bool:
-        return self._synthesise(txn, 503, "Service Unavailable")
-
-    def _synthesise(self, txn: ClientTransaction, status: int, reason: str) -> bool:
-        branch = self._branches.get(txn)
-        if branch is None:
-            return False
+    def branch_failed(self, branch: Branch, status: int, reason: str) -> None:
+        """Timer B/F, a transport failure, or a send refused: the branch answers
+        ``status`` itself (§16.8), once."""
         self._stop_timer_c(branch)
         if branch.final is None:
             branch.final = make_response(branch.request, status, reason)
+            if branch.dialog is not None:
+                self.dialogs.on_response(branch.dialog, branch.final, self.stack.now())
         self._maybe_finish(branch.context)
+
+    def on_stray_response(self, response: Response, flow: Flow) -> bool:
+        """A response that matched no transaction. Only a 2xx to an INVITE whose
+        top Via is ours, naming a dialog we opened on the flow it came from, is
+        forwarded (§16.7 step 5, RFC 6026), and only to that dialog's caller.
+        False: dropped; nothing is ever sent where a response merely points."""
+        if not (200 <= response.status < 300) or _cseq_method(response) != "INVITE":
+            return False
+        try:
+            top = peek_via(response.headers.get("Via") or "")
+        except RemoteProtocolError:
+            return False
+        branch = top.branch or ""
+        if (
+            not branch.startswith(MAGIC_COOKIE)
+            or top.sent_by.lower() not in self.local.own_sent_by()
+        ):
+            return False
+        token = branch[len(MAGIC_COOKIE) : len(MAGIC_COOKIE) + DIALOG_ID_LENGTH]
+        destination = self.dialogs.for_stray_2xx(token, response, flow, self.stack.now())
+        if destination is None:
+            return False
+        out = _upstream_copy(response)
+        if not out.headers.get("Via"):
+            return False
+        self.stack.send_stateless(out, destination)
         return True
 
     def on_terminated(self, txn: object) -> None:
-        if isinstance(txn, ClientTransaction):
-            branch = self._branches.pop(txn, None)
-            if branch is not None:
-                self._stop_timer_c(branch)
-        elif isinstance(txn, ServerTransaction):
+        if isinstance(txn, ServerTransaction):
             context = self._contexts.pop(txn, None)
             if context is not None:
                 for branch in context.branches:
@@ -289,14 +373,7 @@ class Proxy:
         self._relay(context, best, final=True)
 
     def _relay(self, context: ProxyContext, response: Response, *, final: bool = False) -> None:
-        out = Response(
-            response.status,
-            response.reason,
-            response.headers.copy(),
-            response.body,
-            response.version,
-        )
-        out.headers.pop_first("Via")  # our own (§16.7 step 3)
+        out = _upstream_copy(response)
         if not out.headers.get("Via"):
             return
         if final and context.final_sent:
@@ -316,6 +393,38 @@ class Proxy:
         context.final_sent = True
         if context.on_final is not None:
             context.on_final(status)
+
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+def dialog_branch(dialog: RoutedDialog) -> str:
+    """A unique branch (§8.1.1.7) that names ``dialog``: the cookie, the
+    dialog's id, then 64 random bits."""
+    return f"{MAGIC_COOKIE}{dialog.id}{os.urandom(8).hex()}"
+
+
+def _privacy_id(request: Request) -> bool:
+    """RFC 3323/3325: the sender asked that its identity not be passed on."""
+    return any(
+        token.strip().lower() in ("id", "user")
+        for value in request.headers.get_all("Privacy")
+        for token in value.split(";")
+    )
+
+
+def _upstream_copy(response: Response) -> Response:
+    """``response`` as we pass it upstream: without our Via (§16.7 step 3)
+    and without identity claims from the client that sent it."""
+    headers = response.headers.copy()
+    headers.pop_first("Via")
+    for name in IDENTITY_HEADERS:
+        headers.remove(name)
+    return Response(response.status, response.reason, headers, response.body, response.version)
+
+
+def _cseq_method(response: Response) -> str:
+    return (response.headers.get("CSeq") or "").strip().rpartition(" ")[2]
 
 
 def loop_hash(request: Request) -> str:

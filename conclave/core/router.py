@@ -5,18 +5,25 @@ For every new request the router decides, in this order (RFC 3261 §16.3,
 
 1. **Draining**: during a graceful stop, new out-of-dialog work gets 503.
 2. **Loose routing**: our own Route entries are removed; the first one's
-   flow token says where an in-dialog request goes next.
-3. **In-dialog requests** (To tag) travel only along a Record-Route we
-   inserted and authenticated (the token's HMAC); anything else is 403.
+   user part names the dialog (:mod:`conclave.core.dialogs`).
+3. **In-dialog requests** (To tag) travel only along a dialog we
+   record-routed: its Call-ID, tags, From and To must be the dialog's, and it
+   must arrive on the sender's recorded flow or authenticate as that party
+   (407). It goes to the other party's recorded flow, or gets 430 if that
+   flow is gone: never to a contact found from what the request says.
 4. **Out-of-dialog requests**: unknown methods 501, disabled ones 405;
    requests to the server itself (REGISTER, OPTIONS); no relaying to other
    domains and no requests from them (federation is off: 403); digest
    authentication (401 for REGISTER, 407 otherwise); the authenticated user
-   must be the From user (403); a method owned by an enabled service
+   must be the From user (403); a user named in any case is the stored
+   user (one canonical identity); a method owned by an enabled service
    (:mod:`conclave.core.service`, e.g. presence) goes to that service;
    otherwise the target: 404 for an unknown user, offline store (202) for
    a MESSAGE to an offline user, 480 for other requests to an offline
    user, else the proxy forks to every device.
+
+Responses that match no transaction are dropped, except a 2xx to an INVITE
+of a dialog we opened (:meth:`Proxy.on_stray_response`).
 
 Nothing here awaits the database except storing an offline message, which
 runs as its own task and answers when the write is durable. Likewise a
@@ -28,6 +35,7 @@ recorder (:mod:`conclave.services.cdr`), which writes in the background.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from functools import partial
@@ -43,9 +51,9 @@ from conclave.services.location import LocationService, aor_of
 from conclave.services.registrar import Registrar
 from conclave.sip.address import peek_name_addr
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.fields import parse_max_forwards, peek_via
+from conclave.sip.fields import parse_max_forwards
 from conclave.sip.message import Request, Response
-from conclave.sip.transaction import ClientTransaction, ServerTransaction
+from conclave.sip.transaction import ServerTransaction
 from conclave.sip.uri import SipURI, TelURI
 from conclave.sip.validate import check_extensions
 from conclave.transport.flow import Flow
@@ -53,6 +61,7 @@ from conclave.transport.guard import SourceGuard
 
 from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
 from .calls import CallTracker
+from .dialogs import Hop, Refusal
 from .local import LocalEndpoint
 from .proxy import Proxy, Target
 from .service import SipService
@@ -90,7 +99,6 @@ class Router:
         im: OfflineMessages,
         guard: SourceGuard,
         is_open: Callable[[Flow], bool],
-        find_connection: Callable[[str, tuple[str, int]], Flow | None],
         udp_flow: Callable[[tuple[str, int]], Flow | None],
         services: Sequence[SipService] = (),
         wall_clock: Callable[[], float] = time.time,
@@ -109,8 +117,9 @@ class Router:
         self.im = im
         self.guard = guard
         self.is_open = is_open
-        self.find_connection = find_connection
         self.udp_flow = udp_flow
+        self.dialogs = proxy.dialogs
+        self.stray_dropped = 0
         self.clock = wall_clock
         self.archive = archive  # MESSAGEs under policy are archived before delivery
         self.cdr = cdr  # call detail records: told outcomes, writes in the background
@@ -151,18 +160,18 @@ class Router:
             # RFC 3261 §26.2.2: a SIPS request must travel over TLS on every hop.
             self.stack.respond(txn, 403, "SIPS requires TLS")
             return
-        next_flow = self._pop_own_routes(request)
+        token = self._pop_own_routes(request)
         if request.headers.get("Route") is not None:
             self.stack.respond(txn, 403, "Relaying to other servers is not enabled")
             return
         if in_dialog:
-            self._in_dialog(txn, request, flow, next_flow)
+            self._in_dialog(txn, request, flow, token)
         else:
             self._out_of_dialog(txn, request, flow)
 
-    def _pop_own_routes(self, request: Request) -> Flow | None:
-        """Remove our own Route entries (§16.4); return the first one's flow."""
-        found: Flow | None = None
+    def _pop_own_routes(self, request: Request) -> str | None:
+        """Remove our own Route entries (§16.4); return the first one's dialog id."""
+        found: str | None = None
         first = True
         while (value := request.headers.get("Route")) is not None:
             uri = peek_name_addr(value).uri
@@ -170,48 +179,85 @@ class Router:
                 break
             request.headers.pop_first("Route")
             if first and isinstance(uri, SipURI):
-                found = self.local.flow_from_token(uri.user)
+                found = uri.user
                 first = False
         return found
 
     def _in_dialog(
-        self, txn: ServerTransaction, request: Request, flow: Flow, next_flow: Flow | None
+        self, txn: ServerTransaction, request: Request, flow: Flow, token: str | None
     ) -> None:
         if request.method not in self.allowed:
             self._method_not_allowed(txn, request)
             return
         service = self.by_method.get(request.method)
-        if next_flow is None and service is not None and self.local.is_me(request.uri):
+        if token is None and service is not None and self.local.is_me(request.uri):
             # A dialog in which this server is the UA (e.g. a subscription refresh).
             self._to_service(txn, request, flow, service)
             return
-        if next_flow is None:
-            # No Record-Route of ours with a valid token: this dialog was not
-            # set up through us, so we will not carry it (no open relay).
+        if token is None:
+            # No Record-Route of ours: this dialog was not set up through us,
+            # so we will not carry it (no open relay).
             self.stack.respond(txn, 403, "Not a dialog routed by this server")
             return
-        if request.method == "BYE" and self.calls is not None:
-            self.calls.ended(request.call_id)
-        if request.method == "BYE" and self.cdr is not None:
-            self.cdr.call_ended(request)
+        hop = self.dialogs.check(token, request, flow, self.stack.now())
+        if isinstance(hop, Refusal):
+            log.info("in-dialog request refused", status=hop.status, reason=hop.reason)
+            self.stack.respond(txn, hop.status, hop.reason)
+            return
+        if not hop.on_party_flow and not self._authenticated_as_party(txn, request, flow, hop):
+            return
+        target = self._usable(hop.toward)
+        if target is None:
+            # RFC 5626 §5.3: the flow the other party used is gone; it must
+            # come back and re-establish the dialog, we will not guess a new one.
+            self.stack.respond(txn, 430, "Flow Failed")
+            return
+        self.dialogs.touch(hop.dialog, self.stack.now())
+        if request.method == "BYE":
+            self.dialogs.end(hop, request)
+            if self.calls is not None:
+                self.calls.ended(request.call_id)
+            if self.cdr is not None:
+                self.cdr.call_ended(request)
         done = self.cdr.outcome(request, in_dialog=True) if self.cdr is not None else None
-        proceed = partial(self._relay_in_dialog, txn, request, flow, next_flow, done)
+        proceed = partial(self._relay_in_dialog, txn, request, flow, hop, target, done)
         if not self._archive_first(txn, request, proceed, done, session=True):
             proceed()
+
+    def _authenticated_as_party(
+        self, txn: ServerTransaction, request: Request, flow: Flow, hop: Hop
+    ) -> bool:
+        """An in-dialog request from a flow the dialog does not know: it must
+        authenticate as the party its From names. That party is then reached
+        on this flow (it reconnected). False once answered."""
+        user = self._authenticate(txn, request, flow, proxy=True)
+        if user is None:
+            return False
+        if self._aor(user) != hop.sender.aor:
+            log.warning("not a party of the dialog", user=user, party=hop.sender.aor)
+            self.stack.respond(txn, 403, "Not a party of this dialog")
+            return False
+        self.dialogs.moved(hop, flow)
+        return True
 
     def _relay_in_dialog(
         self,
         txn: ServerTransaction,
         request: Request,
         flow: Flow,
-        next_flow: Flow,
+        hop: Hop,
+        target: Flow,
         done: Callable[[int], None] | None,
     ) -> None:
-        target = self._dialog_target(request, next_flow)
-        if target is None:
-            self._answer(txn, 480, "Peer is no longer connected", done)
-            return
-        self.proxy.forward(txn, request, [Target(request.uri, target)], inbound=flow, on_final=done)
+        self.proxy.forward(
+            txn,
+            request,
+            [Target(request.uri, target)],
+            inbound=flow,
+            sender=hop.sender.aor,
+            dialog=hop.dialog,
+            on_final=done,
+        )
 
     def _usable(self, flow: Flow | None) -> Flow | None:
         """``flow`` if it still works. A UDP flow is only an address: if the
@@ -223,23 +269,6 @@ class Router:
             return flow
         if flow.transport == "udp":
             return self.udp_flow(flow.remote)
-        return None
-
-    def _dialog_target(self, request: Request, next_flow: Flow) -> Flow | None:
-        usable = self._usable(next_flow)
-        if usable is not None:
-            return usable
-        # The peer reconnected: find its registration by its Contact URI.
-        now = self.clock()
-        for name in ("To", "From"):
-            try:
-                aor = aor_of(peek_name_addr(request.headers.get(name) or "").uri)
-            except ValueError:
-                continue
-            for contact in self.location.lookup(aor, now):
-                flow = self._usable(contact.flow)
-                if flow is not None and contact.uri.equivalent(request.uri):
-                    return flow
         return None
 
     def _out_of_dialog(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
@@ -278,11 +307,20 @@ class Router:
         user = self._local_sender(txn, request, flow)
         if user is None:
             return
+        if uri.user is not None:
+            # One identity per user whatever the case it is written in: the
+            # stored spelling is the AOR features, quotas and privacy see.
+            canonical = self.users.canonical(uri.user)
+            if canonical is None:
+                self._answer(txn, 404, "No such user", self._outcome(request))
+                return
+            if canonical != uri.user:
+                uri = request.uri = dataclasses.replace(uri, user=canonical)
         service = self.by_method.get(method)
         if service is not None:
             service.handle(txn, request, user=user, flow=flow)
             return
-        self._deliver(txn, request, flow, uri)
+        self._deliver(txn, request, flow, uri, user)
 
     def _to_service(
         self, txn: ServerTransaction, request: Request, flow: Flow, service: SipService
@@ -310,12 +348,17 @@ class Router:
             return None
         return user
 
-    def _deliver(self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI) -> None:
-        done = self.cdr.outcome(request) if self.cdr is not None else None
-        if uri.user is None or not self.users.exists(uri.user):
+    def _outcome(self, request: Request) -> Callable[[int], None] | None:
+        return self.cdr.outcome(request) if self.cdr is not None else None
+
+    def _deliver(
+        self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI, user: str
+    ) -> None:
+        done = self._outcome(request)
+        if uri.user is None:
             self._answer(txn, 404, "No such user", done)
             return
-        proceed = partial(self._deliver_now, txn, request, flow, uri, done)
+        proceed = partial(self._deliver_now, txn, request, flow, uri, user, done)
         if not self._archive_first(txn, request, proceed, done, recipient=aor_of(uri)):
             proceed()
 
@@ -325,6 +368,7 @@ class Router:
         request: Request,
         flow: Flow,
         uri: SipURI,
+        user: str,
         done: Callable[[int], None] | None,
     ) -> None:
         aor = aor_of(uri)
@@ -344,7 +388,9 @@ class Router:
         on_final = done
         if self.calls is not None and request.method == "INVITE":
             on_final = _both(done, self.calls.invite_outcome(request))
-        self.proxy.forward(txn, request, targets, inbound=flow, on_final=on_final)
+        self.proxy.forward(
+            txn, request, targets, inbound=flow, sender=self._aor(user), on_final=on_final
+        )
 
     def _archive_first(
         self,
@@ -435,6 +481,10 @@ class Router:
             headers.append(("Allow-Events", self.allow_events))
         self.stack.respond(txn, 200, "OK", headers=headers)
 
+    def _aor(self, user: str) -> str:
+        """The address of record of local user ``user`` (its stored spelling)."""
+        return str(SipURI(user=user, host=self.local.domain))
+
     def _method_not_allowed(
         self, txn: ServerTransaction, request: Request, allow: str | None = None
     ) -> None:
@@ -455,7 +505,9 @@ class Router:
             if user is not None and user == claimed and self.users.exists(user):
                 structlog.contextvars.bind_contextvars(user=user, auth="certificate")
                 return user
-        outcome = self.auth.authenticate(request, proxy=proxy, now=self.clock())
+        # Over UDP a source address can be forged: nonces are bound to it.
+        bound_to = flow.remote[0] if flow.transport == "udp" else ""
+        outcome = self.auth.authenticate(request, proxy=proxy, now=self.clock(), bound_to=bound_to)
         if isinstance(outcome, Authenticated):
             structlog.contextvars.bind_contextvars(user=outcome.user)
             return outcome.user
@@ -489,11 +541,18 @@ class Router:
             self.stack.respond(invite, 487, "Request Terminated")
 
     def on_ack(self, request: Request, flow: Flow) -> None:
-        """The ACK of a 2xx: forward it statelessly along the dialog (§16.11)."""
-        next_flow = self._pop_own_routes(request)
-        if next_flow is None or request.headers.get("Route") is not None:
+        """The ACK of a 2xx: forward it statelessly along the dialog (§16.11).
+
+        An ACK cannot be challenged, so it must come on its sender's recorded
+        flow; anything else is dropped."""
+        token = self._pop_own_routes(request)
+        if token is None or request.headers.get("Route") is not None:
             return
-        target = self._dialog_target(request, next_flow)
+        hop = self.dialogs.check(token, request, flow, self.stack.now())
+        if isinstance(hop, Refusal) or not hop.on_party_flow:
+            log.info("ACK dropped", reason=getattr(hop, "reason", "not on the party's flow"))
+            return
+        target = self._usable(hop.toward)
         if target is None:
             return
         mf = request.headers.get("Max-Forwards")
@@ -505,50 +564,14 @@ class Router:
         self.stack.send_stateless(request, target)
 
     # -- responses -----------------------------------------------------------------------
-    def on_response(self, txn: ClientTransaction, response: Response) -> None:
-        if self.proxy.on_response(txn, response) or self.im.on_response(txn, response):
-            return
-        for service in self.services:
-            if service.on_response(txn, response):
-                return
-
     def on_stray_response(self, response: Response, flow: Flow) -> None:
-        """A response with no transaction (a retransmitted 2xx): pass it upstream."""
-        vias = response.headers.get_all("Via")
-        if len(vias) < 2:
+        """A response that matched no transaction. Never sent where its Via
+        points: only the proxy's dialog check may forward it; else dropped."""
+        if self.proxy.on_stray_response(response, flow):
             return
-        try:
-            ours, upstream = peek_via(vias[0]), peek_via(vias[1])
-        except RemoteProtocolError:
-            return
-        if ours.host.lower() != self.local.host.lower():
-            return
-        response.headers.pop_first("Via")
-        host = (upstream.received or upstream.host).strip("[]")
-        port = upstream.rport or upstream.port or 5060
-        transport = upstream.transport.lower()
-        dest = (
-            self.find_connection(transport, (host, port))
-            if transport in ("tcp", "tls")
-            else self.udp_flow((host, port))
-        )
-        if dest is not None:
-            self.stack.send_stateless(response, dest)
-
-    def on_timeout(self, txn: object, timer: object) -> None:
-        if isinstance(txn, ClientTransaction) and not self.proxy.on_timeout(txn):
-            self._failed(txn, 408)
-
-    def on_transport_failed(self, txn: object) -> None:
-        if isinstance(txn, ClientTransaction) and not self.proxy.on_transport_failed(txn):
-            self._failed(txn, 503)
-
-    def _failed(self, txn: ClientTransaction, status: int) -> None:
-        if self.im.on_failure(txn, status):
-            return
-        for service in self.services:
-            if service.on_failure(txn, status):
-                return
+        self.stray_dropped += 1
+        metrics.STRAY_RESPONSES_DROPPED.inc()
+        log.info("stray response dropped", status=response.status, source=str(flow))
 
     def on_terminated(self, txn: object) -> None:
         self.proxy.on_terminated(txn)

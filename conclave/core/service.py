@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from conclave.sip.message import Request, Response
-from conclave.sip.transaction import ClientTransaction, ServerTransaction
+from conclave.sip.message import Request
+from conclave.sip.transaction import ServerTransaction
 from conclave.transport.flow import Flow
 
 
@@ -31,9 +31,3 @@ class SipService(Protocol):
         local address, or in a dialog whose Request-URI is this server. The
         service must answer ``txn`` (through the stack) exactly once.
         """
-
-    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
-        """A response to a request this service sent; False if not its own."""
-
-    def on_failure(self, txn: ClientTransaction, status: int) -> bool:
-        """Its request timed out (408) or could not be sent (503); False if not its own."""

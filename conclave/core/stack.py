@@ -18,6 +18,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -51,18 +52,45 @@ log = structlog.get_logger("conclave.stack")
 
 
 class TransactionUser(Protocol):
-    """What the stack hands events to (the router / proxy core)."""
+    """What the stack hands requests and unmatched responses to (the router)."""
 
     def on_request(self, txn: ServerTransaction, request: Request) -> None: ...
     def on_cancel(
         self, txn: ServerTransaction, request: Request, invite: ServerTransaction | None
     ) -> None: ...
     def on_ack(self, request: Request, flow: Flow) -> None: ...
-    def on_response(self, txn: ClientTransaction, response: Response) -> None: ...
     def on_stray_response(self, response: Response, flow: Flow) -> None: ...
-    def on_timeout(self, txn: Any, timer: object) -> None: ...
-    def on_transport_failed(self, txn: Any) -> None: ...
     def on_terminated(self, txn: Any) -> None: ...
+
+
+class ClientOwner(Protocol):
+    """Whoever sent a request on a client transaction hears how it ended.
+
+    The stack records the owner *before* the first transmission, so a send
+    that fails at once (a full UDP buffer, a connection closed under the
+    write) reaches it like any later failure: one transaction-to-owner map
+    carries every response and failure.
+    """
+
+    def on_response(self, txn: ClientTransaction, response: Response) -> None:
+        """Any response matched to ``txn`` (provisional ones too)."""
+
+    def on_failure(self, txn: ClientTransaction, status: int) -> None:
+        """``txn`` timed out (408) or could not be sent (503); no response follows."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCallbacks:
+    """A :class:`ClientOwner` made of two callables (e.g. partials over one item)."""
+
+    response: Callable[[ClientTransaction, Response], None]
+    failure: Callable[[ClientTransaction, int], None]
+
+    def on_response(self, txn: ClientTransaction, response: Response) -> None:
+        self.response(txn, response)
+
+    def on_failure(self, txn: ClientTransaction, status: int) -> None:
+        self.failure(txn, status)
 
 
 class Sender(Protocol):
@@ -100,6 +128,7 @@ class SipStack:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
+        self._owners: dict[ClientTransaction, ClientOwner] = {}
         # Arrival time of each server transaction's request, for the latency
         # histogram; weak, so a transaction that is never answered is not kept.
         self._arrived: weakref.WeakKeyDictionary[ServerTransaction, float] = (
@@ -243,8 +272,18 @@ class SipStack:
         self._rearm()
         return True
 
-    def send_request(self, req: Request, flow: Flow) -> ClientTransaction:
+    def send_request(
+        self, req: Request, flow: Flow, owner: ClientOwner | None = None
+    ) -> ClientTransaction:
+        """Send ``req`` on a new client transaction; ``owner`` hears its outcome.
+
+        Raises LocalProtocolError (TransactionLimitError when the table is
+        full) when no transaction was started; the owner is then not called.
+        A failure after the start, even during this call, goes to ``owner``.
+        """
         txn, events = self.layer.send_request(req, flow, self.now(), reliable=flow.reliable)
+        if owner is not None:
+            self._owners[txn] = owner
         self.dispatch(events)
         self._rearm()
         return txn
@@ -274,15 +313,18 @@ class SipStack:
                 if isinstance(ev.source, Flow):
                     tu.on_ack(ev.request, ev.source)
             elif isinstance(ev, ResponseReceived):
-                tu.on_response(ev.transaction, ev.response)
+                if (owner := self._owners.get(ev.transaction)) is not None:
+                    owner.on_response(ev.transaction, ev.response)
             elif isinstance(ev, StrayResponse):
                 if isinstance(ev.source, Flow):
                     tu.on_stray_response(ev.response, ev.source)
-            elif isinstance(ev, TransactionTimeout):
-                tu.on_timeout(ev.transaction, ev.timer)
-            elif isinstance(ev, TransportFailed):
-                tu.on_transport_failed(ev.transaction)
+            elif isinstance(ev, TransactionTimeout | TransportFailed):
+                txn = ev.transaction
+                if isinstance(txn, ClientTransaction) and (owner := self._owners.get(txn)):
+                    owner.on_failure(txn, 408 if isinstance(ev, TransactionTimeout) else 503)
             elif isinstance(ev, TransactionTerminated):
+                if isinstance(ev.transaction, ClientTransaction):
+                    self._owners.pop(ev.transaction, None)
                 tu.on_terminated(ev.transaction)
 
     # -- the one timer -------------------------------------------------------------------

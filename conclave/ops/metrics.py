@@ -105,6 +105,11 @@ AUTH_LOCKOUTS: Final = Counter(
 SOURCE_BANS: Final = Counter(
     "conclave_source_bans", "Sources banned for exceeding the request rate", registry=REGISTRY
 )
+STRAY_RESPONSES_DROPPED: Final = Counter(
+    "conclave_stray_responses_dropped",
+    "Responses that matched no transaction and were not ours to forward",
+    registry=REGISTRY,
+)
 ARCHIVE_WRITE_SECONDS: Final = Histogram(
     "conclave_archive_write_seconds",
     "Time to write one archive record",

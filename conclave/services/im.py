@@ -22,6 +22,7 @@ from typing import Protocol
 
 import structlog
 
+from conclave.core.stack import ClientCallbacks, ClientOwner
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ClientTransaction
@@ -37,7 +38,9 @@ log = structlog.get_logger("conclave.services.im")
 class Sender(Protocol):
     """The part of the core's SIP stack this service uses."""
 
-    def send_request(self, req: Request, flow: Flow) -> ClientTransaction: ...
+    def send_request(
+        self, req: Request, flow: Flow, owner: ClientOwner | None = None
+    ) -> ClientTransaction: ...
 
 
 ViaFactory = Callable[[str, str], str]
@@ -51,7 +54,6 @@ class OfflineMessages:
     store: OfflineMessageStore
     stack: Sender
     via: ViaFactory
-    _pending: dict[ClientTransaction, asyncio.Future[int]] = field(default_factory=dict)
     _waiting: set[str] | None = None
     """Recipients with messages held, so a REGISTER of anyone else costs no
     database query; None until :meth:`load` (then every REGISTER checks)."""
@@ -115,18 +117,26 @@ class OfflineMessages:
         headers.add("Content-Type", message.content_type)
         request = Request("MESSAGE", contact.uri, headers, message.body)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def answered(txn: ClientTransaction, response: Response) -> None:
+            if response.status >= 200 and not future.done():
+                future.set_result(response.status)
+
+        def failed(txn: ClientTransaction, status: int) -> None:
+            if not future.done():
+                future.set_result(status)
+
         try:
-            txn = self.stack.send_request(request, contact.flow)
+            self.stack.send_request(request, contact.flow, ClientCallbacks(answered, failed))
         except Exception as exc:
             log.warning("offline delivery not started", reason=str(exc))
             return 503
-        self._pending[txn] = future
         try:
+            # Timer F ends the transaction after 64*T1 = 32 s; this only
+            # guards against an outcome that never comes.
             return await asyncio.wait_for(future, timeout=64.0)
         except TimeoutError:
             return 408
-        finally:
-            self._pending.pop(txn, None)
 
     async def _put_back(self, messages: list[StoredMessage]) -> None:
         if messages and self._waiting is not None:
@@ -143,23 +153,6 @@ class OfflineMessages:
                 )
             except StoreError as exc:
                 log.error("offline message lost", aor=message.recipient, reason=str(exc))
-
-    # -- transaction outcomes, fed by the router -----------------------------------------
-    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
-        future = self._pending.get(txn)
-        if future is None:
-            return False
-        if response.status >= 200 and not future.done():
-            future.set_result(response.status)
-        return True
-
-    def on_failure(self, txn: ClientTransaction, status: int) -> bool:
-        future = self._pending.get(txn)
-        if future is None:
-            return False
-        if not future.done():
-            future.set_result(status)
-        return True
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -480,24 +480,35 @@ class NonceFactory:
         self._secret = bytes(secret)
         self._lifetime_ms = math.floor(lifetime * 1000)
 
-    def _mac(self, head: bytes) -> bytes:
-        return hmac.new(self._secret, _LABEL + head, hashlib.sha256).digest()
+    def _mac(self, head: bytes, bound_to: str) -> bytes:
+        # The binding is MACed but not carried: only a request that presents
+        # the same binding (e.g. the same source address) can use the nonce.
+        bind = bound_to.encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, _LABEL + head + b"\x00" + bind, hashlib.sha256).digest()
 
-    def make(self, now: float, salt: bytes) -> str:
-        """A new nonce issued at ``now``. ``salt``: 8-32 fresh random octets."""
+    def make(self, now: float, salt: bytes, *, bound_to: str = "") -> str:
+        """A new nonce issued at ``now``. ``salt``: 8-32 fresh random octets.
+
+        ``bound_to`` ties the nonce to something the caller can check again
+        when the nonce comes back (the source address of a UDP request, so a
+        request with a forged source cannot use a nonce sent to someone else);
+        pass the same value to :meth:`check`.
+        """
         if not _MIN_SALT <= len(salt) <= _MAX_SALT:
             raise LocalProtocolError(f"salt must be {_MIN_SALT}-{_MAX_SALT} octets")
         head = _TIME.pack(_millis(now)) + bytes(salt)
-        raw = head + self._mac(head)
+        raw = head + self._mac(head, bound_to)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
-    def check(self, nonce: str, now: float) -> NonceStatus:
-        """Classify ``nonce`` at time ``now``; never raises on what the peer sent."""
+    def check(self, nonce: str, now: float, *, bound_to: str = "") -> NonceStatus:
+        """Classify ``nonce`` at time ``now``; never raises on what the peer sent.
+
+        A nonce made with another ``bound_to`` is INVALID."""
         raw = _decode_nonce(nonce)
         if raw is None:
             return NonceStatus.INVALID
         head, mac = raw[:-_MAC_SIZE], raw[-_MAC_SIZE:]
-        if not hmac.compare_digest(mac, self._mac(head)):
+        if not hmac.compare_digest(mac, self._mac(head, bound_to)):
             return NonceStatus.INVALID
         (issued,) = _TIME.unpack_from(head)
         age = _millis(now) - issued

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from conclave.core.local import LocalEndpoint
+from conclave.core.stack import ClientOwner
 from conclave.services.presence.directory import Directory
 from conclave.services.presence.service import PresenceService
 from conclave.services.presence.settings import PresenceSettings
@@ -76,6 +77,7 @@ class FakeStack:
         self.responses: list[Response] = []
         self.requests: list[tuple[Request, Flow, ClientTransaction]] = []
         self.refuse = False
+        self.owners: dict[ClientTransaction, ClientOwner] = {}
 
     def respond(
         self,
@@ -98,12 +100,18 @@ class FakeStack:
             )
         )
 
-    def send_request(self, req: Request, flow: Flow) -> ClientTransaction:
+    def send_request(
+        self, req: Request, flow: Flow, owner: ClientOwner | None = None
+    ) -> ClientTransaction:
         txn = ClientTransaction(req, flow, reliable=True, config=TimerConfig())
+        if owner is not None:
+            self.owners[txn] = owner
+        self.requests.append((req, flow, txn))
         if self.refuse:  # a connection that is gone: the layer terminates it at once
             txn.start(0.0)
             txn.transport_error(0.0)
-        self.requests.append((req, flow, txn))
+            if owner is not None:  # and the stack reports it before returning
+                owner.on_failure(txn, 503)
         return txn
 
 
@@ -209,7 +217,11 @@ class Harness:
                 self.answer(req, txn, 200)
 
     def answer(self, req: Request, txn: ClientTransaction, status: int) -> None:
-        self.service.on_response(txn, make_response(req, status, to_tag="sub"))
+        self.stack.owners[txn].on_response(txn, make_response(req, status, to_tag="sub"))
+
+    def fail(self, txn: ClientTransaction, status: int) -> None:
+        """The NOTIFY on ``txn`` timed out (408) or could not be sent (503)."""
+        self.stack.owners[txn].on_failure(txn, status)
 
     def apply(self, directory: Directory) -> None:
         """Swap in new contacts and privacy rules (what a reload does)."""

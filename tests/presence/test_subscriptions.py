@@ -203,7 +203,7 @@ def test_notify_timeout_or_dead_connection_removes_the_subscription() -> None:
     h = Harness(auto_answer=False)
     h.subscribe("alice", aor("bob"))
     _, _, txn = h.stack.requests[0]
-    assert h.service.on_failure(txn, 408)
+    h.fail(txn, 408)
     assert h.service.state.subscription_count() == 0
     h.stack.refuse = True
     h.subscribe("carol", aor("bob"))

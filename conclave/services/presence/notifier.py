@@ -40,11 +40,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import structlog
 
 from conclave.core.local import LocalEndpoint
+from conclave.core.stack import ClientCallbacks, ClientOwner
 from conclave.sip.errors import LocalProtocolError
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response
@@ -68,7 +70,9 @@ the others (noresource, deactivated, rejected, giveup) carry none."""
 class NotifyStack(Protocol):
     """The part of :class:`~conclave.core.stack.SipStack` the notifier uses."""
 
-    def send_request(self, req: Request, flow: Flow) -> ClientTransaction: ...
+    def send_request(
+        self, req: Request, flow: Flow, owner: ClientOwner | None = None
+    ) -> ClientTransaction: ...
 
 
 def server_contact(local: LocalEndpoint, transport: str) -> str:
@@ -250,8 +254,9 @@ class Notifier:
 
     def _send(self, sub: Subscription, subscription_state: str, doc: Document) -> None:
         request = self._build(sub, subscription_state, doc)
+        owner = ClientCallbacks(partial(self._answered, sub), partial(self._failed, sub))
         try:
-            txn = self.stack.send_request(request, sub.flow)
+            txn = self.stack.send_request(request, sub.flow, owner)
         except LocalProtocolError as exc:
             log.warning("NOTIFY not sent", watcher=sub.watcher, reason=str(exc))
             self._drop(sub, "not sent")
@@ -261,9 +266,8 @@ class Notifier:
         if doc.version is not None:
             sub.version = doc.version
         if txn.terminated:
-            # The transport refused it at once (the connection is gone); the
-            # failure was reported before we knew the transaction.
-            self._drop(sub, "transport failed")
+            # The transport refused it at once (the connection is gone): the
+            # failure has been reported to _failed, which dropped the subscription.
             return
         sub.inflight = txn
         self._txns[txn] = sub
@@ -289,30 +293,23 @@ class Notifier:
         )
         return Request("NOTIFY", template.uri, headers, doc.body)
 
-    # -- outcomes, fed by the router ---------------------------------------------------------
-    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
-        sub = self._txns.get(txn)
-        if sub is None:
-            return False
+    # -- outcomes: each NOTIFY's transaction is owned by its subscription ----------------------
+    def _answered(self, sub: Subscription, txn: ClientTransaction, response: Response) -> None:
         if response.status < 200:
-            return True
-        del self._txns[txn]
+            return
+        self._txns.pop(txn, None)
         if sub.inflight is txn:
             sub.inflight = None
         if response.status >= 300:
             self._drop(sub, f"NOTIFY answered {response.status}")
         else:
             self.kick(sub)
-        return True
 
-    def on_failure(self, txn: ClientTransaction, status: int) -> bool:
-        sub = self._txns.pop(txn, None)
-        if sub is None:
-            return False
+    def _failed(self, sub: Subscription, txn: ClientTransaction, status: int) -> None:
+        self._txns.pop(txn, None)
         if sub.inflight is txn:
             sub.inflight = None
         self._drop(sub, "NOTIFY timed out" if status == 408 else "NOTIFY could not be sent")
-        return True
 
     def _drop(self, sub: Subscription, why: str) -> None:
         sub.final_sent = True

@@ -41,8 +41,8 @@ from conclave.core.stack import new_branch, new_tag
 from conclave.services.location import aor_of
 from conclave.sip.address import parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.message import Request, Response
-from conclave.sip.transaction import ClientTransaction, ServerTransaction
+from conclave.sip.message import Request
+from conclave.sip.transaction import ServerTransaction
 from conclave.store.generations import Reloader
 from conclave.transport.flow import Flow
 
@@ -181,12 +181,6 @@ class PresenceService:
 
     def _answer(self, txn: ServerTransaction, answer: Answer, to_tag: str | None = None) -> None:
         self.stack.respond(txn, answer.status, answer.reason, headers=answer.headers, to_tag=to_tag)
-
-    def on_response(self, txn: ClientTransaction, response: Response) -> bool:
-        return self.notifier.on_response(txn, response)
-
-    def on_failure(self, txn: ClientTransaction, status: int) -> bool:
-        return self.notifier.on_failure(txn, status)
 
     # -- facts from the rest of the server -------------------------------------------------
     def local_user(self, aor: str) -> bool:

@@ -209,13 +209,17 @@ class TransactionLayer:
 
         Returns :class:`ResponseReceived` (and maybe the ACK of a 300-699 in a
         :class:`Transmit`), nothing (a retransmission absorbed), or
-        :class:`StrayResponse`. A 2xx to INVITE is never dropped silently: if
-        its transaction is gone or in Completed it comes back as a stray, so
-        the TU can ACK or forward it. Raises RemoteProtocolError if the top
-        Via or CSeq is missing or malformed.
+        :class:`StrayResponse` (also for a response to a request sent over a
+        connection that arrives from any other ``source``). A 2xx to INVITE is
+        never dropped silently: if its transaction is gone or in Completed it
+        comes back as a stray, so the TU can ACK or forward it. Raises
+        RemoteProtocolError if the top Via or CSeq is missing or malformed.
         """
         txn = self._clients.get(client_key(response))
-        if txn is None:
+        if txn is None or (txn.reliable and source != txn.destination):
+            # §18.1.2: over a connection, the response comes back on the
+            # connection the request went out on. One from elsewhere that
+            # names our branch is not this transaction's: it is stray.
             return [StrayResponse(response, source)]
         events = txn.receive_response(response, now)
         if (
