@@ -9,7 +9,7 @@ import click
 
 from conclave.store.database import Database
 from conclave.store.passwords import generate_password, password_policy_problems
-from conclave.store.users import UserStore
+from conclave.store.users import UserRecord, UserStore
 
 from .common import data_dir_option, fail, load, notify_server, run_async
 
@@ -26,6 +26,11 @@ def _read_password(stdin: bool, name: str) -> tuple[str, bool]:
 
 
 def _store_call(data_dir: Path, action: str, name: str, *args: object) -> object:
+    """Call ``UserStore.<action>(name, domain, *args)``; a store error is a one-line CLI error.
+
+    The store finds ``name`` in any case (user names are unique regardless
+    of case) and returns the user's record with the stored, canonical name.
+    """
     config = load(data_dir)
     url = config.database_url(data_dir)
 
@@ -38,6 +43,11 @@ def _store_call(data_dir: Path, action: str, name: str, *args: object) -> object
     result = run_async(go)
     notify_server(data_dir)
     return result
+
+
+def _canonical(result: object, name: str) -> str:
+    """The stored name of the user a command acted on (``name`` may differ in case)."""
+    return result.name if isinstance(result, UserRecord) else name
 
 
 @click.group("user")
@@ -69,8 +79,8 @@ def user_passwd(name: str, data_dir: Path, password_stdin: bool) -> None:
     """Set a user's password (generated and printed once unless --password-stdin)."""
     load(data_dir)
     password, generated = _read_password(password_stdin, name)
-    _store_call(data_dir, "set_password", name, password)
-    click.echo(f"password changed for {name}")
+    user = _store_call(data_dir, "set_password", name, password)
+    click.echo(f"password changed for {_canonical(user, name)}")
     if generated:
         click.echo(f"password: {password}")
 
@@ -80,8 +90,8 @@ def user_passwd(name: str, data_dir: Path, password_stdin: bool) -> None:
 @data_dir_option
 def user_disable(name: str, data_dir: Path) -> None:
     """Stop a user from signing in (their account and data are kept)."""
-    _store_call(data_dir, "set_disabled", name, True)
-    click.echo(f"disabled {name}")
+    user = _store_call(data_dir, "set_disabled", name, True)
+    click.echo(f"disabled {_canonical(user, name)}")
 
 
 @user_group.command("enable")
@@ -89,8 +99,8 @@ def user_disable(name: str, data_dir: Path) -> None:
 @data_dir_option
 def user_enable(name: str, data_dir: Path) -> None:
     """Allow a disabled user to sign in again."""
-    _store_call(data_dir, "set_disabled", name, False)
-    click.echo(f"enabled {name}")
+    user = _store_call(data_dir, "set_disabled", name, False)
+    click.echo(f"enabled {_canonical(user, name)}")
 
 
 @user_group.command("remove")
@@ -98,8 +108,8 @@ def user_enable(name: str, data_dir: Path) -> None:
 @data_dir_option
 def user_remove(name: str, data_dir: Path) -> None:
     """Delete a user."""
-    _store_call(data_dir, "remove", name)
-    click.echo(f"removed {name}")
+    user = _store_call(data_dir, "remove", name)
+    click.echo(f"removed {_canonical(user, name)}")
 
 
 @user_group.command("list")

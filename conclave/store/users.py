@@ -1,4 +1,21 @@
-"""User accounts: who may register, and their digest credentials."""
+"""User accounts: who may register, and their digest credentials.
+
+User names are stored as written at creation (the *canonical* name) but are
+unique without regard to case within a domain: ``Alice`` cannot be added
+while ``alice`` exists, and every lookup by name (:meth:`UserStore.get`,
+``set_password``, ``set_disabled``, ``remove``, ``credentials``) finds the
+user whatever the case of the name given and works on the canonical name
+(digest HA1 values are computed with it). Two users may tell apart what one
+client sends in a SIP URI only by case (RFC 3261 §19.1.4 compares user parts
+case-sensitively), but people, address books and the credential cache do
+not: one name, one identity.
+
+A database written before this rule may hold case variants already.
+:meth:`UserStore.case_collisions` lists them; :meth:`UserStore.all_credentials`
+still returns every row so that the server can see them and refuse to guess
+which one is meant. Lookups by a name that matches several of them exactly
+by case find that one; otherwise they fail with :class:`ConflictError`.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +24,11 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from conclave.store.database import Database, rowcount
+from conclave.store.database import Database
 from conclave.store.errors import ConflictError, NotFoundError, StoreError
 from conclave.store.generations import DIRECTORY, USERS, bump
 from conclave.store.models import User
@@ -59,6 +78,29 @@ class Credentials:
         raise KeyError(algorithm)
 
 
+def fold(name: str) -> str:
+    """The key two user names are compared by: equal folds are the same user.
+
+    User names are ASCII (:data:`USER_NAME`), so this is plain lower-casing,
+    the same as SQL ``lower()`` on every supported engine.
+    """
+    return name.lower()
+
+
+@dataclass(frozen=True)
+class CaseCollision:
+    """Users of one domain whose names differ only in case (an old database)."""
+
+    domain: str
+    names: tuple[str, ...]
+    """The stored names, sorted; at least two."""
+
+    @property
+    def folded(self) -> str:
+        """The name they all fold to (:func:`fold`)."""
+        return fold(self.names[0])
+
+
 def normalize(name: str, domain: str) -> tuple[str, str]:
     """Validate a user name and domain; return them with the domain lower-cased."""
     domain = domain.strip().lower().rstrip(".")
@@ -92,7 +134,10 @@ def _hashes(name: str, domain: str, password: str) -> tuple[str, str]:
 
 
 class UserStore:
-    """User accounts. Names are case-sensitive, domains are not.
+    """User accounts. Names are unique and found without regard to case, as are domains.
+
+    Names keep the case they were created with (the canonical name, which
+    every method returns); see the module docstring.
 
     Enforce the password policy (:func:`password_policy_problems`) before
     calling :meth:`add` or :meth:`set_password`; the store only refuses an
@@ -109,7 +154,11 @@ class UserStore:
     async def add(
         self, name: str, domain: str, password: str, *, now: dt.datetime | None = None
     ) -> UserRecord:
-        """Create an enabled user; :class:`ConflictError` if it already exists."""
+        """Create an enabled user.
+
+        :class:`ConflictError` if a user of that name exists in the domain,
+        in any case: adding ``Alice`` while ``alice`` exists is refused.
+        """
         name, domain = normalize(name, domain)
         md5, sha256 = _hashes(name, domain, password)
         user = User(
@@ -122,54 +171,106 @@ class UserStore:
         )
         try:
             async with self._db.transaction() as session:
+                # The counter first: its row lock (PostgreSQL) or the write lock
+                # (SQLite) serialises writers of users, so two concurrent adds of
+                # case variants cannot both pass the check below.
+                await bump(session, USERS)
+                existing = await _variants(session, name, domain)
+                if existing:
+                    raise ConflictError(_exists(name, domain, existing))
                 session.add(user)
-                await bump(session, USERS)  # flushes the INSERT first: a duplicate fails here
-        except ConflictError:
-            raise ConflictError(f"user {name}@{domain} already exists") from None
+                await session.flush()  # a duplicate the check missed fails here
+        except ConflictError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                raise ConflictError(f"user {name}@{domain} already exists") from None
+            raise
         return _record(user)
 
     async def get(self, name: str, domain: str) -> UserRecord | None:
-        """The user, or None if there is none."""
+        """The user whose name equals ``name`` in any case, or None if there is none.
+
+        The record carries the canonical (stored) name. :class:`ConflictError`
+        if ``name`` matches several case variants (an old database) and none
+        exactly.
+        """
         name, domain = normalize(name, domain)
         async with self._db.transaction() as session:
-            user = await session.scalar(
-                select(User).where(User.name == name, User.domain == domain)
-            )
+            user = await _find(session, name, domain)
             return _record(user) if user else None
 
     async def credentials(self, name: str, domain: str) -> Credentials | None:
-        """One user's digest credentials, or None."""
+        """One user's digest credentials (found as :meth:`get` finds it), or None.
+
+        The HA1 values are those of the canonical name, which :meth:`get` gives.
+        """
         name, domain = normalize(name, domain)
         async with self._db.transaction() as session:
-            user = await session.scalar(
-                select(User).where(User.name == name, User.domain == domain)
-            )
+            user = await _find(session, name, domain)
             if user is None:
                 return None
             return Credentials(user.ha1_md5, user.ha1_sha256, user.disabled)
 
-    async def set_password(self, name: str, domain: str, password: str) -> None:
-        """Replace the user's HA1 values; :class:`NotFoundError` if no such user."""
-        name, domain = normalize(name, domain)
-        md5, sha256 = _hashes(name, domain, password)
-        await self._update(name, domain, ha1_md5=md5, ha1_sha256=sha256)
+    async def set_password(self, name: str, domain: str, password: str) -> UserRecord:
+        """Replace the user's HA1 values; :class:`NotFoundError` if no such user.
 
-    async def set_disabled(self, name: str, domain: str, disabled: bool) -> None:
+        The user is found as :meth:`get` finds it, and the HA1 values are
+        computed with the canonical name (the one clients authenticate as).
+        """
+        name, domain = normalize(name, domain)
+        _hashes(name, domain, password)  # refuse a bad password before touching anything
+        async with self._db.transaction() as session:
+            user = await _found(session, name, domain)
+            user.ha1_md5, user.ha1_sha256 = _hashes(user.name, domain, password)
+            await bump(session, USERS)
+            return _record(user)
+
+    async def set_disabled(self, name: str, domain: str, disabled: bool) -> UserRecord:
         """Disable (True) or re-enable (False) the user; a disabled user cannot sign in."""
         name, domain = normalize(name, domain)
-        await self._update(name, domain, disabled=disabled)
+        async with self._db.transaction() as session:
+            user = await _found(session, name, domain)
+            user.disabled = disabled
+            await bump(session, USERS)
+            return _record(user)
 
-    async def remove(self, name: str, domain: str) -> None:
+    async def remove(self, name: str, domain: str) -> UserRecord:
         """Delete the user, their contact list and privacy rules; :class:`NotFoundError` if none."""
         name, domain = normalize(name, domain)
         async with self._db.transaction() as session:
-            result = await session.execute(
-                delete(User).where(User.name == name, User.domain == domain)
-            )
-            if not rowcount(result):
-                raise NotFoundError(f"no such user: {name}@{domain}")
+            user = await _found(session, name, domain)
+            record = _record(user)
+            await session.execute(delete(User).where(User.id == user.id))
             # The list and rules went too (ON DELETE CASCADE): the directory changed.
             await bump(session, USERS, DIRECTORY)
+            return record
+
+    async def case_collisions(self, domain: str | None = None) -> builtins.list[CaseCollision]:
+        """Users whose names differ only in case (of one domain if given).
+
+        Only a database written before names were unique without regard to
+        case can hold them. A server must not serve such names by guessing
+        which user is meant; an operator removes or renames all but one.
+        Ordered by domain, then folded name.
+        """
+        folded = func.lower(User.name)
+        query = (
+            select(User.domain, folded.label("folded"))
+            .group_by(User.domain, folded)
+            .having(func.count() > 1)
+        )
+        if domain is not None:
+            query = query.where(User.domain == domain.strip().lower().rstrip("."))
+        async with self._db.transaction() as session:
+            groups = (await session.execute(query)).all()
+            found: builtins.list[CaseCollision] = []
+            for group in sorted(groups):
+                names = await session.scalars(
+                    select(User.name)
+                    .where(User.domain == group.domain, func.lower(User.name) == group.folded)
+                    .order_by(User.name)
+                )
+                found.append(CaseCollision(group.domain, tuple(names)))
+            return found
 
     async def all_credentials(self) -> dict[tuple[str, str], Credentials]:
         """Every user's credentials keyed by (name, domain), for an in-memory cache.
@@ -177,6 +278,11 @@ class UserStore:
         The authenticator answers from that cache so no SIP request waits on
         the database; reload it when the ``users`` change counter moves (the
         CLI writes directly here, then signals the server).
+
+        Names are the stored, canonical ones. Every row is returned, case
+        variants from an old database included (see :meth:`case_collisions`):
+        a cache that folds names must detect them and refuse them all rather
+        than let one silently replace the other.
         """
         async with self._db.transaction() as session:
             rows = await session.execute(
@@ -195,11 +301,47 @@ class UserStore:
         async with self._db.transaction() as session:
             return [_record(user) for user in await session.scalars(query)]
 
-    async def _update(self, name: str, domain: str, **values: object) -> None:
-        async with self._db.transaction() as session:
-            result = await session.execute(
-                update(User).where(User.name == name, User.domain == domain).values(**values)
-            )
-            if not rowcount(result):
-                raise NotFoundError(f"no such user: {name}@{domain}")
-            await bump(session, USERS)
+
+async def _variants(session: AsyncSession, name: str, domain: str) -> builtins.list[User]:
+    """Every user of ``domain`` whose name folds to the same as ``name``, by name."""
+    rows = await session.scalars(
+        select(User)
+        .where(User.domain == domain, func.lower(User.name) == fold(name))
+        .order_by(User.name)
+    )
+    return builtins.list(rows)
+
+
+async def _find(session: AsyncSession, name: str, domain: str) -> User | None:
+    """The user ``name`` stands for: the one of exactly that name, else the one case variant.
+
+    :class:`ConflictError` when several case variants exist (an old database)
+    and none is named exactly: guessing could act on the wrong account.
+    """
+    variants = await _variants(session, name, domain)
+    for user in variants:
+        if user.name == name:
+            return user
+    if len(variants) > 1:
+        names = ", ".join(user.name for user in variants)
+        raise ConflictError(
+            f"user name {name}@{domain} matches several users that differ only in case "
+            f"({names}): give the exact name"
+        )
+    return variants[0] if variants else None
+
+
+async def _found(session: AsyncSession, name: str, domain: str) -> User:
+    """:func:`_find`, or :class:`NotFoundError`."""
+    user = await _find(session, name, domain)
+    if user is None:
+        raise NotFoundError(f"no such user: {name}@{domain}")
+    return user
+
+
+def _exists(name: str, domain: str, existing: builtins.list[User]) -> str:
+    """The message refusing to add ``name`` because ``existing`` users fold the same."""
+    if any(user.name == name for user in existing):
+        return f"user {name}@{domain} already exists"
+    other = existing[0].name
+    return f"user {other}@{domain} already exists (names differing only in case are one user)"
