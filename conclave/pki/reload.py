@@ -28,6 +28,16 @@ a public certificate, the system roots), revoked, or not covering the
 required names. Each outcome is logged (``certificate reloaded`` or
 ``certificate reload refused`` with the reason) and written to a small JSON
 status file that ``conclave certs reload`` reads back.
+
+Revocation reaches open connections too. A revoked client certificate fails
+new handshakes once the new CRL is loaded, but a connection it authenticated
+earlier would keep working (TLS checks the certificate only in the
+handshake). So after every reload, whatever its outcome, the CRL on disk is
+read (it must be our CA's and signed by it) and every open TLS connection
+whose peer certificate it now lists is closed, through
+:attr:`ServerTls.peer_closer`, which the server sets to its transport's
+:meth:`~conclave.transport.TransportManager.close_tls_connections`. Each is
+logged as ``connection closed: certificate revoked`` with the serial.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import datetime as dt
 import json
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +54,7 @@ from typing import Any
 import structlog
 from cryptography import x509
 
-from conclave.pki.crl import load_crl
+from conclave.pki.crl import load_crl, revoked_serials
 from conclave.pki.errors import PkiError
 from conclave.pki.files import write_public_file
 from conclave.pki.info import CertInfo
@@ -56,6 +66,10 @@ STATUS_FILE = "tls-status.json"
 """In the data directory: the last reload's outcome, for ``conclave certs reload``."""
 
 FileSignature = tuple[tuple[int, int, int] | None, ...]
+
+PeerCloser = Callable[[Callable[[bytes], bool]], Sequence[tuple[object, bytes]]]
+"""Closes the open TLS connections whose peer certificate (DER) the predicate
+condemns; returns ``(flow, certificate)`` of each."""
 
 
 def _utc_now() -> dt.datetime:
@@ -126,6 +140,8 @@ class ServerTls:
         self.context = self._current
         """The front context: hand it to the listener; it never changes."""
         self.context.sni_callback = self._select
+        self.peer_closer: PeerCloser | None = None
+        """Set by the server: how to close connections of revoked peers (see the module doc)."""
         self._report(ReloadOutcome("startup", True, info=self.info))
 
     # -- handshakes ----------------------------------------------------------------------
@@ -176,7 +192,50 @@ class ServerTls:
         self._refused = None if outcome.reloaded else signature
         self._pending = None
         self._report(outcome)
+        self.close_revoked_peers(trigger)
         return outcome
+
+    def close_revoked_peers(self, trigger: str) -> int:
+        """Close every open TLS connection whose peer certificate our CRL now lists.
+
+        Runs after each reload (a revocation arrives as a new CRL). Returns how
+        many were closed. A CRL that cannot be read or is not our CA's closes
+        nothing (the reload has logged why it is unusable).
+        """
+        closer = self.peer_closer
+        if closer is None or not self.files.client_auth:
+            return 0
+        try:
+            ca = load_certificate(self.files.ca)
+            revoked = revoked_serials(load_crl(self.files.crl, ca))
+        except PkiError as exc:
+            self.log.warning("revoked peers not checked", reason=str(exc), trigger=trigger)
+            return 0
+        if not revoked:
+            return 0
+
+        def condemned(der: bytes) -> bool:
+            try:
+                cert = x509.load_der_x509_certificate(der)
+            except ValueError:
+                return False
+            return cert.issuer == ca.subject and cert.serial_number in revoked
+
+        try:
+            closed = closer(condemned)
+        except Exception as exc:  # a reload must never fail for this; say so loudly
+            self.log.error("revoked peers not closed", reason=str(exc), trigger=trigger)
+            return 0
+        for flow, der in closed:
+            cert = x509.load_der_x509_certificate(der)
+            self.log.warning(
+                "connection closed: certificate revoked",
+                flow=str(flow),
+                serial=f"{cert.serial_number:X}",
+                subject=cert.subject.rfc4514_string(),
+                trigger=trigger,
+            )
+        return len(closed)
 
     def files_changed(self) -> bool:
         """For a periodic poll: True when the files changed and have settled.

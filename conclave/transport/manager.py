@@ -253,6 +253,30 @@ class TransportManager:
         cert = conn.transport.get_extra_info("peercert")
         return dict(cert) if cert else None
 
+    def close_tls_connections(
+        self, condemned: Callable[[bytes], bool], *, reason: str = "peer certificate revoked"
+    ) -> list[tuple[Flow, bytes]]:
+        """Close every open TLS connection whose verified peer certificate is ``condemned``.
+
+        ``condemned`` gets the certificate in DER (for instance: is its serial
+        in our CRL now?). Returns each closed flow with that certificate; each
+        closure calls ``on_closed`` as any other, so bindings on the flow go.
+        """
+        closed: list[tuple[Flow, bytes]] = []
+        for conn in self._table.connections():
+            flow = conn.flow
+            if flow is None or not flow.secure or conn.transport is None or conn.closed:
+                continue
+            ssl_object = conn.transport.get_extra_info("ssl_object")
+            try:
+                der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            except ValueError:  # handshake not finished: nothing verified to judge
+                continue
+            if der and condemned(der):
+                self._drop(conn, reason)
+                closed.append((flow, der))
+        return closed
+
     def close_connection(self, flow: Flow) -> bool:
         """Close a stream flow's connection after flushing; False if it was not open."""
         conn = self._table.live(flow)

@@ -7,9 +7,11 @@ import json
 import os
 import ssl
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from conclave.pki import PkiError, client_context, create_ca
 from conclave.pki.reload import ServerTls, read_status
@@ -274,3 +276,43 @@ def test_sni_callback_moves_handshake_without_sni(deployment: Deployment) -> Non
 
     run(scenario)
     assert isinstance(tls.current_context, ssl.SSLContext)
+
+
+def test_reload_closes_connections_of_revoked_peers(deployment: Deployment) -> None:
+    tls, log = make(deployment, client_auth=True)
+    alice = deployment.ca.issue_client("alice", "example.test")
+    bob = deployment.ca.issue_client("bob", "example.test")
+    stranger_ca = create_ca(deployment.root / "stranger", common_name="Stranger CA")
+    stranger = stranger_ca.issue_client("alice", "example.test")
+    ders = {
+        name: issued.certificate.public_bytes(serialization.Encoding.DER)
+        for name, issued in (("alice", alice), ("bob", bob), ("stranger", stranger))
+    }
+    judged: dict[str, bool] = {}
+
+    def closer(condemned: Callable[[bytes], bool]) -> list[tuple[object, bytes]]:
+        judged.update({name: condemned(der) for name, der in ders.items()})
+        return [(f"tls-flow-{name}", ders[name]) for name, bad in judged.items() if bad]
+
+    tls.peer_closer = closer
+    tls.reload("signal")
+    assert judged == {}  # nothing revoked yet: no connection is even looked at
+    deployment.ca.revoke(alice.serial, reason="keyCompromise")
+    tls.reload("signal")
+    assert judged == {"alice": True, "bob": False, "stranger": False}
+    (closed,) = log.named("connection closed: certificate revoked")
+    assert closed["flow"] == "tls-flow-alice" and closed["serial"] == f"{alice.serial:X}"
+    assert closed["level"] == "warning" and closed["trigger"] == "signal"
+
+
+def test_a_failing_closer_does_not_break_the_reload(deployment: Deployment) -> None:
+    tls, log = make(deployment, client_auth=True)
+    alice = deployment.ca.issue_client("alice", "example.test")
+    deployment.ca.revoke(alice.serial)
+
+    def broken(_condemned: Callable[[bytes], bool]) -> list[tuple[object, bytes]]:
+        raise RuntimeError("table changed")
+
+    tls.peer_closer = broken
+    assert tls.reload("file change").reloaded
+    assert log.named("revoked peers not closed")[0]["reason"] == "table changed"
