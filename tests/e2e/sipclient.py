@@ -27,6 +27,8 @@ class SipClient:
     port: int
     domain: str = "localhost"
     ca: str | None = None
+    host: str = "127.0.0.1"
+    """The local address to send from (any of 127.0.0.0/8 works on Linux)."""
     _sock: socket.socket | None = None
     _framer: StreamFramer = field(default_factory=StreamFramer)
     _pending: list[bytes] = field(default_factory=list)
@@ -35,9 +37,11 @@ class SipClient:
     def __post_init__(self) -> None:
         if self.transport == "udp":
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self._sock.bind(("127.0.0.1", 0))
+            self._sock.bind((self.host, 0))
         else:
-            raw = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+            raw = socket.create_connection(
+                ("127.0.0.1", self.port), timeout=TIMEOUT, source_address=(self.host, 0)
+            )
             if self.transport == "tls":
                 ctx = ssl.create_default_context(cafile=self.ca)
                 raw = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
@@ -111,14 +115,14 @@ class SipClient:
         branch = "z9hG4bK" + os.urandom(8).hex()
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/{self.transport.upper()} 127.0.0.1:{self.local_port}"
+            f"Via: SIP/2.0/{self.transport.upper()} {self.host}:{self.local_port}"
             f";branch={branch};rport",
             "Max-Forwards: 70",
             f"From: <sip:{from_user}@{from_domain or self.domain}>;tag={os.urandom(4).hex()}",
             f"To: <{to or uri}>",
             f"Call-ID: {call_id or os.urandom(8).hex()}",
             f"CSeq: {next(self._cseq)} {method}",
-            f"Contact: <sip:{from_user}@127.0.0.1:{self.local_port};transport={self.transport}>",
+            f"Contact: <sip:{from_user}@{self.host}:{self.local_port};transport={self.transport}>",
             *(headers or []),
             f"Content-Length: {len(body)}",
         ]
