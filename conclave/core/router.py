@@ -525,7 +525,10 @@ class Router:
                     reason="authentication failures",
                     seconds=self.guard.ban_seconds,
                 )
-        self.stack.respond(txn, 407 if proxy else 401, headers=outcome.headers)
+        # Over UDP the source may be forged: the challenge goes out once, with
+        # no retransmissions and no transaction kept (RFC 3261 §26.3.2.4).
+        once = flow.transport == "udp"
+        self.stack.respond(txn, 407 if proxy else 401, headers=outcome.headers, once=once)
         return None
 
     # -- CANCEL and ACK ------------------------------------------------------------------

@@ -245,8 +245,13 @@ class SipStack:
         headers: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (),
         body: bytes = b"",
         to_tag: str | None = None,
+        once: bool = False,
     ) -> None:
-        """Answer ``txn``'s request with a locally generated response."""
+        """Answer ``txn``'s request with a locally generated response.
+
+        ``once``: send this final response a single time and end the
+        transaction (:meth:`TransactionLayer.send_final_once`), for challenges
+        to sources not yet authenticated."""
         resp = make_response(
             txn.request,
             status,
@@ -255,7 +260,21 @@ class SipStack:
             headers=tuple(headers),
             body=body,
         )
-        self.send_response(txn, resp)
+        if once:
+            self._send_once(txn, resp)
+        else:
+            self.send_response(txn, resp)
+
+    def _send_once(self, txn: ServerTransaction, resp: Response) -> None:
+        try:
+            events = self.layer.send_final_once(txn, resp, self.now())
+        except LocalProtocolError as exc:
+            log.debug("response not sent", status=resp.status, reason=str(exc))
+            return
+        metrics.count_response(txn.request.method, resp.status)
+        self._arrived.pop(txn, None)
+        self.dispatch(events)
+        self._rearm()
 
     def send_response(self, txn: ServerTransaction, resp: Response) -> bool:
         """Send on ``txn``; False if its state no longer allows it (e.g. it ended)."""

@@ -438,3 +438,31 @@ def test_pair_non_invite_over_reliable_transport_sends_each_message_once() -> No
     net.run_timers(100.0)
     assert net.lines == ["MESSAGE sip:bob@example.com SIP/2.0", "SIP/2.0 200 OK"]
     assert len(client) == 0 and len(server) == 0
+
+
+def test_a_response_over_a_connection_must_come_back_on_it() -> None:
+    layer = TransactionLayer()
+    conn, other = ("tls", ("192.0.2.20", 5061), 1), ("tls", ("192.0.2.66", 5061), 2)
+    req = request("INVITE", transport="TLS")
+    txn, _ = layer.send_request(req, conn, 0.0, reliable=True)
+    forged = response(req, 180)
+    assert layer.receive_response(forged, other, 0.1) == [StrayResponse(forged, other)]
+    assert txn.state is State.CALLING
+    assert layer.receive_response(forged, conn, 0.2) == [ResponseReceived(txn, forged)]
+
+
+def test_a_challenge_is_sent_once_and_keeps_no_state() -> None:
+    # RFC 3261 §26.3.2.4: over UDP, no Timer G retransmissions toward a
+    # source that may be forged, and no transaction waiting for its ACK.
+    layer = TransactionLayer()
+    invite = request("INVITE")
+    txn = new_server(layer.receive_request(invite, SOURCE, 0.0))
+    challenge = make_response(invite, 407, to_tag="t")
+    events = layer.send_final_once(txn, challenge, 0.1)
+    assert kinds(events) == ["Transmit", "TransactionTerminated"]
+    assert layer.server_count == 0 and layer.next_deadline() is None
+    assert layer.handle_timers(100.0) == []
+    # A retransmission of the INVITE is a new request, challenged afresh.
+    assert kinds(layer.receive_request(invite, SOURCE, 0.6)) == ["RequestReceived"]
+    with pytest.raises(LocalProtocolError):
+        layer.send_final_once(txn, make_response(invite, 100), 0.7)

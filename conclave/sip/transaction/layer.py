@@ -58,6 +58,7 @@ from .events import (
     Overloaded,
     RequestReceived,
     StrayResponse,
+    TransactionTerminated,
     Transmit,
 )
 from .matching import (
@@ -277,6 +278,27 @@ class TransactionLayer:
         if not self._owns(transaction):
             raise LocalProtocolError(f"{transaction!r} is not live in this layer")
         return self._after(transaction, transaction.send_response(response, now))
+
+    def send_final_once(
+        self, transaction: ServerTransaction, response: Response, now: float
+    ) -> list[Event]:
+        """Send a final ``response`` once and end ``transaction`` at once.
+
+        RFC 3261 §26.3.2.4: a challenge (401/407) to a request whose source
+        has not been authenticated is sent "forgoing the normal response
+        retransmission algorithm, and thus behaving statelessly": over UDP a
+        forged source must not make us retransmit to a victim (Timer G) or
+        hold state for it (Timer H). A retransmitted request starts afresh.
+        Raises LocalProtocolError as :meth:`send_response` does, and for a
+        provisional response.
+        """
+        if response.status < 200:
+            raise LocalProtocolError("only a final response can be sent once")
+        events = self.send_response(transaction, response, now)
+        if self._owns(transaction):
+            self._forget(transaction)
+            events.append(TransactionTerminated(transaction))
+        return events
 
     def send_stateless(self, message: Request | Response, destination: object) -> list[Event]:
         """Send ``message`` outside any transaction.

@@ -1,0 +1,113 @@
+"""An attacker's session against identity: claimed identities, case variants,
+borrowed digest answers and nonces sent to someone else (issue 12, items 4, 5,
+10 and 15)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from conclave.sip.address import parse_name_addr
+from tests.e2e.server import ConclaveServer
+from tests.e2e.sipclient import SipClient, digest_header
+from tests.e2e.test_im import send_im, signed_in
+from tests.e2e.test_security import register
+
+from .conftest import PASSWORDS
+
+FORGED = ("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID")
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ConclaveServer]) -> ConclaveServer:
+    return make_server(transports="tls,udp")
+
+
+def test_a_client_cannot_assert_an_identity(server: ConclaveServer) -> None:
+    alice, bob = signed_in(server, "alice"), signed_in(server, "bob")
+    claims = [f"{name}: <sip:ceo@localhost>" for name in FORGED]
+    send_im(alice, "alice", "bob", b"from the CEO", headers=claims)
+    incoming = bob.recv_request()
+    assert incoming.method == "MESSAGE"
+    # Only what we authenticated is asserted; the client's claims are gone.
+    assert incoming.headers.get_all("P-Asserted-Identity") == ["<sip:alice@localhost>"]
+    assert incoming.headers.get("P-Preferred-Identity") is None
+    assert incoming.headers.get("Remote-Party-ID") is None
+
+
+def test_privacy_id_means_no_assertion(server: ConclaveServer) -> None:
+    alice, bob = signed_in(server, "alice"), signed_in(server, "bob")
+    send_im(alice, "alice", "bob", b"quiet", headers=["Privacy: id"])
+    incoming = bob.recv_request()
+    assert incoming.headers.get("P-Asserted-Identity") is None
+
+
+def test_a_case_variant_is_the_same_user_not_a_new_one(server: ConclaveServer) -> None:
+    alice, bob = signed_in(server, "alice"), signed_in(server, "bob")
+    # Addressed as BOB, the message reaches bob's device: not a 202 for a
+    # separate "BOB" whose store nobody ever reads.
+    send_im(alice, "alice", "BOB", b"shouting")
+    incoming = bob.recv_request()
+    assert incoming.body == b"shouting"
+    # Signing in as ALICE with alice's password is not alice, nor a new identity.
+    udp = SipClient("udp", server.ports["udp"])
+    status, _ = register(udp, "ALICE", PASSWORDS["alice"])
+    assert status == 401
+    # Authenticated as alice, claiming to be ALICE in From: refused.
+    uri = "sip:bob@localhost"
+    first = udp.send(
+        "MESSAGE", uri, from_user="ALICE", headers=["Content-Type: text/plain"], body=b"x"
+    )
+    auth = digest_header(
+        first, user="alice", password=PASSWORDS["alice"], method="MESSAGE", uri=uri
+    )
+    resp = udp.send(
+        "MESSAGE", uri, from_user="ALICE", headers=["Content-Type: text/plain", auth], body=b"x"
+    )
+    assert resp.status == 403
+
+
+def test_a_digest_answer_for_another_uri_is_refused(server: ConclaveServer) -> None:
+    client = SipClient("udp", server.ports["udp"])
+    first = client.send(
+        "MESSAGE", "sip:bob@localhost", from_user="alice", headers=["Content-Type: text/plain"]
+    )
+    # Computed for a request to carol, replayed toward bob (RFC 7616 §3.4.6).
+    auth = digest_header(
+        first,
+        user="alice",
+        password=PASSWORDS["alice"],
+        method="MESSAGE",
+        uri="sip:carol@localhost",
+    )
+    resp = client.send(
+        "MESSAGE",
+        "sip:bob@localhost",
+        from_user="alice",
+        headers=["Content-Type: text/plain", auth],
+        body=b"hi",
+    )
+    assert resp.status == 400 and "uri" in resp.reason
+
+
+def test_a_nonce_sent_to_one_udp_address_is_useless_from_another(server: ConclaveServer) -> None:
+    victim = SipClient("udp", server.ports["udp"], host="127.0.0.2")
+    mallory = SipClient("udp", server.ports["udp"])
+    to = "sip:alice@localhost"
+    first = victim.send("REGISTER", "sip:localhost", from_user="alice", to=to)
+    assert first.status == 401
+    auth = digest_header(
+        first, user="alice", password=PASSWORDS["alice"], method="REGISTER", uri="sip:localhost"
+    )
+    # The same answer from another source address does not authenticate...
+    stolen = mallory.send("REGISTER", "sip:localhost", from_user="alice", to=to, headers=[auth])
+    assert stolen.status == 401
+    assert all(
+        "stale=true" not in value.lower() for value in stolen.headers.get_all("WWW-Authenticate")
+    )
+    # ...from the address it was sent to, it does (the nonce-count is fresh).
+    own = victim.send("REGISTER", "sip:localhost", from_user="alice", to=to, headers=[auth])
+    assert own.status == 200
+    contact = parse_name_addr(own.headers.get("Contact") or "").uri
+    assert "127.0.0.2" in str(contact)
