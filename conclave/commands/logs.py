@@ -119,11 +119,32 @@ def search(
     default=None,
     help="host:port for agents (default: [logging_controller] listen; port 0: a free one).",
 )
-def controller(data_dir: Path, listen: str | None) -> None:
-    """Run the logging controller (the logging-controller role) until SIGTERM or Ctrl-C."""
+@click.option(
+    "--topology",
+    "topology_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Accept events only from this topology's hosts (default: any server "
+    "certificate of a trusted CA, as for a Standard Edition deployment).",
+)
+def controller(data_dir: Path, listen: str | None, topology_path: Path | None) -> None:
+    """Run the logging controller (the logging-controller role) until SIGTERM or Ctrl-C.
+
+    Only servers may send: a certificate from a trusted CA that is a server
+    certificate (a user's client certificate is refused), naming a host of
+    the topology when one is given. SIGHUP re-reads certificates and CRLs.
+    """
     from conclave.ops.controller import run_controller
 
     config = load(data_dir)
+    topology = None
+    if topology_path is not None:
+        from conclave.topology.document import TopologyError, load_topology
+
+        try:
+            topology = load_topology(topology_path)
+        except TopologyError as exc:
+            raise fail(str(exc).splitlines()[0]) from None
     if listen is not None:
         try:
             host, port = split_endpoint(listen)
@@ -132,7 +153,7 @@ def controller(data_dir: Path, listen: str | None) -> None:
                 raise ValueError
         except ValueError:
             raise fail(f"--listen: must be IP:port (IPv6 as [::1]:port), not {listen!r}") from None
-    settings = controller_settings(data_dir, config, listen=listen)
+    settings = controller_settings(data_dir, config, listen=listen, topology=topology)
     try:
         run_controller(data_dir, settings, host=config.server.host)
     except PkiError as exc:

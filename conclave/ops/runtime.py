@@ -21,6 +21,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import text
@@ -29,10 +30,13 @@ from conclave.config import Config
 from conclave.ops import metrics
 from conclave.ops.admin import AdminServer, ReadyCheck
 from conclave.ops.agent import AgentSettings, LoggingAgent
-from conclave.ops.controller import ControllerSettings
+from conclave.ops.controller import AgentHost, ControllerSettings
 from conclave.ops.logbuffer import BUFFER_DIR
 from conclave.ops.trace import CONTROL_FILE, CONTROL_POLL, TRACER, Tracer, read_sessions
 from conclave.store.database import Database
+
+if TYPE_CHECKING:
+    from conclave.topology.model import Topology
 
 log = structlog.get_logger("conclave.ops")
 
@@ -185,9 +189,17 @@ def agent_settings(data_dir: Path, config: Config) -> AgentSettings | None:
 
 
 def controller_settings(
-    data_dir: Path, config: Config, *, listen: str | None = None
+    data_dir: Path,
+    config: Config,
+    *,
+    listen: str | None = None,
+    topology: Topology | None = None,
 ) -> ControllerSettings:
-    """The controller's settings from ``[logging_controller]`` (``listen`` overrides it)."""
+    """The controller's settings from ``[logging_controller]`` (``listen`` overrides it).
+
+    With ``topology``, only its hosts may send events (:func:`agent_hosts`);
+    without one, any server certificate of a trusted CA may.
+    """
     section = config.logging_controller
     host, port = split_endpoint(listen or section.listen)
     cert = section.cert or config.tls.cert
@@ -200,4 +212,21 @@ def controller_settings(
         cert=config.path(data_dir, cert),
         key=config.path(data_dir, key),
         client_cas=tuple(config.path(data_dir, ca) for ca in section.client_cas),
+        agents=None if topology is None else agent_hosts(topology),
     )
+
+
+def agent_hosts(topology: Topology) -> tuple[AgentHost, ...]:
+    """Every host of the topology with the roles its servers report in their events.
+
+    A Front End of a Standard Edition pool reports ``standard`` (as
+    :func:`conclave.roles.run_role` configures it); every other role its own name.
+    """
+    hosts = []
+    for ref in topology.hosts():
+        roles = tuple(
+            "standard" if role == "frontend" and ref.pool.edition == "standard" else role
+            for role in ref.roles
+        )
+        hosts.append(AgentHost(ref.host.fqdn.lower().rstrip("."), roles))
+    return tuple(hosts)

@@ -13,6 +13,10 @@ check names and bindings, not signatures.
 * :func:`identity_from_peer_cert`: a user's client certificate
   (``conclave certs issue --client``) names the account it is bound to as
   SAN URI ``sip:user@domain``.
+* :func:`server_identity`: a *server* certificate (EKU serverAuth, DNS or IP
+  names, no user URI) and the names it carries; a user's client certificate
+  is refused, so it can never pass for a server (the logging controller
+  admits only these).
 * :func:`requires_tls`: a ``sips:`` URI means TLS on every hop (RFC 3261
   §19.1, §26.2.2).
 """
@@ -23,6 +27,9 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from conclave.pki.errors import PkiError
 from conclave.pki.validate import dns_matches
@@ -121,6 +128,71 @@ def identity_from_peer_cert(peercert: PeerCert | None, domain: str) -> ClientIde
     if host.lower().rstrip(".") != domain.lower().rstrip("."):
         return None
     return ClientIdentity(user=user, domain=host.lower().rstrip("."))
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What a verified server certificate says about the server presenting it."""
+
+    dns: tuple[str, ...]
+    """DNS names (lower case, no trailing dot), the common name's first when it is one."""
+    ips: tuple[str, ...]
+    """IP addresses, normalised."""
+    serial: int
+    issuer: x509.Name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.dns + self.ips
+
+    def names_exactly(self, host: str) -> bool:
+        """True when ``host`` is one of the names, literally (no wildcard stands for it)."""
+        wanted = _normal_ip(host)
+        if wanted is not None:
+            return wanted in self.ips
+        return host.lower().rstrip(".") in self.dns
+
+
+def server_identity(der: bytes) -> ServerIdentity:
+    """The identity in a verified peer certificate (DER) that must be a server's.
+
+    Raises :class:`PkiError` saying why it is not one: no ``serverAuth`` in
+    its extended key usage (a user's client certificate has ``clientAuth``
+    only, see :mod:`conclave.pki.leaf`), a ``sip:`` URI naming a user, or no
+    DNS or IP name at all. Like the rest of this module it checks names, not
+    signatures: pass only a certificate the TLS handshake verified.
+    """
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise PkiError("the peer certificate cannot be parsed") from None
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        raise PkiError("not a server certificate: no extended key usage") from None
+    if ExtendedKeyUsageOID.SERVER_AUTH not in usages:
+        raise PkiError("not a server certificate: no serverAuth (a user's client certificate?)")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise PkiError("not a server certificate: no subjectAltName") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if any(u.lower().startswith(("sip:", "sips:")) for u in uris):
+        raise PkiError("not a server certificate: it names a SIP user")
+    dns = [d.lower().rstrip(".") for d in san.get_values_for_type(x509.DNSName)]
+    ips = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
+    if not dns and not ips:
+        raise PkiError("not a server certificate: it names no host")
+    common = [
+        str(a.value).lower().rstrip(".")
+        for a in cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    ]
+    if common and common[0] in dns:  # the name it was issued for first
+        dns.remove(common[0])
+        dns.insert(0, common[0])
+    return ServerIdentity(
+        tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)), cert.serial_number, cert.issuer
+    )
 
 
 def requires_tls(uri: SipURI | str | object) -> bool:

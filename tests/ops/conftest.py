@@ -62,8 +62,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def logging_configured() -> Iterator[None]:
-    """JSON logging with a known host and role; the sink is cleared afterwards."""
-    logsetup.configure(level="info", role="standard", host="test-host")
+    """JSON logging with a known host and role; the sink is cleared afterwards.
+
+    The host is a name the ``pki`` fixture's certificate carries, as a real
+    server's is: an in-process controller would otherwise correct the host of
+    every event the agent forwards, and log (and forward) each correction.
+    """
+    logsetup.configure(level="info", role="standard", host="logs.example.test")
     yield
     logsetup.set_sink(None)
     structlog.reset_defaults()

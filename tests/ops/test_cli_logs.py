@@ -153,3 +153,10 @@ def test_debug_start_errors(data_dir: Path) -> None:
 def test_controller_listen_option_is_checked(data_dir: Path) -> None:
     code, out = invoke("logs", "controller", "--dir", str(data_dir), "--listen", "nowhere")
     assert code == 1 and "--listen: must be IP:port" in out
+
+
+def test_controller_topology_option_is_checked(data_dir: Path, tmp_path: Path) -> None:
+    code, out = invoke(
+        "logs", "controller", "--dir", str(data_dir), "--topology", str(tmp_path / "none.toml")
+    )
+    assert code == 1 and "file not found" in out and "Traceback" not in out

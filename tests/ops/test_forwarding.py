@@ -60,7 +60,7 @@ def event(n: int, **fields: Any) -> dict[str, Any]:
         "event": "register",
         "level": "info",
         "time": (BASE + dt.timedelta(milliseconds=n)).isoformat(),
-        "host": "fe1.example.test",
+        "host": "logs.example.test",  # a name the agent's certificate carries
         "role": "standard",
         "n": n,
         **fields,
@@ -108,7 +108,7 @@ def test_events_are_delivered_acknowledged_and_deleted(pki: Pki, tmp_path: Path)
     run(scenario())
     events = stored(tmp_path)
     assert [e["n"] for e in events] == list(range(50))
-    assert all(e["call_id"] == "c1" and e["host"] == "fe1.example.test" for e in events)
+    assert all(e["call_id"] == "c1" and e["host"] == "logs.example.test" for e in events)
 
 
 def test_nothing_is_lost_while_the_controller_is_down(pki: Pki, tmp_path: Path) -> None:
