@@ -4,14 +4,18 @@ borrowed digest answers and nonces sent to someone else (issue 12, items 4, 5,
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from conclave.sip.address import parse_name_addr
-from tests.e2e.server import ConclaveServer
+from tests.e2e.server import ConclaveServer, conclave
 from tests.e2e.sipclient import SipClient, digest_header
 from tests.e2e.test_im import send_im, signed_in
+from tests.e2e.test_presence import FAST, Peer, Subscription, pidf
 from tests.e2e.test_security import register
 
 from .conftest import PASSWORDS
@@ -111,3 +115,61 @@ def test_a_nonce_sent_to_one_udp_address_is_useless_from_another(server: Conclav
     assert own.status == 200
     contact = parse_name_addr(own.headers.get("Contact") or "").uri
     assert "127.0.0.2" in str(contact)
+
+
+def test_case_variants_in_an_old_database_lock_both_out(tmp_path: Path) -> None:
+    """A database from before names were unique in any case may hold ``alice``
+    and ``ALICE`` (another person's account). Neither may sign in, rather than
+    one taking the other over or watching presence as a second identity."""
+    server = ConclaveServer(tmp_path / "data", users=dict(PASSWORDS), config=FAST).init()
+    conclave(
+        "privacy", "set", "bob", "sip:alice@localhost", "blocked", "--dir", str(server.data_dir)
+    )
+    db = sqlite3.connect(server.data_dir / "conclave.db")
+    with db:
+        secret = "ALICE:localhost:" + "Mallory-Password-1"
+        db.execute(
+            "INSERT INTO users (name, domain, ha1_md5, ha1_sha256, disabled, created_at)"
+            " VALUES (?, 'localhost', ?, ?, 0, '2026-01-01 00:00:00')",
+            (
+                "ALICE",
+                hashlib.md5(secret.encode()).hexdigest(),
+                hashlib.sha256(secret.encode()).hexdigest(),
+            ),
+        )
+    db.close()
+    server.start()
+    try:
+        server.wait_for(lambda e: "differ only in case" in str(e.get("event")))
+        for user, password in (("ALICE", "Mallory-Password-1"), ("alice", PASSWORDS["alice"])):
+            client = SipClient("tls", server.ports["tls"], ca=str(server.ca))
+            status, _ = register(client, user, password)
+            assert status == 401, user
+        assert (
+            register(
+                SipClient("tls", server.ports["tls"], ca=str(server.ca)), "bob", PASSWORDS["bob"]
+            )[0]
+            == 200
+        )
+    finally:
+        server.stop()
+
+
+def test_a_case_variant_does_not_see_through_a_block(tmp_path: Path) -> None:
+    server = ConclaveServer(tmp_path / "data", users=dict(PASSWORDS), config=FAST).init()
+    conclave(
+        "privacy", "set", "bob", "sip:alice@localhost", "blocked", "--dir", str(server.data_dir)
+    )
+    server.start()
+    try:
+        alice, bob = Peer(server, "alice"), Peer(server, "bob")
+        etag = bob.publish(pidf("bob", note="in the office"))
+        assert etag
+        for target in ("sip:BOB@localhost", "sip:Bob@localhost"):
+            sub = Subscription(alice, target, expires=60)
+            body = alice.notify().body
+            assert b"<basic>open</basic>" not in body and b"office" not in body
+            assert sub.refresh(0).status == 200
+            alice.notify()
+    finally:
+        server.stop()
