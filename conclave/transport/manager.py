@@ -49,7 +49,7 @@ from conclave.transport.flow import (
     format_address,
     socket_address,
 )
-from conclave.transport.guard import SourceGuard
+from conclave.transport.guard import SourceGuard, source_key
 from conclave.transport.limits import (
     ACCEPT_RETRY_DELAY,
     DEFAULT_LIMITS,
@@ -58,7 +58,7 @@ from conclave.transport.limits import (
     TransportLimits,
 )
 from conclave.transport.stream import StreamConnection, describe_error, listening_socket
-from conclave.transport.table import ConnectionTable, source_ip
+from conclave.transport.table import ConnectionTable
 from conclave.transport.udp import UdpEndpoint, udp_socket
 
 log = structlog.get_logger("conclave.transport")
@@ -358,7 +358,7 @@ class TransportManager:
         except (ValueError, OSError):
             client.close()
             return
-        ip = source_ip(remote[0])
+        ip = source_key(remote[0])
         if self.guard is not None and self.guard.is_banned(ip, self.guard_clock()):
             # Debug only: a banned source's flood must not become a log flood.
             log.debug("connection refused", reason="source banned", peer=format_address(remote))
@@ -426,7 +426,7 @@ class TransportManager:
         assert flow is not None
         self._table.touch(flow.conn_id, time.monotonic())
         guard = self.guard
-        if guard is not None and guard.is_banned(source_ip(flow.remote[0]), self.guard_clock()):
+        if guard is not None and guard.is_banned(flow.remote[0], self.guard_clock()):
             self._drop(conn, "source banned", abort=True)
 
     def _deliver(self, data: bytes, flow: Flow) -> None:

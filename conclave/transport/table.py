@@ -14,14 +14,8 @@ included. Three indexes are kept beside it, each O(1) per change:
 from __future__ import annotations
 
 from conclave.transport.flow import Flow
+from conclave.transport.guard import source_key
 from conclave.transport.stream import StreamConnection
-
-
-def source_ip(host: str) -> str:
-    """The IP that limits and the guard know a peer by (IPv4-mapped IPv6 made plain)."""
-    if host.startswith("::ffff:") and "." in host:
-        return host[7:]
-    return host
 
 
 class ConnectionTable:
@@ -51,7 +45,7 @@ class ConnectionTable:
         self._conns[flow.conn_id] = conn
         self._routes.setdefault((flow.transport, flow.remote), {})[flow.conn_id] = conn
         if not conn.outbound:
-            ip = source_ip(flow.remote[0])
+            ip = source_key(flow.remote[0])
             self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
 
     def remove(self, conn: StreamConnection) -> bool:
@@ -67,7 +61,7 @@ class ConnectionTable:
                 del self._routes[route]
         self._last_rx.pop(flow.conn_id, None)
         if not conn.outbound:
-            ip = source_ip(flow.remote[0])
+            ip = source_key(flow.remote[0])
             count = self._per_ip.get(ip, 0) - 1
             if count > 0:
                 self._per_ip[ip] = count

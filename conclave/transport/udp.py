@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Final, cast
 import structlog
 
 from conclave.transport.flow import Flow, format_address, socket_address
-from conclave.transport.table import source_ip
 
 if TYPE_CHECKING:
     from conclave.transport.manager import TransportManager
@@ -86,7 +85,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         manager = self._manager
         guard = manager.guard
-        if guard is not None and guard.is_banned(source_ip(remote[0]), manager.guard_clock()):
+        if guard is not None and guard.is_banned(remote[0], manager.guard_clock()):
             return  # silently: logging each datagram of a flood would amplify it
         if len(data) > manager.max_message_size:
             self._oversized(len(data), remote, manager.max_message_size)
