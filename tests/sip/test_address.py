@@ -15,7 +15,7 @@ from conclave.sip.grammar import split_outside_quotes
 from conclave.sip.params import Params
 from conclave.sip.uri import AbsoluteURI, SipURI, parse_uri
 
-TORTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "sip-torture"
+TORTURE = Path(__file__).resolve().parents[1] / "data" / "sip-torture"
 
 Items = list[tuple[str, str | None]]
 

@@ -76,6 +76,23 @@ def test_corpus_files_are_byte_exact() -> None:
             assert hashlib.sha256(data).hexdigest() == row["sha256"], row["name"]
 
 
+def test_the_copy_in_the_repository_is_whole() -> None:
+    from .torture import CORPUS
+
+    listed = {}
+    for line in (CORPUS / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[name.removeprefix("./")] = digest
+    present = {
+        str(p.relative_to(CORPUS))
+        for p in CORPUS.rglob("*")
+        if p.is_file() and p.name != "SHA256SUMS"
+    }
+    assert present == set(listed)
+    for name, digest in listed.items():
+        assert hashlib.sha256((CORPUS / name).read_bytes()).hexdigest() == digest, name
+
+
 def test_dblreq_ignores_trailing_octets() -> None:
     msg = _load("rfc4475/dblreq")
     assert msg.method == "REGISTER"

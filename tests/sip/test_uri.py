@@ -24,7 +24,7 @@ from conclave.sip.uri import (
     parse_uri,
 )
 
-TORTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "sip-torture"
+TORTURE = Path(__file__).resolve().parents[1] / "data" / "sip-torture"
 
 # --- SIP and SIPS: (text, expected fields) -------------------------------------
 # Expected: scheme, user, password, host, port, params items, headers.

@@ -1,4 +1,4 @@
-"""Access to the RFC 4475 / RFC 5118 torture corpus in ../shared/testdata."""
+"""Access to the RFC 4475 / RFC 5118 torture corpus in tests/data/sip-torture."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT.parent / "shared" / "testdata" / "sip-torture"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "sip-torture"
 
 
 @dataclass(frozen=True)
