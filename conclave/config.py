@@ -718,7 +718,11 @@ def write_config(data_dir: Path, config: Config, *, overwrite: bool = True) -> P
         raise ConfigError(f"{path}: already exists (refusing to overwrite it)")
     tmp = path.with_name(f".{CONFIG_FILENAME}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(dumps_config(config), encoding="utf-8")
+        # 0600 from the first byte: it names every file and may hold a database password.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(dumps_config(config))
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

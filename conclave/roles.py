@@ -145,9 +145,8 @@ def run_role(plan: HostPlan, role: str) -> None:
 
         logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
         _applied(plan, role, changed)
-        run_controller(
-            plan.data_dir, controller_settings(plan.data_dir, config), host=config.server.host
-        )
+        settings = controller_settings(plan.data_dir, config, topology=plan.topology)
+        run_controller(plan.data_dir, settings, host=config.server.host)
     else:  # prepare() refused it already; never start a stand-in
         raise RoleError(not_available_message(role, plan.ref.name))
 
