@@ -199,12 +199,15 @@ def _db_run(data_dir: Path, work: Callable[[Database, Config], Awaitable[T]]) ->
     return run_async(go)
 
 
-async def _check_user(db: Database, scope: str, name: str, domain: str) -> None:
+async def _check_user(db: Database, scope: str, name: str, domain: str) -> str:
+    """``name`` as the policy stores it: for a user, the stored spelling."""
     if scope != "user":
-        return
+        return name
     user, _, host = name.rpartition("@")
-    if host != domain or await UserStore(db).get(user, host) is None:
+    record = await UserStore(db).get(user, host) if host == domain else None
+    if record is None:
         raise NotFoundError(f"no such user: {name}")
+    return f"{record.name}@{host}"
 
 
 def _switch(value: str | None, current: bool | None) -> bool | None:
@@ -236,7 +239,7 @@ def policy_set(
 
     async def work(db: Database, config: Config) -> PolicyRow | None:
         scope, name = _target(target, config.server.domain)
-        await _check_user(db, scope, name, config.server.domain)
+        name = await _check_user(db, scope, name, config.server.domain)
         store = ArchivePolicyStore(db)
         current = await store.get(scope, name)
         new_internal = _switch(internal or state, current.internal if current else None)
@@ -280,7 +283,7 @@ def policy_show(user: str | None, data_dir: Path) -> None:
         name = None
         if user is not None:
             scope, name = _target(user, config.server.domain)
-            await _check_user(db, scope, name, config.server.domain)
+            name = await _check_user(db, scope, name, config.server.domain)
         return rows, name
 
     config = load(data_dir)

@@ -208,7 +208,7 @@ def issue(
     domain = config.server.domain
     kt = _key_type(key_type)
     if client:
-        _check_user(data_dir, config, client)
+        client = _check_user(data_dir, config, client)
     ca = _ca(data_dir, config, passphrase_stdin)
     with _errors():
         if client:
@@ -260,7 +260,8 @@ def _is_server_cert(data_dir: Path, config: Config, path: Path) -> bool:
     return Path(path).resolve() == config.path(data_dir, config.tls.cert).resolve()
 
 
-def _check_user(data_dir: Path, config: Config, name: str) -> None:
+def _check_user(data_dir: Path, config: Config, name: str) -> str:
+    """The stored spelling of user ``name``: a certificate names the one identity."""
     domain = config.server.domain
 
     async def lookup() -> Any:
@@ -268,8 +269,10 @@ def _check_user(data_dir: Path, config: Config, name: str) -> None:
             await db.check_schema()
             return await UserStore(db).get(name, domain)
 
-    if run_async(lookup) is None:
+    record = run_async(lookup)
+    if record is None:
         raise fail(f"no such user: {name}@{domain} (add it with `conclave user add`)")
+    return str(record.name)
 
 
 def _find(ca: CertificateAuthority, target: str) -> IndexEntry:

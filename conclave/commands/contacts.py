@@ -55,12 +55,15 @@ def _aor(text: str, domain: str) -> str:
 
 
 async def _existing_local(db: Database, aor: str, domain: str) -> str:
+    """``aor`` of an existing local user, in the user's stored spelling: ``BOB``
+    is ``bob``, never a second identity (docs/security.md)."""
     name, _, host = aor.removeprefix("sip:").rpartition("@")
     if host != domain:
         raise StoreError(f"{name}@{host} is not a user of this deployment ({domain})")
-    if await UserStore(db).get(name, host) is None:
+    record = await UserStore(db).get(name, host)
+    if record is None:
         raise NotFoundError(f"no such user: {name}@{host}")
-    return aor
+    return normalize_aor(f"sip:{record.name}@{host}")
 
 
 async def _user(db: Database, text: str, domain: str) -> str:
@@ -70,7 +73,7 @@ async def _user(db: Database, text: str, domain: str) -> str:
 async def _contact(db: Database, text: str, domain: str) -> str:
     aor = _aor(text, domain)
     if aor.rpartition("@")[2] == domain:
-        await _existing_local(db, aor, domain)
+        return await _existing_local(db, aor, domain)
     return aor
 
 
@@ -85,7 +88,7 @@ def _target_key(text: str, domain: str) -> tuple[str, str]:
 async def _target(db: Database, text: str, domain: str) -> tuple[str, str]:
     key, kind = _target_key(text, domain)
     if kind == "contact" and key.rpartition("@")[2] == domain:
-        await _existing_local(db, key, domain)
+        return await _existing_local(db, key, domain), kind
     return key, kind
 
 

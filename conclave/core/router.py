@@ -499,10 +499,11 @@ class Router:
         self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
     ) -> str | None:
         if self.client_cert_user is not None and flow.secure:
-            user = self.client_cert_user(flow)
+            named = self.client_cert_user(flow)
+            user = self.users.canonical(named) if named is not None else None
             sender = peek_name_addr(request.headers.get("From") or "").uri
             claimed = sender.user if isinstance(sender, SipURI) else None
-            if user is not None and user == claimed and self.users.exists(user):
+            if user is not None and user == claimed:
                 structlog.contextvars.bind_contextvars(user=user, auth="certificate")
                 return user
         # Over UDP a source address can be forged: nonces are bound to it.
