@@ -150,7 +150,8 @@ def test_privacy_errors_are_one_line(data: Path) -> None:
 def test_a_case_variant_names_the_one_user(data: Path) -> None:
     d = str(data)
     out = ok("contacts", "add", "DAVE", "Alice", "--dir", d)
-    assert out.strip() == "added sip:alice@example.test to group 'Contacts' of sip:dave@example.test"
+    expected = "added sip:alice@example.test to group 'Contacts' of sip:dave@example.test"
+    assert out.strip() == expected
     ok("privacy", "set", "DAVE", "sip:BOB@example.test", "blocked", "--dir", d)
     contacts = rows(data, "SELECT contact FROM contacts WHERE contact LIKE '%alice%'")
     assert ("sip:alice@example.test",) in contacts and ("sip:Alice@example.test",) not in contacts
