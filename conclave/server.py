@@ -38,7 +38,6 @@ from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
 from conclave.core.calls import CallTracker
 from conclave.core.dialogs import DialogTable
-from conclave.core.local import LocalEndpoint
 from conclave.core.proxy import Proxy
 from conclave.core.router import SUPPORTED, Router
 from conclave.core.service import SipService
@@ -58,13 +57,14 @@ from conclave.services.presence.directory import read_directory
 from conclave.services.presence.service import PresenceService
 from conclave.services.presence.settings import PresenceSettings
 from conclave.services.registrar import Registrar
+from conclave.sip.flow import Flow
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.transaction import TransactionLayer
 from conclave.store.database import Database
 from conclave.store.generations import DIRECTORY, USERS, GenerationStore, Reloader
 from conclave.store.offline import OfflineMessageStore
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
-from conclave.transport.flow import Flow
 from conclave.transport.guard import SourceGuard
 from conclave.transport.manager import TransportManager
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from conclave.sip.address import aor_from_header, peek_name_addr
+from conclave.sip.flow import Flow
 from conclave.sip.message import Request, Response
-from conclave.transport.flow import Flow
 
 EARLY_LIFETIME = 300.0
 """Seconds a dialog lives before a 2xx establishes it, renewed by each

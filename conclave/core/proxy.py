@@ -42,14 +42,15 @@ import structlog
 from conclave.sip.address import peek_name_addr
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.fields import parse_max_forwards, peek_via
+from conclave.sip.flow import Flow
+from conclave.sip.ids import MAGIC_COOKIE, new_branch
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response, make_response
 from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_cancel
 from conclave.sip.uri import URI
-from conclave.transport.flow import Flow
 
 from .dialogs import DIALOG_ID_LENGTH, DialogTable, RoutedDialog
-from .local import LocalEndpoint
-from .stack import SipStack, new_branch
+from .stack import SipStack
 
 log = structlog.get_logger("conclave.proxy")
 
@@ -393,9 +394,6 @@ class Proxy:
         context.final_sent = True
         if context.on_final is not None:
             context.on_final(status)
-
-
-MAGIC_COOKIE = "z9hG4bK"
 
 
 def dialog_branch(dialog: RoutedDialog) -> str:

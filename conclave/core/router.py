@@ -52,20 +52,21 @@ from conclave.services.registrar import Registrar
 from conclave.sip.address import peek_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.fields import parse_max_forwards
+from conclave.sip.flow import Flow
+from conclave.sip.ids import new_branch, new_tag
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ServerTransaction
 from conclave.sip.uri import SipURI, TelURI
 from conclave.sip.validate import check_extensions
-from conclave.transport.flow import Flow
 from conclave.transport.guard import SourceGuard
 
 from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
 from .calls import CallTracker
 from .dialogs import Hop, Refusal
-from .local import LocalEndpoint
 from .proxy import Proxy, Target
 from .service import SipService
-from .stack import SipStack, new_branch, new_tag
+from .stack import SipStack
 
 log = structlog.get_logger("conclave.router")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from conclave.sip.flow import Flow
 from conclave.sip.message import Request
 from conclave.sip.transaction import ServerTransaction
-from conclave.transport.flow import Flow
 
 
 class SipService(Protocol):

@@ -14,7 +14,6 @@ Nothing here waits: every handler runs to completion on the event loop.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import weakref
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from conclave.ops import metrics
 from conclave.ops.trace import TRACER
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.fields import parse_via
+from conclave.sip.flow import Flow
+from conclave.sip.ids import new_tag
 from conclave.sip.message import Request, Response, default_reason, make_response
 from conclave.sip.parser import parse_message, salvage_error_response
 from conclave.sip.transaction import (
@@ -45,7 +46,6 @@ from conclave.sip.transaction import (
     TransportFailed,
 )
 from conclave.sip.validate import check_request, check_response
-from conclave.transport.flow import Flow
 from conclave.transport.guard import SourceGuard, Verdict
 
 log = structlog.get_logger("conclave.stack")
@@ -95,15 +95,6 @@ class ClientCallbacks:
 
 class Sender(Protocol):
     def send(self, flow: Flow, data: bytes) -> bool: ...
-
-
-def new_branch() -> str:
-    """A fresh RFC 3261 branch (§8.1.1.7): magic cookie plus 96 random bits."""
-    return "z9hG4bK" + os.urandom(12).hex()
-
-
-def new_tag() -> str:
-    return os.urandom(8).hex()
 
 
 class SipStack:

@@ -39,10 +39,10 @@ import structlog
 
 from conclave.config import CdrSection
 from conclave.sip.address import aor_from_header
+from conclave.sip.flow import Flow
 from conclave.sip.message import Request, Response
 from conclave.store.cdr import Cdr, CdrStore
 from conclave.store.database import Database
-from conclave.transport.flow import Flow
 
 log = structlog.get_logger("conclave.cdr")
 

@@ -23,12 +23,12 @@ from typing import Protocol
 import structlog
 
 from conclave.core.stack import ClientCallbacks, ClientOwner
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ClientTransaction
 from conclave.store.errors import StoreError
 from conclave.store.offline import OfflineMessageStore, StoredMessage
-from conclave.transport.flow import Flow
 
 from .location import Contact
 

@@ -21,7 +21,7 @@ calls :meth:`~MemoryLocationService.flush` and loses nothing.
 
 Flows (RFC 5626, RFC 5923)
 --------------------------
-Every binding keeps the :class:`~conclave.transport.flow.Flow` its REGISTER
+Every binding keeps the :class:`~conclave.sip.flow.Flow` its REGISTER
 arrived on. A binding registered over TCP or TLS is reachable only over that
 connection (the client is typically behind NAT). When the connection closes,
 the transport calls :meth:`LocationService.remove_flow` and its bindings are
@@ -48,11 +48,11 @@ from typing import Protocol
 import structlog
 
 from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.flow import Flow
 from conclave.sip.grammar import quote, split_outside_quotes
 from conclave.sip.uri import URI, SipURI, parse_uri
 from conclave.store.errors import StoreError
 from conclave.store.registrations import Binding, RegistrationStore
-from conclave.transport.flow import Flow
 
 _log = structlog.get_logger("conclave.services.location")
 

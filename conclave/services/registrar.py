@@ -44,10 +44,10 @@ from email.utils import formatdate
 from conclave.sip.address import NameAddr, parse_contact_value, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.fields import parse_cseq, parse_expires
+from conclave.sip.flow import Flow
 from conclave.sip.limits import MAX_CSEQ
 from conclave.sip.message import Request, Response, make_response
 from conclave.sip.uri import SipURI
-from conclave.transport.flow import Flow
 
 from .location import (
     MAX_CALL_ID_LENGTH,

@@ -25,7 +25,8 @@ Failures raise :class:`TransportError`.
 
 from __future__ import annotations
 
-from conclave.transport.flow import TRANSPORTS, Flow, TransportError
+from conclave.sip.flow import TRANSPORTS, Flow
+from conclave.transport.flow import TransportError
 from conclave.transport.guard import MAX_TRACKED_SOURCES, SourceGuard, Verdict
 from conclave.transport.limits import TransportLimits
 from conclave.transport.manager import TransportManager

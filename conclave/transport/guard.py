@@ -40,7 +40,7 @@ import socket
 from collections.abc import Iterable
 from typing import Final
 
-from conclave.transport.flow import canonical_host
+from conclave.sip.flow import canonical_host
 
 MAX_TRACKED_SOURCES: Final = 100_000
 """Sources remembered at once. An entry costs about 200 octets, so the table

@@ -39,16 +39,9 @@ from typing import Any, Final
 import structlog
 
 from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.flow import STREAM_TRANSPORTS, TRANSPORTS, Flow, canonical_host, format_address
 from conclave.sip.limits import MAX_MESSAGE_SIZE
-from conclave.transport.flow import (
-    STREAM_TRANSPORTS,
-    TRANSPORTS,
-    Flow,
-    TransportError,
-    canonical_host,
-    format_address,
-    socket_address,
-)
+from conclave.transport.flow import TransportError, socket_address
 from conclave.transport.guard import SourceGuard, source_key
 from conclave.transport.limits import (
     ACCEPT_RETRY_DELAY,

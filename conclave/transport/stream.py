@@ -16,8 +16,9 @@ import socket
 from typing import TYPE_CHECKING, cast
 
 from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.flow import Flow
 from conclave.sip.framing import KeepAlive, StreamFramer
-from conclave.transport.flow import Flow, socket_address
+from conclave.transport.flow import socket_address
 from conclave.transport.limits import LISTEN_BACKLOG
 
 if TYPE_CHECKING:

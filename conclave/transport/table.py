@@ -13,7 +13,7 @@ included. Three indexes are kept beside it, each O(1) per change:
 
 from __future__ import annotations
 
-from conclave.transport.flow import Flow
+from conclave.sip.flow import Flow
 from conclave.transport.guard import source_key
 from conclave.transport.stream import StreamConnection
 

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 import structlog
 
-from conclave.transport.flow import Flow, format_address, socket_address
+from conclave.sip.flow import Flow, format_address
+from conclave.transport.flow import socket_address
 
 if TYPE_CHECKING:
     from conclave.transport.manager import TransportManager

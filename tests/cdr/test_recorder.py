@@ -9,11 +9,11 @@ from collections.abc import Iterable
 import pytest
 
 from conclave.services.cdr import CdrRecorder
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, make_response
 from conclave.sip.uri import parse_uri
 from conclave.store.cdr import Cdr
-from conclave.transport.flow import Flow
 
 DEADLINE = 10.0
 FLOW = Flow("tls", ("192.0.2.7", 50600), ("127.0.0.1", 5061))

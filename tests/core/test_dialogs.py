@@ -11,10 +11,10 @@ from conclave.core.dialogs import (
     RoutedDialog,
     Side,
 )
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 
 ALICE = Flow("tls", ("127.0.0.1", 40000), ("127.0.0.1", 5061), 1)
 BOB = Flow("tls", ("127.0.0.1", 40001), ("127.0.0.1", 5061), 2)

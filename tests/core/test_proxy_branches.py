@@ -12,15 +12,15 @@ import asyncio
 from typing import Any
 
 from conclave.core.dialogs import DialogTable
-from conclave.core.local import LocalEndpoint
 from conclave.core.proxy import Proxy, Target
 from conclave.core.stack import SipStack
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response
 from conclave.sip.parser import parse_message
 from conclave.sip.transaction import ServerTransaction, TransactionLayer
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 from conclave.transport.guard import SourceGuard
 
 CALLER = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", 5060))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from conclave.core.local import LocalEndpoint
 from conclave.core.proxy import choose_best
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 
 
 def resp(status: int, *headers: tuple[str, str]) -> Response:

@@ -14,9 +14,9 @@ from conclave.services.presence.directory import Directory
 from conclave.services.presence.model import Availability, DeviceState
 from conclave.services.presence.notifier import PUMP_SLICE
 from conclave.services.presence.state import Publication, Subscription
+from conclave.sip.flow import Flow
 from conclave.sip.message import Request
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 
 from .test_service_harness import DOMAIN, HOST, Dialog, Harness, aor, pidf
 

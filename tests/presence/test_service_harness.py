@@ -12,18 +12,18 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from conclave.core.local import LocalEndpoint
 from conclave.core.stack import ClientOwner
 from conclave.services.presence.directory import Directory
 from conclave.services.presence.service import PresenceService
 from conclave.services.presence.settings import PresenceSettings
 from conclave.sip.address import parse_name_addr
 from conclave.sip.fields import parse_subscription_state
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response, make_response
 from conclave.sip.transaction import ClientTransaction, ServerTransaction, TimerConfig
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 
 DOMAIN = "example.test"
 HOST = "127.0.0.1"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conclave.core.local import LocalEndpoint
 from conclave.services.presence.directory import Directory, read_directory
 from conclave.services.presence.service import PresenceService
 from conclave.services.presence.settings import PresenceSettings
+from conclave.sip.local import LocalEndpoint
 from conclave.store import (
     DIRECTORY,
     ContactStore,

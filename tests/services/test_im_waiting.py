@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from conclave.services.im import OfflineMessages
+from conclave.sip.flow import Flow
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 
 
 class FakeStore:

@@ -20,9 +20,9 @@ from conclave.services.location import (
     TooManyBindings,
     aor_of,
 )
+from conclave.sip.flow import Flow
 from conclave.sip.uri import SipURI, parse_uri
 from conclave.store import Binding, Database, RegistrationStore, StoreError, migrate
-from conclave.transport.flow import Flow
 
 NOW = 1_772_366_400.0  # 2026-03-01 12:00:00 UTC
 ALICE = "sip:alice@example.test"

@@ -15,11 +15,11 @@ from conclave.services.location import (
 from conclave.services.registrar import Registrar, format_q, http_date
 from conclave.sip.address import parse_name_addr
 from conclave.sip.fields import check_date
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response
 from conclave.sip.parser import parse_message
 from conclave.sip.uri import parse_uri
-from conclave.transport.flow import Flow
 
 DOMAIN = "example.test"
 AOR = f"sip:alice@{DOMAIN}"

@@ -45,14 +45,14 @@ from typing import Protocol
 
 import structlog
 
-from conclave.core.local import LocalEndpoint
 from conclave.core.stack import ClientCallbacks, ClientOwner
 from conclave.sip.errors import LocalProtocolError
+from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ClientTransaction
 from conclave.sip.uri import URI
-from conclave.transport.flow import Flow
 
 from .state import Kind, PresenceState, Subscription
 from .views import WINFO_KEY, Document, Views

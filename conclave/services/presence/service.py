@@ -36,15 +36,15 @@ from typing import Protocol
 
 import structlog
 
-from conclave.core.local import LocalEndpoint
-from conclave.core.stack import new_branch, new_tag
 from conclave.services.location import aor_of
 from conclave.sip.address import parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.flow import Flow
+from conclave.sip.ids import new_branch, new_tag
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request
 from conclave.sip.transaction import ServerTransaction
 from conclave.store.generations import Reloader
-from conclave.transport.flow import Flow
 
 from .directory import Directory
 from .notifier import PUMP_SLICE, Notifier, NotifyStack

@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from conclave.sip.flow import Flow
 from conclave.sip.uri import URI
-from conclave.transport.flow import Flow
 
 from .model import DeviceState, Relationship
 

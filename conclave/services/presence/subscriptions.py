@@ -37,15 +37,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conclave.core.local import LocalEndpoint
 from conclave.services.location import aor_of
 from conclave.sip.address import parse_contact_value, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.fields import parse_cseq, parse_event, parse_expires
+from conclave.sip.flow import Flow
+from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request
 from conclave.sip.uri import URI
 from conclave.sip.validate import check_extensions
-from conclave.transport.flow import Flow
 
 from .directory import Directory, domain_part
 from .notifier import Notifier, server_contact

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from conclave.sip.uri import URI, SipURI
-from conclave.transport.flow import Flow
+from .flow import Flow
+from .uri import URI, SipURI
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
@@ -27,7 +26,6 @@ class LocalEndpoint:
     domain: str
     ports: dict[str, int] = field(default_factory=dict)
     addresses: set[str] = field(default_factory=set)
-    secret: bytes = field(default_factory=lambda: os.urandom(32))
 
     def sent_by(self, transport: str) -> str:
         return f"{self.host}:{self.ports[transport]}"

@@ -1,4 +1,4 @@
-"""Flow properties and the token round trip."""
+"""Flow properties, canonical addresses and the token round trip (conclave.sip.flow)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conclave.transport import Flow
-from conclave.transport.flow import canonical_host
+from conclave.sip.flow import Flow, canonical_host
 
 TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")  # all within RFC 3261's token
 
@@ -103,3 +102,16 @@ def test_every_flow_round_trips(
 ) -> None:
     flow = Flow(transport, remote, local, conn_id)
     assert Flow.from_token(flow.token()) == flow
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_canonical_text_is_what_the_socket_layer_prints(packed: bytes) -> None:
+    # conclave.sip is sans-IO, so it formats addresses with ipaddress; the
+    # text must still equal inet_ntop's, which the event loops report.
+    import socket
+
+    text = socket.inet_ntop(socket.AF_INET6, packed)
+    assert canonical_host(text) == text
+    sparse = bytes(b if i % 3 else 0 for i, b in enumerate(packed))
+    text = socket.inet_ntop(socket.AF_INET6, sparse)
+    assert canonical_host(text) == text
