@@ -47,10 +47,13 @@ from typing import Protocol
 
 import structlog
 
+# The canonical AOR form lives in the SIP core; re-exported here for callers
+# that still import it from the location service.
+from conclave.sip.address import aor_of as aor_of
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.flow import Flow
 from conclave.sip.grammar import quote, split_outside_quotes
-from conclave.sip.uri import URI, SipURI, parse_uri
+from conclave.sip.uri import SipURI, parse_uri
 from conclave.store.errors import StoreError
 from conclave.store.registrations import Binding, RegistrationStore
 
@@ -67,20 +70,6 @@ MAX_CALL_ID_LENGTH = 255
 MAX_INSTANCE_ID_LENGTH = 255
 MAX_USER_AGENT_LENGTH = 255
 """User-Agent is informational only, so a longer one is truncated, not refused."""
-
-
-def aor_of(uri: URI) -> str:
-    """The canonical address-of-record string of ``uri``: ``sip:user@domain``.
-
-    RFC 3261 §10.3 step 5: the user is unescaped (and re-escaped canonically),
-    the domain lowercased, and the password, port, parameters and headers
-    dropped. ``sips:`` maps to ``sip:``: one user has one set of bindings, and
-    the scheme only says how a request must travel. Raises ValueError for a
-    URI that is not SIP or has no user part.
-    """
-    if not isinstance(uri, SipURI) or uri.user is None:
-        raise ValueError(f"not a SIP address of record: {uri}")
-    return str(SipURI(user=uri.user, host=uri.host.lower().rstrip(".")))
 
 
 def _timestamp(when: float) -> dt.datetime:
@@ -260,7 +249,7 @@ RegisteredListener = Callable[[str, Contact], None]
 class LocationService(Protocol):
     """The bindings of every address of record. All methods are synchronous and fast.
 
-    ``aor`` arguments are canonical (:func:`aor_of`); ``now`` is epoch seconds
+    ``aor`` arguments are canonical (:func:`conclave.sip.address.aor_of`); ``now`` is epoch seconds
     supplied by the caller, so tests step time.
     """
 

@@ -211,12 +211,28 @@ def peek_name_addr(value: str) -> NameAddr:
     return parse_name_addr(value)
 
 
-def aor_from_header(value: str | None) -> str | None:
-    """The canonical address of record (``sip:user@domain``) in a From/To value.
+def aor_of(uri: URI) -> str:
+    """The canonical address of record of ``uri``: ``sip:user@domain``.
 
-    The same form as the registrar's (RFC 3261 §10.3 step 5): the domain
-    lowercased, the port, parameters and headers dropped, ``sips`` as
-    ``sip``. None when the value is absent, malformed, or names no SIP user.
+    RFC 3261 §10.3 step 5: the user is unescaped (and re-escaped canonically),
+    the domain lowercased (a trailing dot dropped), and the password, port,
+    parameters and headers dropped. ``sips:`` maps to ``sip:``: one user has
+    one set of bindings, and the scheme only says how a request must travel.
+    This is the one canonical form: the registrar's binding keys, presence,
+    archiving and call records all use it. Raises ValueError for a URI that
+    is not SIP or has no user part; callers that would rather have None use
+    :func:`aor_from_header` on a header value.
+    """
+    if not isinstance(uri, SipURI) or uri.user is None:
+        raise ValueError(f"not a SIP address of record: {uri}")
+    return str(SipURI(user=uri.user, host=uri.host.lower().rstrip(".")))
+
+
+def aor_from_header(value: str | None) -> str | None:
+    """:func:`aor_of` the URI in a From/To value, or None.
+
+    None when the value is absent, malformed, or names no SIP user. The
+    result is remembered per value (a dialog's From and To repeat).
     """
     if not value:
         return None
@@ -226,9 +242,6 @@ def aor_from_header(value: str | None) -> str | None:
 @memoised(MAX_SHARED_ADDRESSES)
 def _aor_of_address(value: str) -> str | None:
     try:
-        uri = peek_name_addr(value).uri
-    except RemoteProtocolError:
+        return aor_of(peek_name_addr(value).uri)
+    except (RemoteProtocolError, ValueError):
         return None
-    if not isinstance(uri, SipURI) or not uri.user:
-        return None
-    return str(SipURI(user=uri.user, host=uri.host.lower().rstrip(".")))

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conclave.sip.address import NameAddr, parse_contact_value, parse_name_addr
+from conclave.sip.address import (
+    NameAddr,
+    aor_from_header,
+    aor_of,
+    parse_contact_value,
+    parse_name_addr,
+)
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.grammar import split_outside_quotes
 from conclave.sip.params import Params
@@ -331,6 +337,39 @@ def test_contact_star() -> None:
     for bad in ("**", "* ;expires=0", "<*>"):
         with pytest.raises(RemoteProtocolError):
             parse_contact_value(bad)
+
+
+# --- canonical addresses of record ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "aor"),
+    [
+        ("sip:alice@example.test", "sip:alice@example.test"),
+        ("sip:alice@EXAMPLE.Test", "sip:alice@example.test"),
+        ("sips:alice@example.test", "sip:alice@example.test"),
+        ("sip:alice:secret@example.test:5061;transport=tls?subject=x", "sip:alice@example.test"),
+        ("sip:%61lice@example.test", "sip:alice@example.test"),
+        ("sip:Alice@example.test", "sip:Alice@example.test"),  # users are case-sensitive
+        ("sip:a%20b@example.test.", "sip:a%20b@example.test"),
+    ],
+)
+def test_aor_of(uri: str, aor: str) -> None:
+    assert aor_of(parse_uri(uri)) == aor
+    # The header form agrees with the URI form, whatever surrounds the URI.
+    assert aor_from_header(f'"Someone" <{uri}>;tag=x') == aor
+
+
+@pytest.mark.parametrize("uri", ["sip:example.test", "tel:+15551234", "mailto:a@example.test"])
+def test_aor_of_refuses_non_aors(uri: str) -> None:
+    with pytest.raises(ValueError):
+        aor_of(parse_uri(uri))
+    assert aor_from_header(f"<{uri}>") is None
+
+
+@pytest.mark.parametrize("value", [None, "", "<sip:a@b", "not an address"])
+def test_aor_from_header_is_none_when_absent_or_malformed(value: str | None) -> None:
+    assert aor_from_header(value) is None
 
 
 # --- torture messages ----------------------------------------------------------------

@@ -27,7 +27,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from conclave.services.location import aor_of
+from conclave.sip.address import aor_of
 from conclave.sip.errors import SipError
 from conclave.sip.uri import parse_uri
 
@@ -299,7 +299,7 @@ def filter_view(view: PresenceView, level: Relationship) -> PresenceView:
 def canonical_aor(text: str) -> str:
     """``sip:user@domain`` for a SIP, SIPS, ``pres:`` or ``im:`` URI, or ``user@domain``.
 
-    The form matches :func:`conclave.services.location.aor_of` (domain lower
+    The form matches :func:`conclave.sip.address.aor_of` (domain lower
     case, parameters dropped). Raises ValueError for anything else.
     """
     text = text.strip()

@@ -42,7 +42,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conclave.services.location import aor_of
+from conclave.sip.address import aor_of
 from conclave.sip.fields import parse_content_type, parse_event, parse_expires
 from conclave.sip.message import Request
 

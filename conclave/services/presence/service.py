@@ -36,8 +36,7 @@ from typing import Protocol
 
 import structlog
 
-from conclave.services.location import aor_of
-from conclave.sip.address import parse_name_addr
+from conclave.sip.address import aor_of, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.flow import Flow
 from conclave.sip.ids import new_branch, new_tag

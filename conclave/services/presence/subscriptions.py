@@ -37,8 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conclave.services.location import aor_of
-from conclave.sip.address import parse_contact_value, parse_name_addr
+from conclave.sip.address import aor_of, parse_contact_value, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.fields import parse_cseq, parse_event, parse_expires
 from conclave.sip.flow import Flow
