@@ -72,11 +72,6 @@ def load_private_key(path: Path, data: bytes, passphrase: bytes | None) -> Priva
     return key
 
 
-def read_private_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
-    """Read and parse the PEM private key in ``path``."""
-    return load_private_key(Path(path), read_file(Path(path), "key"), passphrase)
-
-
 def public_der(item: PrivateKey | x509.Certificate) -> bytes:
     """The SubjectPublicKeyInfo DER of a key or certificate: equal when they match."""
     return item.public_key().public_bytes(

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import RemoteProtocolError
-from .grammar import QUOTED_STRING, SWS, TOKEN, is_token, quote, unquote
+from .grammar import SWS, TOKEN, is_token
 from .limits import MAX_CSEQ, MAX_EXPIRES, MAX_MAX_FORWARDS
 from .memo import memoised
 from .params import Params, parse_params
@@ -314,52 +314,6 @@ def parse_subscription_state(value: str) -> SubscriptionState:
         if v is not None:
             parse_delta(v, f"Subscription-State {key}", MAX_EXPIRES)
     return SubscriptionState(m.group("type").lower(), params)
-
-
-# --- Retry-After, Warning ------------------------------------------------------
-_RETRY_RE = re.compile(rf"(?P<delta>\d+){SWS}(?P<comment>\([^)]*\))?{SWS}(?P<params>;.*)?")
-
-
-@dataclass
-class RetryAfter:
-    seconds: int
-    comment: str | None = None
-    params: Params = field(default_factory=Params)
-
-    def __str__(self) -> str:
-        comment = f" {self.comment}" if self.comment else ""
-        return f"{self.seconds}{comment}{self.params}"
-
-
-def parse_retry_after(value: str) -> RetryAfter:
-    m = _RETRY_RE.fullmatch(value.strip())
-    if m is None:
-        raise RemoteProtocolError(f"malformed Retry-After: {value[:60]!r}")
-    seconds = parse_delta(m.group("delta"), "Retry-After", MAX_EXPIRES)
-    return RetryAfter(seconds, m.group("comment"), parse_params(m.group("params") or "", uri=False))
-
-
-#   warning-value = warn-code SP warn-agent SP warn-text ; warn-code = 3DIGIT
-_WARNING_RE = re.compile(rf"(?P<code>\d{{3}}) (?P<agent>[^ \t]+) (?P<text>{QUOTED_STRING})")
-
-
-@dataclass(frozen=True)
-class WarningValue:
-    """One Warning value (RFC 3261 §20.43)."""
-
-    code: int
-    agent: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.agent} {quote(self.text)}"
-
-
-def parse_warning(value: str) -> WarningValue:
-    m = _WARNING_RE.fullmatch(value.strip())
-    if m is None:
-        raise RemoteProtocolError(f"malformed Warning: {value[:60]!r}")
-    return WarningValue(int(m.group("code")), m.group("agent"), unquote(m.group("text")))
 
 
 # --- Date ----------------------------------------------------------------------

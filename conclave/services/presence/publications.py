@@ -68,6 +68,12 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+def too_brief(settings: PresenceSettings) -> Answer:
+    """423 with ``Min-Expires``: the PUBLISH (RFC 3903 §6) or SUBSCRIBE (RFC 6665
+    §4.2.1.1) asked for a lifetime below ``settings.min_expires``."""
+    return Answer(423, "Interval Too Brief", (("Min-Expires", str(settings.min_expires)),))
+
+
 def new_etag() -> str:
     return os.urandom(12).hex()
 
@@ -151,7 +157,7 @@ class Publications:
             self._remove(old)
             return Answer(200, "OK", (("SIP-ETag", old.etag), ("Expires", "0")))
         if expires < s.min_expires:
-            return Answer(423, "Interval Too Brief", (("Min-Expires", str(s.min_expires)),))
+            return too_brief(s)
         expires = min(expires, s.max_expires)
         if not request.body:
             if old is None:

@@ -48,7 +48,7 @@ from conclave.sip.validate import check_extensions
 
 from .directory import Directory, domain_part
 from .notifier import Notifier, server_contact
-from .publications import Answer
+from .publications import Answer, too_brief
 from .settings import PresenceSettings
 from .state import Kind, PresenceState, SubKey, Subscription
 from .timers import Deadlines
@@ -181,9 +181,7 @@ class Subscriptions:
     ) -> Outcome:
         s = self.settings
         if 0 < expires < s.min_expires:
-            return Outcome(
-                Answer(423, "Interval Too Brief", (("Min-Expires", str(s.min_expires)),))
-            )
+            return Outcome(too_brief(s))
         expires = min(expires, s.max_expires)
         contact = self._contact(request)
         if contact is None:
@@ -274,9 +272,7 @@ class Subscriptions:
             return Outcome(Answer(500, "CSeq out of order"))
         s = self.settings
         if 0 < expires < s.min_expires:
-            return Outcome(
-                Answer(423, "Interval Too Brief", (("Min-Expires", str(s.min_expires)),))
-            )
+            return Outcome(too_brief(s))
         if request.headers.get("Contact") is not None:
             contact = self._contact(request)
             if contact is None:
@@ -299,9 +295,6 @@ class Subscriptions:
             self.notifier.terminate(sub, "timeout")
 
     # -- helpers -----------------------------------------------------------------------
-    def _too_brief(self) -> Answer:
-        return Answer(423, "Interval Too Brief", (("Min-Expires", str(self.settings.min_expires)),))
-
     def _ok(self, sub: Subscription, expires: int) -> Answer:
         headers = [
             ("Expires", str(expires)),

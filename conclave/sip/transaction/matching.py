@@ -105,11 +105,6 @@ def client_key(message: Request | Response) -> ClientKey:
     return (via.branch or "", method)
 
 
-def is_rfc3261(request: Request) -> bool:
-    """True when the top Via branch carries the magic cookie (§8.1.1.7)."""
-    return top_via(request).rfc3261_branch
-
-
 def server_key(request: Request, *, method: str | None = None) -> ServerKey:
     """The §17.2.3 key of ``request`` (ACK maps to its INVITE).
 
