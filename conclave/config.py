@@ -17,7 +17,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +26,6 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     PlainSerializer,
     Strict,
     ValidationError,
@@ -186,6 +185,32 @@ Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, 
 RelPath = Annotated[str, Strict(), AfterValidator(_not_empty)]
 
 
+def _within(unit: Callable[[Any], float], low: Any = None, high: Any = None) -> AfterValidator:
+    """A field constraint: the value must be at least ``low`` and at most ``high``.
+
+    Either bound may be None (no bound). Bounds are written in the field's own
+    unit ("1h", "100ms", "1MiB", or a plain number) and ``unit`` reads them
+    (:func:`parse_duration`, :func:`parse_size`, ``int``); the error quotes them
+    as written: "must be at least 1h", "must be at most 10s", "must be 1MiB-1GiB".
+    Put it after the type: ``Annotated[Duration, _within(parse_duration, "1h")]``.
+    """
+    lowest = None if low is None else unit(low)
+    highest = None if high is None else unit(high)
+    if lowest is not None and highest is not None:
+        message = f"must be {low}-{high}"
+    elif lowest is not None:
+        message = f"must be at least {low}"
+    else:
+        message = f"must be at most {high}"
+
+    def check(value: Any) -> Any:
+        if (lowest is not None and value < lowest) or (highest is not None and value > highest):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(
         frozen=True, extra="forbid", validate_default=True, use_attribute_docstrings=True
@@ -233,6 +258,17 @@ class TransportsSection(_Section):
             raise ValueError("enable at least one transport")
         return self
 
+    def enabled(self) -> list[tuple[str, int]]:
+        """``(transport, port)`` of every SIP listener to open, in the order tls, tcp, udp.
+
+        TLS listens on ``tls_port``, plain TCP and UDP on ``sip_port``. The one
+        answer to "what listens": the server opens these and the audit expects
+        them. WebSocket has no listener yet, so ``ws`` adds nothing here.
+        """
+        wanted = (("tls", self.tls, self.tls_port), ("tcp", self.tcp, self.sip_port))
+        wanted += (("udp", self.udp, self.sip_port),)
+        return [(name, port) for name, on, port in wanted if on]
+
 
 class TlsSection(_Section):
     """Certificate files, relative to the data directory."""
@@ -247,7 +283,7 @@ class TlsSection(_Section):
     """revocation list the internal CA publishes (conclave certs revoke)"""
     client_auth: Literal["off", "optional"] = "off"
     """optional: users may sign in with a client certificate from the internal CA"""
-    reload_poll: Duration = 5
+    reload_poll: Annotated[Duration, _within(parse_duration, "100ms", "1h")] = 5
     """how often certificate files are checked for changes, expiry and renewal"""
     warn_before: Duration = 30 * 86400
     """log a warning when the server certificate expires within this"""
@@ -255,13 +291,6 @@ class TlsSection(_Section):
     """renew an internal certificate automatically this long before it expires"""
     auto_renew: Bool = True
     """renew internal certificates unattended (needs a CA key without passphrase)"""
-
-    @field_validator("reload_poll")
-    @classmethod
-    def _poll(cls, value: float) -> float:
-        if not 0.1 <= value <= 3600:
-            raise ValueError("must be 100ms-1h")
-        return value
 
 
 class _ExpiryRange(_Section):
@@ -285,20 +314,20 @@ class _ExpiryRange(_Section):
 class RegistrarSection(_ExpiryRange):
     """Registration lifetimes in seconds (RFC 3261 §10.2.1.1) and binding limits."""
 
-    min_expires: Annotated[Int, Field(ge=1)] = 60
+    min_expires: Annotated[Int, _within(int, 1)] = 60
     """shorter requests get 423 Interval Too Brief"""
     default_expires: Int = 3600
     """used when the client asks for none"""
-    max_expires: Annotated[Int, Field(le=2**32 - 1)] = 86400
+    max_expires: Annotated[Int, _within(int, high=2**32 - 1)] = 86400
     """longer requests are shortened"""
-    max_contacts_per_aor: Annotated[Int, Field(ge=1)] = 10
+    max_contacts_per_aor: Annotated[Int, _within(int, 1)] = 10
     """bindings allowed per user"""
 
 
 class ImSection(_Section):
     """Instant messaging."""
 
-    offline_max_per_user: Annotated[Int, Field(ge=0)] = 100
+    offline_max_per_user: Annotated[Int, _within(int, 0)] = 100
     """messages held per offline user (0: none held)"""
     offline_max_age: Duration = 7 * 86400
     """held messages older than this are dropped"""
@@ -309,27 +338,20 @@ class PresenceSection(_ExpiryRange):
 
     enabled: Bool = True
     """serve presence (PUBLISH, SUBSCRIBE for presence and presence.winfo)"""
-    min_expires: Annotated[Int, Field(ge=1)] = 60
+    min_expires: Annotated[Int, _within(int, 1)] = 60
     """shortest publication or subscription; shorter requests get 423"""
     default_expires: Int = 3600
     """used when a PUBLISH or SUBSCRIBE asks for none"""
-    max_expires: Annotated[Int, Field(le=2**32 - 1)] = 7200
+    max_expires: Annotated[Int, _within(int, high=2**32 - 1)] = 7200
     """longer requests are shortened"""
     publish_rate: Number = 1.0
     """state-changing PUBLISHes per second each user may sustain (503 beyond)"""
-    publish_burst: Annotated[Int, Field(ge=1)] = 10
+    publish_burst: Annotated[Int, _within(int, 1)] = 10
     """PUBLISHes a user may send at once above the rate"""
-    notify_merge_window: Duration = 0.2
+    notify_merge_window: Annotated[Duration, _within(parse_duration, high="10s")] = 0.2
     """changes reaching one watcher within this window go out as one NOTIFY (0s-10s)"""
     external_watchers: Literal["pending", "allow"] = "pending"
     """watchers from other domains: pending until allowed, or allow (External level)"""
-
-    @field_validator("notify_merge_window")
-    @classmethod
-    def _window(cls, value: float) -> float:
-        if value > 10:
-            raise ValueError("must be at most 10s")
-        return value
 
 
 class LimitsSection(_Section):
@@ -337,42 +359,30 @@ class LimitsSection(_Section):
 
     requests_per_second: Number = 20.0
     """sustained requests per source address"""
-    burst: Annotated[Int, Field(ge=1)] = 50
+    burst: Annotated[Int, _within(int, 1)] = 50
     """requests a source may send at once above the rate"""
     ban_seconds: Duration = 600
     """how long an abusive source is refused"""
-    auth_failures_per_minute: Annotated[Int, Field(ge=1)] = 10
+    auth_failures_per_minute: Annotated[Int, _within(int, 1)] = 10
     """failed authentications per source before a ban"""
-    max_message_size: Size = MAX_MESSAGE_SIZE
+    # Bounded by the SIP core's own limits (conclave.sip.limits), which also
+    # say why: the parser refuses more whatever is configured here.
+    max_message_size: Annotated[
+        Size,
+        _within(parse_size, format_size(MIN_MESSAGE_SIZE_SETTING), format_size(MAX_MESSAGE_SIZE)),
+    ] = MAX_MESSAGE_SIZE
     """largest SIP message with its body (1KiB-64KiB): more closes a stream, drops a datagram"""
-
-    @field_validator("max_message_size")
-    @classmethod
-    def _message_size(cls, value: int) -> int:
-        # Bounded by the SIP core's own limits (conclave.sip.limits), which
-        # also say why: the parser refuses more whatever is configured here.
-        if not MIN_MESSAGE_SIZE_SETTING <= value <= MAX_MESSAGE_SIZE:
-            low, high = format_size(MIN_MESSAGE_SIZE_SETTING), format_size(MAX_MESSAGE_SIZE)
-            raise ValueError(f"must be {low}-{high}")
-        return value
 
 
 class AuthSection(_Section):
     """SIP digest authentication (RFC 8760, RFC 7616)."""
 
-    nonce_lifetime: Duration = 300
+    nonce_lifetime: Annotated[Duration, _within(parse_duration, "1s")] = 300
     """after this a nonce is stale"""
     algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
     """challenges offered, preferred first"""
     md5_only_user_agents: tuple[Str, ...] = ("baresip v0.", "baresip v1.", "sipsak")
     """User-Agent prefixes of clients that fail on any non-MD5 challenge: offered MD5 alone"""
-
-    @field_validator("nonce_lifetime")
-    @classmethod
-    def _lifetime(cls, value: float) -> float:
-        if value < 1:
-            raise ValueError("must be at least 1s")
-        return value
 
     @field_validator("algorithms")
     @classmethod
@@ -388,7 +398,7 @@ LOG_BUFFER_DEFAULT = 64 * 1024**2
 """Disk an agent may fill with events while its controller is unreachable: at a
 few hundred octets an event, hundreds of thousands of events, hours of
 AlwaysOn logging from a busy server."""
-LOG_BUFFER_LIMITS = (1024**2, 4 * 1024**3)
+LOG_BUFFER_LIMITS = ("1MiB", "4GiB")
 """Smallest and largest ``[logging] buffer_max`` accepted."""
 
 
@@ -427,16 +437,8 @@ class LoggingSection(_Section):
     """CA certificate the controller's certificate must chain to"""
     controller_acks: Bool = True
     """the controller confirms what it stored (a Conclave controller does; rsyslog: false)"""
-    buffer_max: Size = LOG_BUFFER_DEFAULT
+    buffer_max: Annotated[Size, _within(parse_size, *LOG_BUFFER_LIMITS)] = LOG_BUFFER_DEFAULT
     """disk held for events while the controller is unreachable (1MiB-4GiB)"""
-
-    @field_validator("buffer_max")
-    @classmethod
-    def _buffer(cls, value: int) -> int:
-        low, high = LOG_BUFFER_LIMITS
-        if not low <= value <= high:
-            raise ValueError("must be 1MiB-4GiB")
-        return value
 
 
 class LoggingControllerSection(_Section):
@@ -446,7 +448,7 @@ class LoggingControllerSection(_Section):
     """host:port for agents (RFC 5425's port 6514); port 0 picks a free port"""
     store: RelPath = "logs/events.db"
     """SQLite file holding the events, relative to the data directory"""
-    retention: Duration = 30 * 86400
+    retention: Annotated[Duration, _within(parse_duration, "1h")] = 30 * 86400
     """events older than this are deleted"""
     cert: Str = ""
     """certificate presented to agents; empty: the [tls] certificate"""
@@ -454,13 +456,6 @@ class LoggingControllerSection(_Section):
     """its private key; empty: the [tls] key"""
     client_cas: tuple[RelPath, ...] = ("ca/ca.crt",)
     """CAs whose servers may send events (mutual TLS): add another deployment's CA here"""
-
-    @field_validator("retention")
-    @classmethod
-    def _retention(cls, value: float) -> float:
-        if value < 3600:
-            raise ValueError("must be at least 1h")
-        return value
 
     @field_validator("client_cas")
     @classmethod
@@ -511,24 +506,10 @@ class ArchiveSection(_Section):
     """this server's pool, for pool-level policies (the topology will supply it)"""
     retention: Duration = 0
     """purge records older than this (0s: keep for ever)"""
-    segment_size: Size = 64 * 1024 * 1024
+    segment_size: Annotated[Size, _within(parse_size, "1MiB", "1GiB")] = 64 * 1024 * 1024
     """start a new segment file beyond this size (1MiB-1GiB)"""
-    write_timeout: Duration = 5
+    write_timeout: Annotated[Duration, _within(parse_duration, "100ms", "60s")] = 5
     """longest a message waits for its archive write before it is refused (100ms-60s)"""
-
-    @field_validator("segment_size")
-    @classmethod
-    def _segment_size(cls, value: int) -> int:
-        if not 1024**2 <= value <= 1024**3:
-            raise ValueError("must be 1MiB-1GiB")
-        return value
-
-    @field_validator("write_timeout")
-    @classmethod
-    def _write_timeout(cls, value: float) -> float:
-        if not 0.1 <= value <= 60:
-            raise ValueError("must be 100ms-60s")
-        return value
 
 
 class CdrSection(_Section):
@@ -538,26 +519,12 @@ class CdrSection(_Section):
     """record CDRs in the database"""
     registrations: Bool = True
     """also record one CDR per REGISTER outcome"""
-    retention: Duration = 60 * 86400
+    retention: Annotated[Duration, _within(parse_duration, "1h")] = 60 * 86400
     """CDRs older than this are purged"""
-    flush_interval: Duration = 1
+    flush_interval: Annotated[Duration, _within(parse_duration, "10ms", "60s")] = 1
     """CDRs are written in batches at least this often (the loss window on a crash)"""
-    max_queue: Annotated[Int, Field(ge=100)] = 100_000
+    max_queue: Annotated[Int, _within(int, 100)] = 100_000
     """CDRs held in memory awaiting the database; beyond this they are dropped and counted"""
-
-    @field_validator("flush_interval")
-    @classmethod
-    def _flush(cls, value: float) -> float:
-        if not 0.01 <= value <= 60:
-            raise ValueError("must be 10ms-60s")
-        return value
-
-    @field_validator("retention")
-    @classmethod
-    def _retention(cls, value: float) -> float:
-        if value < 3600:
-            raise ValueError("must be at least 1h")
-        return value
 
 
 class Config(_Section):

@@ -532,3 +532,71 @@ def test_max_message_size_is_bounded_by_the_sip_hard_limit() -> None:
     for size in (MIN_MESSAGE_SIZE_SETTING - 1, MAX_MESSAGE_SIZE + 1):
         text = SERVER + f"[limits]\nmax_message_size = {size}\n"
         assert problems_of(text) == ["limits.max_message_size: must be 1KiB-64KiB"]
+
+
+# Every bounded setting: (section, key, lowest accepted, highest accepted, too low,
+# too high, the message). None: no bound on that side. Values are TOML literals.
+BOUNDS = [
+    ("tls", "reload_poll", '"100ms"', '"1h"', '"99ms"', '"61m"', "must be 100ms-1h"),
+    ("registrar", "min_expires", "1", None, "0", None, "must be at least 1"),
+    (
+        "registrar",
+        "max_expires",
+        None,
+        "4294967295",
+        None,
+        "4294967296",
+        "must be at most 4294967295",
+    ),
+    ("registrar", "max_contacts_per_aor", "1", None, "0", None, "must be at least 1"),
+    ("im", "offline_max_per_user", "0", None, "-1", None, "must be at least 0"),
+    ("presence", "min_expires", "1", None, "0", None, "must be at least 1"),
+    ("presence", "publish_burst", "1", None, "0", None, "must be at least 1"),
+    ("presence", "notify_merge_window", None, '"10s"', None, '"10001ms"', "must be at most 10s"),
+    ("limits", "burst", "1", None, "0", None, "must be at least 1"),
+    ("limits", "auth_failures_per_minute", "1", None, "0", None, "must be at least 1"),
+    ("limits", "max_message_size", '"1KiB"', '"64KiB"', "1023", "65537", "must be 1KiB-64KiB"),
+    ("auth", "nonce_lifetime", '"1s"', None, '"999ms"', None, "must be at least 1s"),
+    ("logging", "buffer_max", '"1MiB"', '"4GiB"', '"1023KiB"', "4294967297", "must be 1MiB-4GiB"),
+    ("logging_controller", "retention", '"1h"', None, '"59m"', None, "must be at least 1h"),
+    ("archive", "segment_size", '"1MiB"', '"1GiB"', '"1023KiB"', '"1025MiB"', "must be 1MiB-1GiB"),
+    ("archive", "write_timeout", '"100ms"', '"60s"', '"99ms"', '"61s"', "must be 100ms-60s"),
+    ("cdr", "retention", '"1h"', None, '"59m"', None, "must be at least 1h"),
+    ("cdr", "flush_interval", '"10ms"', '"60s"', '"9ms"', '"61s"', "must be 10ms-60s"),
+    ("cdr", "max_queue", "100", None, "99", None, "must be at least 100"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high", "under", "over", "message"), BOUNDS)
+def test_bounds_accept_their_limits_and_name_the_key_beyond(
+    section: str,
+    key: str,
+    low: str | None,
+    high: str | None,
+    under: str | None,
+    over: str | None,
+    message: str,
+) -> None:
+    # max_expires must stay at least default_expires, so its section is filled in.
+    extra = "default_expires = 60\n" if key == "max_expires" else ""
+    for accepted in (low, high):
+        if accepted is not None:
+            loads_config(f"{SERVER}[{section}]\n{extra}{key} = {accepted}\n")
+    for refused in (under, over):
+        if refused is not None:
+            text = f"{SERVER}[{section}]\n{extra}{key} = {refused}\n"
+            assert problems_of(text) == [f"{section}.{key}: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("text", "enabled"),
+    [
+        ("", [("tls", 5061)]),
+        ("tcp = true\nudp = true\n", [("tls", 5061), ("tcp", 5060), ("udp", 5060)]),
+        ("tls = false\nudp = true\nsip_port = 5070\n", [("udp", 5070)]),
+        ("tls = false\nws = true\n", []),  # WebSocket has no listener yet
+        ("tls_port = 0\ntcp = true\n", [("tls", 0), ("tcp", 5060)]),
+    ],
+)
+def test_enabled_transports_in_listening_order(text: str, enabled: list[tuple[str, int]]) -> None:
+    assert loads_config(f"{SERVER}[transports]\n{text}").transports.enabled() == enabled

@@ -113,12 +113,12 @@ def _settings(
     findings: list[Finding] = []
     t = config.transports
     if "frontend" in roles:
-        for name, on in (("udp", t.udp), ("tcp", t.tcp)):
-            if on:
+        for name, port in t.enabled():
+            if name != "tls":
                 findings.append(
                     Finding(
                         "TRANSPORT-PLAIN",
-                        f"plain SIP over {name.upper()} listens on {t.bind}:{t.sip_port}",
+                        f"plain SIP over {name.upper()} listens on {t.bind}:{port}",
                         f"{where}: transports.{name}",
                     )
                 )
@@ -229,13 +229,8 @@ def _expected(config: Config, role: str) -> set[tuple[str, int]]:
     """(protocol, port) the role may listen on; port 0 stands for any port."""
     expected: set[tuple[str, int]] = set()
     if role == "frontend":
-        t = config.transports
-        if t.tls:
-            expected.add(("tcp", t.tls_port))
-        if t.tcp:
-            expected.add(("tcp", t.sip_port))
-        if t.udp:
-            expected.add(("udp", t.sip_port))
+        for name, port in config.transports.enabled():
+            expected.add(("udp" if name == "udp" else "tcp", port))
         if config.admin.enabled:
             expected.add(("tcp", split_endpoint(config.admin.bind)[1]))
     elif role == "logging-controller":

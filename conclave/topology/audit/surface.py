@@ -54,15 +54,12 @@ class HostSurface:
 
 def frontend_sip(presence: bool) -> tuple[list[str], list[str]]:
     """The methods and event packages a Front End answers with presence on or off."""
-    from conclave.core.router import ALLOWED_METHODS
+    from conclave.core.router import allow_list
     from conclave.services.presence.service import PresenceService
 
-    methods = list(ALLOWED_METHODS)
-    packages: list[str] = []
-    if presence:
-        methods += sorted(PresenceService.methods)
-        packages += sorted(PresenceService.event_packages)
-    return methods, packages
+    owned = {"REGISTER", *(PresenceService.methods if presence else ())}
+    packages = sorted(PresenceService.event_packages) if presence else []
+    return allow_list(owned), packages
 
 
 def _reach(listener: Listener, zone: str) -> str:
@@ -115,15 +112,11 @@ def data_dir_surface(data_dir: Path, config: Config, roles: tuple[str, ...]) -> 
     t = config.transports
     reach = "this host only" if is_loopback(t.bind) else "any network that routes to it"
     if "frontend" in roles:
-        for on, protocol, port, service in (
-            (t.tls, "tcp", t.tls_port, "SIP/TLS"),
-            (t.tcp, "tcp", t.sip_port, "SIP/TCP"),
-            (t.udp, "udp", t.sip_port, "SIP/UDP"),
-        ):
-            if on:
-                surface.exposures.append(
-                    Exposure(protocol, t.bind, port, service, "frontend", reach, "SIP")
-                )
+        for name, port in t.enabled():
+            protocol = "udp" if name == "udp" else "tcp"
+            surface.exposures.append(
+                Exposure(protocol, t.bind, port, f"SIP/{name.upper()}", "frontend", reach, "SIP")
+            )
         surface.sip_methods, surface.event_packages = frontend_sip(config.presence.enabled)
         if config.admin.enabled:
             address, port = split_endpoint(config.admin.bind)
