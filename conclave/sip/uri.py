@@ -166,6 +166,20 @@ def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return _ipv4(host)
 
 
+def is_ip_address(text: str) -> bool:
+    """True when ``text`` is an IPv4 or IPv6 address written bare (no brackets).
+
+    This is how a host is written outside a URI: in a certificate's names (an
+    IP address SAN rather than a DNS name), a listening address, ``--host``.
+    Inside a SIP URI or a Via an IPv6 host is bracketed; use :func:`host_ip`.
+    """
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _same_host(a: str, b: str) -> bool:
     # RFC 5954 §4: textual forms of one IP address match; names compare
     # case-insensitively; an address never matches a name (§19.1.4).

@@ -21,6 +21,7 @@ from conclave.sip.uri import (
     TelURI,
     check_host,
     host_ip,
+    is_ip_address,
     parse_uri,
 )
 
@@ -358,6 +359,22 @@ def test_check_host_and_host_ip() -> None:
     assert str(host_ip("[2001:db8:::192.0.2.1]")) == "2001:db8::c000:201"
     assert str(host_ip("192.0.2.1")) == "192.0.2.1"
     assert host_ip("example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "ip"),
+    [
+        ("192.0.2.1", True),
+        ("::1", True),
+        ("2001:db8::1", True),
+        ("[::1]", False),  # bracketed is the URI form, not an address
+        ("example.com", False),
+        ("192.0.2.256", False),
+        ("", False),
+    ],
+)
+def test_is_ip_address(text: str, ip: bool) -> None:
+    assert is_ip_address(text) is ip
 
 
 # --- RFC 3261 §19.1.4 equivalence ------------------------------------------------
