@@ -265,8 +265,11 @@ class TransportsSection(_Section):
         answer to "what listens": the server opens these and the audit expects
         them. WebSocket has no listener yet, so ``ws`` adds nothing here.
         """
-        wanted = (("tls", self.tls, self.tls_port), ("tcp", self.tcp, self.sip_port))
-        wanted += (("udp", self.udp, self.sip_port),)
+        wanted = [
+            ("tls", self.tls, self.tls_port),
+            ("tcp", self.tcp, self.sip_port),
+            ("udp", self.udp, self.sip_port),
+        ]
         return [(name, port) for name, on, port in wanted if on]
 
 
