@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import gc
 import ipaddress
 import os
@@ -36,11 +35,11 @@ import structlog
 
 from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
-from conclave.core.calls import CallTracker
 from conclave.core.dialogs import DialogTable
+from conclave.core.features import Feature, FeatureHost, Registry
 from conclave.core.proxy import Proxy
 from conclave.core.router import SUPPORTED, Router
-from conclave.core.service import SipService
+from conclave.core.signin import SignIn
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
@@ -49,24 +48,18 @@ from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
-from conclave.services.archive import ArchiveService, open_archive, policy_loader
-from conclave.services.cdr import CdrRecorder, open_cdr
-from conclave.services.im import OfflineMessages
 from conclave.services.location import MemoryLocationService
-from conclave.services.presence.directory import read_directory
-from conclave.services.presence.service import PresenceService
-from conclave.services.presence.settings import PresenceSettings
-from conclave.services.registrar import Registrar
+from conclave.services.setup import Setup
 from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.transaction import TransactionLayer
 from conclave.store.database import Database
-from conclave.store.generations import DIRECTORY, USERS, GenerationStore, Reloader
-from conclave.store.offline import OfflineMessageStore
+from conclave.store.generations import USERS, GenerationStore, Reloader
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.guard import SourceGuard
 from conclave.transport.manager import TransportManager
+from conclave.wiring import build_features
 
 log = structlog.get_logger("conclave.server")
 
@@ -82,7 +75,7 @@ reach the server. A poll is one primary-key SELECT; the full re-read of the
 users table (on the event loop: 6% of the call benchmark's CPU with 10,000
 users when it ran every 5 s, BENCHMARKS.md) runs only when the counter moved."""
 PURGE_INTERVAL = 10.0
-"""Seconds between sweeps of expired registrations and old offline messages."""
+"""Seconds between sweeps of expired registrations."""
 
 
 class Server:
@@ -130,7 +123,7 @@ class Server:
             self.tls.peer_closer = self.transports.close_tls_connections
         self.local = LocalEndpoint(host=config.server.host, domain=config.server.domain)
         self.tasks: list[asyncio.Task[None]] = []
-        self.presence: PresenceService | None = None  # set by _wire when enabled
+        self.features: dict[str, Feature] = {}  # set by _wire: the enabled ones, by name
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -139,23 +132,17 @@ class Server:
         restored = await self.location.load(time.time())
         await self._listen()
         self._wire()
-        await self.im.load()
+        for feature in self.features.values():
+            await feature.start()
         self._install_signals()
         self._write_pid()
         self.tasks = [
             asyncio.create_task(self.location.run_persistence(1.0)),
             asyncio.create_task(self._every(USER_POLL_INTERVAL, self._poll_users)),
             asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
-            asyncio.create_task(self.calls.run_sweeper()),
         ]
-        for agent in (self.archive, self.cdr):
-            if agent is not None:
-                self.tasks += [asyncio.create_task(job) for job in agent.jobs()]
-        if self.presence is not None:
-            self.tasks += [
-                asyncio.create_task(self.presence.run()),
-                asyncio.create_task(self.presence.run_reload()),
-            ]
+        for feature in self.features.values():
+            self.tasks += [asyncio.create_task(job) for job in feature.jobs()]
         if self.tls is not None:
             watcher = CertificateWatcher(
                 self.tls,
@@ -164,7 +151,7 @@ class Server:
                 data_dir=self.data_dir,
             )
             self.tasks.append(asyncio.create_task(watcher.run()))
-        presence, tls = self.presence, self.tls
+        presence, tls = self.features.get("presence"), self.tls
         await self.ops.start(  # log delivery, debug sessions, gauges, admin /metrics
             registrations=self.location.count,
             connections=lambda: self.transports.connection_count,
@@ -194,14 +181,7 @@ class Server:
 
     async def _listen(self) -> None:
         t = self.config.transports
-        wanted = []
-        if t.tls:
-            wanted.append(("tls", t.tls_port))
-        if t.tcp:
-            wanted.append(("tcp", t.sip_port))
-        if t.udp:
-            wanted.append(("udp", t.sip_port))
-        for transport, port in wanted:
+        for transport, port in t.enabled():
             _host, bound = await self.transports.listen(transport, t.bind, port)
             self.local.ports[transport] = bound  # the transport logs "listening"
         self.local.addresses.add(t.bind)
@@ -209,7 +189,19 @@ class Server:
             self.local.addresses.add(str(ipaddress.ip_address(self.config.server.host)))
 
     def _wire(self) -> None:
+        """Build the core and every enabled feature (:data:`conclave.wiring.FEATURES`)."""
         c = self.config
+        host = FeatureHost(
+            registry=Registry(),
+            stack=self.stack,
+            local=self.local,
+            location=self.location,
+            users=self.users,
+        )
+        setup = Setup(c, self.data_dir, self.db, host, self.location)
+        self.features = build_features(setup, host)
+        self.host = host
+        self.proxy = Proxy(self.stack, self.local, DialogTable())
         auth = Authenticator(
             realm=c.server.domain,
             users=self.users,
@@ -217,71 +209,25 @@ class Server:
             algorithms=tuple(c.auth.algorithms),
             md5_only_agents=tuple(c.auth.md5_only_user_agents),
         )
-        registrar = Registrar(
-            self.location,
-            domain=c.server.domain,
-            min_expires=c.registrar.min_expires,
-            default_expires=c.registrar.default_expires,
-            max_expires=c.registrar.max_expires,
-            max_contacts=c.registrar.max_contacts_per_aor,
+        signin = SignIn(
+            self.stack,
+            auth,
+            self.users,
+            self.guard,
+            certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
         )
-        offline = OfflineMessageStore(
-            self.db, max_per_user=c.im.offline_max_per_user, max_age=c.im.offline_max_age
-        )
-        self.im = OfflineMessages(offline, self.stack, self.local.via)
-        self.location.add_listener(self.im.on_registered)
-        self.proxy = Proxy(self.stack, self.local, DialogTable())
-        # Presence (PUBLISH, SUBSCRIBE/NOTIFY): contacts and privacy are read
-        # into memory by presence.run_reload (a task below); requests wait
-        # for that first load, later ones follow the "directory" counter.
-        # The call tracker feeds "In a call".
-        self.calls = CallTracker()
-        services: list[SipService] = []
-        if c.presence.enabled:
-            domain, db = c.server.domain, self.db
-            self.presence = PresenceService(
-                stack=self.stack,
-                local=self.local,
-                settings=PresenceSettings(
-                    min_expires=c.presence.min_expires,
-                    default_expires=c.presence.default_expires,
-                    max_expires=c.presence.max_expires,
-                    publish_rate=c.presence.publish_rate,
-                    publish_burst=c.presence.publish_burst,
-                    merge_window=c.presence.notify_merge_window,
-                    external_watchers=c.presence.external_watchers,
-                ),
-                user_exists=self.users.exists,
-                load=lambda: read_directory(db, domain),
-                generation=lambda: GenerationStore(db).get(DIRECTORY),
-                on_reloaded=settle_heap,  # the snapshot lives until the next change
-            )
-            self.calls.add_listener(self.presence.set_in_call)
-            services.append(self.presence)
-        # Archiving (off by default) and call detail records (docs/archiving.md).
-        self.archive: ArchiveService | None = open_archive(
-            self.data_dir, c, load_overrides=policy_loader(self.db)
-        )
-        self.cdr: CdrRecorder | None = open_cdr(self.db, c.cdr)
-        self.router = Router(
-            stack=self.stack,
-            proxy=self.proxy,
-            local=self.local,
-            auth=auth,
-            users=self.users,
-            registrar=registrar,
-            location=self.location,
-            im=self.im,
-            guard=self.guard,
-            is_open=self.transports.is_open,
-            udp_flow=self._udp_flow,
-            services=services,
-            archive=self.archive,
-            cdr=self.cdr,
-            calls=self.calls,
-            client_cert_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
-        )
+        self.router = Router(host=host, proxy=self.proxy, signin=signin, reach=self)
         self.stack.attach(self.router, self.transports)
+
+    def usable(self, flow: Flow) -> Flow | None:
+        """``flow`` if it still works (the router's :class:`~conclave.core.router.Reach`).
+        A UDP flow is only an address: if the socket it names is gone (a
+        restart on a new port), any of our UDP sockets reaches the same device."""
+        if self.transports.is_open(flow):
+            return flow
+        if flow.transport == "udp":
+            return self._udp_flow(flow.remote)
+        return None
 
     def _udp_flow(self, remote: tuple[str, int]) -> Flow | None:
         port = self.local.ports.get("udp")
@@ -305,11 +251,11 @@ class Server:
             await self.user_reloader.reload()
         except Exception as exc:
             log.warning("user reload failed", reason=str(exc))
-        if self.presence is not None:
+        for name, feature in self.features.items():
             try:
-                await self.presence.reload()
+                await feature.reload()
             except Exception as exc:
-                log.warning("presence reload failed", reason=str(exc))
+                log.warning("feature reload failed", feature=name, reason=str(exc))
 
     def _client_cert_user(self, flow: Flow) -> str | None:
         identity = identity_from_peer_cert(
@@ -327,8 +273,9 @@ class Server:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.im.close()
-        await self.router.close()
+        for feature in self.features.values():
+            await feature.close()
+        await self.host.settle()
         try:
             written = await self.location.flush()
         except Exception as exc:  # the store is gone: say so, keep stopping
@@ -343,7 +290,7 @@ class Server:
         await self.ops.stop()  # last: the agent forwards "stopped" too
 
     def _busy(self) -> bool:
-        return self.proxy.pending() > 0 or self.router.pending() > 0
+        return self.proxy.pending() > 0 or self.host.pending() > 0
 
     # -- background work -------------------------------------------------------------------
     async def _every(self, interval: float, job: Callable[[], Awaitable[object]]) -> None:
@@ -370,17 +317,14 @@ class Server:
                 for name, creds in mine.items()
             }
         )
-        if self.presence is not None:
-            # Removed or disabled users: their watchers are told, theirs end.
-            self.presence.users_changed(
-                {name for name, creds in mine.items() if not creds.disabled},
-                {name for name, creds in mine.items() if creds.disabled},
-            )
+        enabled = {name for name, creds in mine.items() if not creds.disabled}
+        disabled = {name for name, creds in mine.items() if creds.disabled}
+        for feature in self.features.values():
+            # Removed or disabled users: e.g. their watchers are told, theirs end.
+            feature.users_changed(enabled, disabled)
 
     async def _purge(self) -> None:
         self.location.purge_expired(time.time())
-        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.config.im.offline_max_age)
-        await self.im.store.purge_older_than(cutoff)
 
     def _on_closed(self, flow: Flow) -> None:
         removed = self.location.remove_flow(flow)

@@ -126,10 +126,12 @@ class Hop:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """The request does not belong to the dialog its token names."""
+    """An answer given instead of handling a request: a request that does not
+    belong to the dialog its token names, or one a feature's hook refused."""
 
     status: int
     reason: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 NO_SUCH_DIALOG = Refusal(481, "Call/Transaction Does Not Exist")

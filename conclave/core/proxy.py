@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -116,7 +115,6 @@ class ProxyContext:
     branches: list[Branch] = field(default_factory=list)
     final_sent: bool = False
     best: Response | None = None
-    on_final: Callable[[int], None] | None = None
 
 
 class Proxy:
@@ -142,7 +140,6 @@ class Proxy:
         inbound: Flow,
         sender: str,
         dialog: RoutedDialog | None = None,
-        on_final: Callable[[int], None] | None = None,
     ) -> None:
         """Fork ``request`` to every target in parallel (§16.5, §16.6).
 
@@ -161,10 +158,8 @@ class Proxy:
                 "Too many open dialogs",
                 headers=[("Retry-After", RETRY_AFTER_TOO_MANY_DIALOGS)],
             )
-            if on_final is not None:
-                on_final(503)
             return
-        context = ProxyContext(server_txn, request, on_final=on_final)
+        context = ProxyContext(server_txn, request)
         self._contexts[server_txn] = context
         now = self.stack.now()
         for target in targets:
@@ -364,8 +359,8 @@ class Proxy:
         finals = [b.final for b in context.branches if b.final is not None]
         best = choose_best(finals) if finals else None
         if best is None:
+            context.final_sent = True
             self.stack.respond(context.server_txn, 480, "Temporarily Unavailable")
-            self._finished(context, 480)
             return
         if best.status == 503:
             # §16.7 step 6: a 503 from downstream means that element is busy,
@@ -387,13 +382,8 @@ class Proxy:
                     self.stack.send_stateless(out, flow)
             return
         if final:
-            self._finished(context, response.status)
+            context.final_sent = True
         self.stack.send_response(context.server_txn, out)
-
-    def _finished(self, context: ProxyContext, status: int) -> None:
-        context.final_sent = True
-        if context.on_final is not None:
-            context.on_final(status)
 
 
 def dialog_branch(dialog: RoutedDialog) -> str:

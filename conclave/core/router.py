@@ -1,4 +1,4 @@
-"""The Standard Edition's transaction user: who handles each request.
+"""The transaction user: who handles each request.
 
 For every new request the router decides, in this order (RFC 3261 §16.3,
 §16.4 and the Lync security model):
@@ -10,135 +10,116 @@ For every new request the router decides, in this order (RFC 3261 §16.3,
    record-routed: its Call-ID, tags, From and To must be the dialog's, and it
    must arrive on the sender's recorded flow or authenticate as that party
    (407). It goes to the other party's recorded flow, or gets 430 if that
-   flow is gone: never to a contact found from what the request says.
+   flow is gone: never to a contact found from what the request says. A
+   dialog in which this server is a party goes to the feature that owns the
+   method.
 4. **Out-of-dialog requests**: unknown methods 501, disabled ones 405;
-   requests to the server itself (REGISTER, OPTIONS); no relaying to other
-   domains and no requests from them (federation is off: 403); digest
-   authentication (401 for REGISTER, 407 otherwise); the authenticated user
-   must be the From user (403); a user named in any case is the stored
-   user (one canonical identity); a method owned by an enabled service
-   (:mod:`conclave.core.service`, e.g. presence) goes to that service;
-   otherwise the target: 404 for an unknown user, offline store (202) for
-   a MESSAGE to an offline user, 480 for other requests to an offline
-   user, else the proxy forks to every device.
+   REGISTER and OPTIONS to the server itself; no relaying to other domains
+   and no requests from them (federation is off: 403); authentication
+   (:mod:`conclave.core.signin`), and the authenticated user must be the
+   From user (403); a user named in any case is the stored user.
+
+Then the request is *accepted*, and features take part through the hook
+points of :mod:`conclave.core.features`: the owner of the method answers it
+(REGISTER, PUBLISH, SUBSCRIBE); anything else is delivered to the target
+user's devices by the proxy, after the BEFORE_DELIVERY gates (archiving);
+a target with no reachable device is offered to the UNREACHABLE hooks (the
+offline store), else 480; 404 for an unknown user.
 
 Responses that match no transaction are dropped, except a 2xx to an INVITE
-of a dialog we opened (:meth:`Proxy.on_stray_response`).
-
-Nothing here awaits the database except storing an offline message, which
-runs as its own task and answers when the write is durable. Likewise a
-MESSAGE under an archiving policy is delivered by a task once its archive
-record is durable (:mod:`conclave.services.archive`); outcomes go to the CDR
-recorder (:mod:`conclave.services.cdr`), which writes in the background.
+of a dialog we opened (:meth:`Proxy.on_stray_response`). The router imports
+no feature: what is enabled is what registered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
 from conclave.ops import metrics
 from conclave.pki.identity import requires_tls
-from conclave.services.archive import ArchiveService
-from conclave.services.cdr import CdrRecorder
-from conclave.services.im import OfflineMessages
-from conclave.services.location import LocationService, aor_of
-from conclave.services.registrar import Registrar
-from conclave.sip.address import peek_name_addr
+from conclave.sip.address import aor_of, peek_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.fields import parse_max_forwards
 from conclave.sip.flow import Flow
-from conclave.sip.ids import new_branch, new_tag
+from conclave.sip.ids import new_branch
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ServerTransaction
 from conclave.sip.uri import SipURI, TelURI
 from conclave.sip.validate import check_extensions
-from conclave.transport.guard import SourceGuard
 
-from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
-from .calls import CallTracker
 from .dialogs import Hop, Refusal
+from .features import Exchange, FeatureHost
 from .proxy import Proxy, Target
-from .service import SipService
-from .stack import SipStack
+from .signin import SignIn
 
 log = structlog.get_logger("conclave.router")
 
-ALLOWED_METHODS = (
+CORE_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "MESSAGE", "INFO", "UPDATE", "PRACK")
+"""Methods the core itself routes, whatever is enabled."""
+
+METHOD_ORDER = (
     "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "UPDATE", "PRACK",
 )  # fmt: skip
-"""Methods the Standard Edition handles. Presence (SUBSCRIBE, NOTIFY, PUBLISH)
-and REFER are added here only by the services that implement them."""
+"""How Allow lists methods: these first, in this order, then the rest sorted."""
 
-KNOWN_METHODS = frozenset((*ALLOWED_METHODS, "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"))
-"""Methods we know but have not enabled: 405 with Allow, not 501 (§21.4.6)."""
+KNOWN_METHODS = frozenset((*METHOD_ORDER, "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"))
+"""Methods we know but may not have enabled: 405 with Allow, not 501 (§21.4.6)."""
 
 SUPPORTED = ("path", "outbound")
 
 RETRY_AFTER_DRAINING = "30"
 
 
+class Reach(Protocol):
+    """The transport, as far as routing needs it."""
+
+    def usable(self, flow: Flow) -> Flow | None:
+        """``flow`` if it still reaches its peer (for UDP: any socket of ours
+        reaches the same address), else None."""
+        ...
+
+
+def allow_list(owned: set[str] | frozenset[str]) -> list[str]:
+    """The methods to list in Allow when features own ``owned``."""
+    allowed = {*CORE_METHODS, *owned}
+    first = [m for m in METHOD_ORDER if m in allowed]
+    return first + sorted(allowed - set(first))
+
+
 class Router:
-    """Dispatches the stack's events for a Standard Edition server."""
+    """Dispatches the stack's requests and unmatched responses."""
 
     def __init__(
         self,
         *,
-        stack: SipStack,
+        host: FeatureHost,
         proxy: Proxy,
-        local: LocalEndpoint,
-        auth: Authenticator,
-        users: CredentialCache,
-        registrar: Registrar,
-        location: LocationService,
-        im: OfflineMessages,
-        guard: SourceGuard,
-        is_open: Callable[[Flow], bool],
-        udp_flow: Callable[[tuple[str, int]], Flow | None],
-        services: Sequence[SipService] = (),
+        signin: SignIn,
+        reach: Reach,
         wall_clock: Callable[[], float] = time.time,
-        archive: ArchiveService | None = None,
-        cdr: CdrRecorder | None = None,
-        calls: CallTracker | None = None,
-        client_cert_user: Callable[[Flow], str | None] | None = None,
     ) -> None:
-        self.stack = stack
+        self.host = host
+        self.stack = host.stack
+        self.local: LocalEndpoint = host.local
+        self.users = host.users
+        self.location = host.location
+        self.registry = host.registry
         self.proxy = proxy
-        self.local = local
-        self.auth = auth
-        self.users = users
-        self.registrar = registrar
-        self.location = location
-        self.im = im
-        self.guard = guard
-        self.is_open = is_open
-        self.udp_flow = udp_flow
         self.dialogs = proxy.dialogs
-        self.stray_dropped = 0
+        self.signin = signin
+        self.reach = reach
         self.clock = wall_clock
-        self.archive = archive  # MESSAGEs under policy are archived before delivery
-        self.cdr = cdr  # call detail records: told outcomes, writes in the background
-        self.calls = calls  # established calls, for presence's "In a call"
-        # [tls] client_auth: the user a verified client certificate on a TLS
-        # flow is bound to (conclave.pki.identity), who then needs no digest.
-        self.client_cert_user = client_cert_user
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.services = list(services)
-        self.by_method: dict[str, SipService] = {
-            method: service for service in self.services for method in service.methods
-        }
-        self.allowed = frozenset((*ALLOWED_METHODS, *self.by_method))
-        self.allow_header = ", ".join((*ALLOWED_METHODS, *sorted(self.by_method)))
+        self.owners = self.registry.owners
+        self.allowed = frozenset((*CORE_METHODS, *self.owners))
+        self.allow_header = ", ".join(allow_list(frozenset(self.owners)))
         self.supported_header = ", ".join(SUPPORTED)
-        self.allow_events = ", ".join(
-            sorted({p for service in self.services for p in service.event_packages})
-        )
+        self.allow_events = ", ".join(sorted(self.registry.packages))
 
     # -- requests ------------------------------------------------------------------------
     def on_request(self, txn: ServerTransaction, request: Request) -> None:
@@ -165,7 +146,11 @@ class Router:
         if request.headers.get("Route") is not None:
             self.stack.respond(txn, 403, "Relaying to other servers is not enabled")
             return
-        if in_dialog:
+        if request.method not in KNOWN_METHODS:
+            self.stack.respond(txn, 501, f"{request.method} is not implemented")
+        elif request.method not in self.allowed:
+            self._method_not_allowed(txn, request)
+        elif in_dialog:
             self._in_dialog(txn, request, flow, token)
         else:
             self._out_of_dialog(txn, request, flow)
@@ -184,16 +169,17 @@ class Router:
                 first = False
         return found
 
+    # -- in a dialog ---------------------------------------------------------------------
     def _in_dialog(
         self, txn: ServerTransaction, request: Request, flow: Flow, token: str | None
     ) -> None:
-        if request.method not in self.allowed:
-            self._method_not_allowed(txn, request)
-            return
-        service = self.by_method.get(request.method)
-        if token is None and service is not None and self.local.is_me(request.uri):
-            # A dialog in which this server is the UA (e.g. a subscription refresh).
-            self._to_service(txn, request, flow, service)
+        owner = self.owners.get(request.method)
+        if token is None and owner is not None and self.local.is_me(request.uri):
+            # A dialog in which this server is a party (a subscription refresh).
+            exchange = self._from_local_user(txn, request, flow)
+            if exchange is not None:
+                self._accepted(exchange)
+                owner(exchange)
             return
         if token is None:
             # No Record-Route of ours: this dialog was not set up through us,
@@ -205,9 +191,12 @@ class Router:
             log.info("in-dialog request refused", status=hop.status, reason=hop.reason)
             self.stack.respond(txn, hop.status, hop.reason)
             return
-        if not hop.on_party_flow and not self._authenticated_as_party(txn, request, flow, hop):
-            return
-        target = self._usable(hop.toward)
+        user = None
+        if not hop.on_party_flow:
+            user = self._authenticated_as_party(txn, request, flow, hop)
+            if user is None:
+                return
+        target = self.reach.usable(hop.toward)
         if target is None:
             # RFC 5626 §5.3: the flow the other party used is gone; it must
             # come back and re-establish the dialog, we will not guess a new one.
@@ -216,82 +205,48 @@ class Router:
         self.dialogs.touch(hop.dialog, self.stack.now())
         if request.method == "BYE":
             self.dialogs.end(hop, request)
-            if self.calls is not None:
-                self.calls.ended(request.call_id)
-            if self.cdr is not None:
-                self.cdr.call_ended(request)
-        done = self.cdr.outcome(request, in_dialog=True) if self.cdr is not None else None
-        proceed = partial(self._relay_in_dialog, txn, request, flow, hop, target, done)
-        if not self._archive_first(txn, request, proceed, done, session=True):
-            proceed()
+        exchange = Exchange(txn, request, flow, hop.sender.aor, user, hop=hop, stack=self.stack)
+        self._accepted(exchange)
+        self._after_gates(exchange, lambda: self._relay(exchange, target))
 
     def _authenticated_as_party(
         self, txn: ServerTransaction, request: Request, flow: Flow, hop: Hop
-    ) -> bool:
+    ) -> str | None:
         """An in-dialog request from a flow the dialog does not know: it must
         authenticate as the party its From names. That party is then reached
-        on this flow (it reconnected). False once answered."""
-        user = self._authenticate(txn, request, flow, proxy=True)
+        on this flow (it reconnected). None once answered."""
+        user = self.signin.identify(txn, request, flow, proxy=True)
         if user is None:
-            return False
+            return None
         if self._aor(user) != hop.sender.aor:
             log.warning("not a party of the dialog", user=user, party=hop.sender.aor)
             self.stack.respond(txn, 403, "Not a party of this dialog")
-            return False
+            return None
         self.dialogs.moved(hop, flow)
-        return True
+        return user
 
-    def _relay_in_dialog(
-        self,
-        txn: ServerTransaction,
-        request: Request,
-        flow: Flow,
-        hop: Hop,
-        target: Flow,
-        done: Callable[[int], None] | None,
-    ) -> None:
+    def _relay(self, exchange: Exchange, target: Flow) -> None:
+        assert exchange.hop is not None
         self.proxy.forward(
-            txn,
-            request,
-            [Target(request.uri, target)],
-            inbound=flow,
-            sender=hop.sender.aor,
-            dialog=hop.dialog,
-            on_final=done,
+            exchange.txn,
+            exchange.request,
+            [Target(exchange.request.uri, target)],
+            inbound=exchange.flow,
+            sender=exchange.sender,
+            dialog=exchange.hop.dialog,
         )
 
-    def _usable(self, flow: Flow | None) -> Flow | None:
-        """``flow`` if it still works. A UDP flow is only an address: if the
-        socket it names is gone (a restart on a new port), any of our UDP
-        sockets reaches the same device."""
-        if flow is None:
-            return None
-        if self.is_open(flow):
-            return flow
-        if flow.transport == "udp":
-            return self.udp_flow(flow.remote)
-        return None
-
+    # -- out of a dialog -----------------------------------------------------------------
     def _out_of_dialog(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
-        method = request.method
-        if method not in KNOWN_METHODS:
-            self.stack.respond(txn, 501, f"{method} is not implemented")
-            return
-        if method not in self.allowed:
-            self._method_not_allowed(txn, request)
-            return
         uri = request.uri
         if isinstance(uri, TelURI):
             self.stack.respond(txn, 404, "Telephone numbers need a mediation server")
             return
         assert isinstance(uri, SipURI)
-        to_server = uri.user is None and (
-            self.local.is_my_domain(uri) or self.local.is_my_host(uri)
-        )
-        if method == "REGISTER":
+        if request.method == "REGISTER":
             self._register(txn, request, flow)
             return
-        if to_server:
+        if uri.user is None and (self.local.is_my_domain(uri) or self.local.is_my_host(uri)):
             self._to_server(txn, request)
             return
         mf = request.headers.get("Max-Forwards")
@@ -305,33 +260,37 @@ class Router:
         if not self.local.is_my_domain(uri):
             self.stack.respond(txn, 403, "Relaying to other domains is not enabled")
             return
-        user = self._local_sender(txn, request, flow)
-        if user is None:
+        exchange = self._from_local_user(txn, request, flow)
+        if exchange is None:
             return
+        uri = self._canonical_target(request, uri)
         if uri.user is not None:
-            # One identity per user whatever the case it is written in: the
-            # stored spelling is the AOR features, quotas and privacy see.
-            canonical = self.users.canonical(uri.user)
-            if canonical is None:
-                self._answer(txn, 404, "No such user", self._outcome(request))
-                return
-            if canonical != uri.user:
-                uri = request.uri = dataclasses.replace(uri, user=canonical)
-        service = self.by_method.get(method)
-        if service is not None:
-            service.handle(txn, request, user=user, flow=flow)
-            return
-        self._deliver(txn, request, flow, uri, user)
+            exchange.target = aor_of(uri)
+        self._accepted(exchange)
+        owner = self.owners.get(request.method)
+        if owner is not None:
+            owner(exchange)
+        elif uri.user is None or not self.users.exists(uri.user):
+            self.stack.respond(txn, 404, "No such user")
+        else:
+            self._after_gates(exchange, lambda: self._deliver(exchange))
 
-    def _to_service(
-        self, txn: ServerTransaction, request: Request, flow: Flow, service: SipService
-    ) -> None:
-        user = self._local_sender(txn, request, flow)
-        if user is not None:
-            service.handle(txn, request, user=user, flow=flow)
+    def _canonical_target(self, request: Request, uri: SipURI) -> SipURI:
+        """One identity per user whatever the case it is written in: the stored
+        spelling is the AOR that features, quotas and privacy see."""
+        if uri.user is None:
+            return uri
+        canonical = self.users.canonical(uri.user)
+        if canonical is None or canonical == uri.user:
+            return uri
+        request.uri = dataclasses.replace(uri, user=canonical)
+        assert isinstance(request.uri, SipURI)
+        return request.uri
 
-    def _local_sender(self, txn: ServerTransaction, request: Request, flow: Flow) -> str | None:
-        """The authenticated local user who sent ``request``, or None once answered.
+    def _from_local_user(
+        self, txn: ServerTransaction, request: Request, flow: Flow
+    ) -> Exchange | None:
+        """The request as sent by an authenticated local user, or None once answered.
 
         Senders outside our domain get 403 (federation is off); local ones
         are challenged (407) and must authenticate as the From user (403).
@@ -340,137 +299,56 @@ class Router:
         if not self.local.is_my_domain(sender):
             self.stack.respond(txn, 403, "Federation is not enabled")
             return None
-        user = self._authenticate(txn, request, flow, proxy=True)
+        user = self.signin.identify(txn, request, flow, proxy=True)
         if user is None:
             return None
         if not isinstance(sender, SipURI) or sender.user != user:
             log.warning("identity mismatch", user=user, from_user=getattr(sender, "user", None))
             self.stack.respond(txn, 403, "From does not match the authenticated user")
             return None
-        return user
+        return Exchange(txn, request, flow, self._aor(user), user, stack=self.stack)
 
-    def _outcome(self, request: Request) -> Callable[[int], None] | None:
-        return self.cdr.outcome(request) if self.cdr is not None else None
-
-    def _deliver(
-        self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI, user: str
-    ) -> None:
-        done = self._outcome(request)
-        if uri.user is None:
-            self._answer(txn, 404, "No such user", done)
-            return
-        proceed = partial(self._deliver_now, txn, request, flow, uri, user, done)
-        if not self._archive_first(txn, request, proceed, done, recipient=aor_of(uri)):
-            proceed()
-
-    def _deliver_now(
-        self,
-        txn: ServerTransaction,
-        request: Request,
-        flow: Flow,
-        uri: SipURI,
-        user: str,
-        done: Callable[[int], None] | None,
-    ) -> None:
-        aor = aor_of(uri)
-        now = self.clock()
-        targets = []
+    def _deliver(self, exchange: Exchange) -> None:
+        """Fork to every reachable device of the target (§16.5), or find a feature
+        that takes the request over, or answer 480."""
+        assert exchange.target is not None
+        request = exchange.request
         secure_only = requires_tls(request.uri)
-        for contact in self.location.lookup(aor, now):
-            device = self._usable(contact.flow)
+        targets = []
+        for binding in self.location.lookup(exchange.target, self.clock()):
+            device = None if binding.flow is None else self.reach.usable(binding.flow)
             if device is not None and (device.secure or not secure_only):
-                targets.append(Target(contact.uri, device))
-        if not targets:
-            if request.method == "MESSAGE":
-                self._spawn(self._hold_message(txn, request, aor, now, done))
-            else:
-                self._answer(txn, 480, "User is offline", done)
+                targets.append(Target(binding.uri, device))
+        if targets:
+            self.proxy.forward(
+                exchange.txn, request, targets, inbound=exchange.flow, sender=exchange.sender
+            )
             return
-        on_final = done
-        if self.calls is not None and request.method == "INVITE":
-            on_final = _both(done, self.calls.invite_outcome(request))
-        self.proxy.forward(
-            txn, request, targets, inbound=flow, sender=self._aor(user), on_final=on_final
-        )
-
-    def _archive_first(
-        self,
-        txn: ServerTransaction,
-        request: Request,
-        proceed: Callable[[], None],
-        done: Callable[[int], None] | None,
-        *,
-        recipient: str | None = None,
-        session: bool = False,
-    ) -> bool:
-        """A MESSAGE under an archiving policy: ``proceed`` (deliver) runs only once it
-        is durably archived, or the sender is refused. False: not archived, go on."""
-        if self.archive is None or request.method != "MESSAGE":
-            return False
-        job = self.archive.before_delivery(
-            request,
-            proceed,
-            lambda status, reason, headers: self._answer(txn, status, reason, done, headers),
-            recipient=recipient,
-            session=session,
-        )
-        if job is None:
-            return False
-        self._spawn(job)
-        return True
-
-    def _answer(
-        self,
-        txn: ServerTransaction,
-        status: int,
-        reason: str,
-        done: Callable[[int], None] | None,
-        headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        """Answer locally and tell the CDR recorder (``done``) the outcome."""
-        self.stack.respond(txn, status, reason, headers=headers or ())
-        if done is not None:
-            done(status)
-
-    async def _hold_message(
-        self,
-        txn: ServerTransaction,
-        request: Request,
-        aor: str,
-        now: float,
-        done: Callable[[int], None] | None = None,
-    ) -> None:
-        try:
-            stored = await self.im.hold(request, aor, now)
-        except Exception as exc:
-            log.error("offline store failed", aor=aor, reason=str(exc))
-            self._answer(txn, 500, "Message could not be stored", done)
-            return
-        if stored:
-            log.info("message held for offline user", aor=aor)
-            self._answer(txn, 202, "Accepted (recipient offline; stored)", done)
-        else:
-            self._answer(txn, 480, "Recipient offline and their message store is full", done)
+        for takeover in self.registry.takeovers:
+            if takeover(exchange):
+                return
+        self.stack.respond(exchange.txn, 480, "User is offline")
 
     def _register(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         uri = request.uri
+        owner = self.owners.get("REGISTER")
+        if owner is None:
+            self._method_not_allowed(txn, request)
+            return
         if not (self.local.is_my_domain(uri) or self.local.is_me(uri)):
             self.stack.respond(txn, 404, "Not a domain served here")
             return
-        user = self._authenticate(txn, request, flow, proxy=False)
+        user = self.signin.identify(txn, request, flow, proxy=False)
         if user is None:
             return
-        response = self.registrar.handle(
-            request, user=user, flow=flow, now=self.clock(), to_tag=new_tag()
-        )
-        log.info("register", user=user, status=response.status)
-        self.stack.send_response(txn, response)
-        if self.cdr is not None:
-            self.cdr.registered(f"sip:{user}@{self.local.domain}", request, response, flow)
+        exchange = Exchange(txn, request, flow, self._aor(user), user, stack=self.stack)
+        self._accepted(exchange)
+        owner(exchange)
 
     def _to_server(self, txn: ServerTransaction, request: Request) -> None:
         if request.method != "OPTIONS":
-            self._method_not_allowed(txn, request, allow="OPTIONS, REGISTER")
+            allow = "OPTIONS, REGISTER" if "REGISTER" in self.owners else "OPTIONS"
+            self._method_not_allowed(txn, request, allow=allow)
             return
         check_extensions(request, "Require", frozenset(SUPPORTED))
         headers = [
@@ -481,6 +359,34 @@ class Router:
         if self.allow_events:
             headers.append(("Allow-Events", self.allow_events))
         self.stack.respond(txn, 200, "OK", headers=headers)
+
+    # -- hook points ---------------------------------------------------------------------
+    def _accepted(self, exchange: Exchange) -> None:
+        for hook in self.registry.accepted:
+            hook(exchange)
+
+    def _after_gates(self, exchange: Exchange, proceed: Callable[[], None]) -> None:
+        """Run ``proceed`` once every BEFORE_DELIVERY gate let the request through."""
+        held = [gate for hook in self.registry.gates if (gate := hook(exchange)) is not None]
+        if not held:
+            proceed()
+            return
+        self.host.spawn(self._await_gates(exchange, held, proceed))
+
+    async def _await_gates(
+        self,
+        exchange: Exchange,
+        held: list[Awaitable[Refusal | None]],
+        proceed: Callable[[], None],
+    ) -> None:
+        for gate in held:
+            refusal = await gate
+            if refusal is not None:
+                self.stack.respond(
+                    exchange.txn, refusal.status, refusal.reason, headers=refusal.headers
+                )
+                return
+        proceed()
 
     def _aor(self, user: str) -> str:
         """The address of record of local user ``user`` (its stored spelling)."""
@@ -496,43 +402,6 @@ class Router:
             headers=[("Allow", allow or self.allow_header)],
         )
 
-    def _authenticate(
-        self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
-    ) -> str | None:
-        if self.client_cert_user is not None and flow.secure:
-            named = self.client_cert_user(flow)
-            user = self.users.canonical(named) if named is not None else None
-            sender = peek_name_addr(request.headers.get("From") or "").uri
-            claimed = sender.user if isinstance(sender, SipURI) else None
-            if user is not None and user == claimed:
-                structlog.contextvars.bind_contextvars(user=user, auth="certificate")
-                return user
-        # Over UDP a source address can be forged: nonces are bound to it.
-        bound_to = flow.remote[0] if flow.transport == "udp" else ""
-        outcome = self.auth.authenticate(request, proxy=proxy, now=self.clock(), bound_to=bound_to)
-        if isinstance(outcome, Authenticated):
-            structlog.contextvars.bind_contextvars(user=outcome.user)
-            return outcome.user
-        if isinstance(outcome, BadCredentials):
-            self.stack.respond(txn, 400, f"Malformed credentials: {outcome.reason}")
-            return None
-        if outcome.failed:
-            metrics.AUTH_FAILURES.inc()
-            log.info("authentication failed", source=flow.remote[0])
-            if self.guard.record_auth_failure(flow.remote[0], self.clock()):
-                metrics.AUTH_LOCKOUTS.inc()
-                log.warning(
-                    "source banned",
-                    source=flow.remote[0],
-                    reason="authentication failures",
-                    seconds=self.guard.ban_seconds,
-                )
-        # Over UDP the source may be forged: the challenge goes out once, with
-        # no retransmissions and no transaction kept (RFC 3261 §26.3.2.4).
-        once = flow.transport == "udp"
-        self.stack.respond(txn, 407 if proxy else 401, headers=outcome.headers, once=once)
-        return None
-
     # -- CANCEL and ACK ------------------------------------------------------------------
     def on_cancel(
         self, txn: ServerTransaction, request: Request, invite: ServerTransaction | None
@@ -542,7 +411,7 @@ class Router:
             return
         self.stack.respond(txn, 200, "OK")
         if not self.proxy.cancel(invite):
-            # Not proxied (answered locally, or still waiting to be stored).
+            # Not proxied (answered locally, or still waiting on a gate or a store).
             self.stack.respond(invite, 487, "Request Terminated")
 
     def on_ack(self, request: Request, flow: Flow) -> None:
@@ -557,7 +426,7 @@ class Router:
         if isinstance(hop, Refusal) or not hop.on_party_flow:
             log.info("ACK dropped", reason=getattr(hop, "reason", "not on the party's flow"))
             return
-        target = self._usable(hop.toward)
+        target = self.reach.usable(hop.toward)
         if target is None:
             return
         mf = request.headers.get("Max-Forwards")
@@ -574,36 +443,8 @@ class Router:
         points: only the proxy's dialog check may forward it; else dropped."""
         if self.proxy.on_stray_response(response, flow):
             return
-        self.stray_dropped += 1
         metrics.STRAY_RESPONSES_DROPPED.inc()
         log.info("stray response dropped", status=response.status, source=str(flow))
 
     def on_terminated(self, txn: object) -> None:
         self.proxy.on_terminated(txn)
-
-    # -- housekeeping --------------------------------------------------------------------
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def pending(self) -> int:
-        """Requests whose answer waits on background work (an offline store write)."""
-        return len(self._tasks)
-
-    async def close(self) -> None:
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _both(
-    first: Callable[[int], None] | None, second: Callable[[int], None]
-) -> Callable[[int], None]:
-    """One final-status callback that tells two listeners."""
-    if first is None:
-        return second
-
-    def call(status: int) -> None:
-        first(status)
-        second(status)
-
-    return call

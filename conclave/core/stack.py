@@ -120,6 +120,7 @@ class SipStack:
         self._timer_at: float | None = None
         self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
         self._owners: dict[ClientTransaction, ClientOwner] = {}
+        self._answer_listeners: dict[ServerTransaction, list[Callable[[Response], None]]] = {}
         # Arrival time of each server transaction's request, for the latency
         # histogram; weak, so a transaction that is never answered is not kept.
         self._arrived: weakref.WeakKeyDictionary[ServerTransaction, float] = (
@@ -264,6 +265,7 @@ class SipStack:
             return
         metrics.count_response(txn.request.method, resp.status)
         self._arrived.pop(txn, None)
+        self._answered(txn, resp)
         self.dispatch(events)
         self._rearm()
 
@@ -276,11 +278,24 @@ class SipStack:
             return False
         method = txn.request.method
         metrics.count_response(method, resp.status)
-        if resp.status >= 200 and (arrived := self._arrived.pop(txn, None)) is not None:
-            metrics.observe_transaction(method, self.now() - arrived)
+        if resp.status >= 200:
+            if (arrived := self._arrived.pop(txn, None)) is not None:
+                metrics.observe_transaction(method, self.now() - arrived)
+            self._answered(txn, resp)
         self.dispatch(events)
         self._rearm()
         return True
+
+    def when_answered(self, txn: ServerTransaction, listener: Callable[[Response], None]) -> None:
+        """Call ``listener`` with the first final response sent on ``txn``."""
+        self._answer_listeners.setdefault(txn, []).append(listener)
+
+    def _answered(self, txn: ServerTransaction, resp: Response) -> None:
+        for listener in self._answer_listeners.pop(txn, ()):
+            try:
+                listener(resp)
+            except Exception:  # one feature's bug must not cost the caller its answer
+                log.exception("answer listener failed", status=resp.status)
 
     def send_request(
         self, req: Request, flow: Flow, owner: ClientOwner | None = None
@@ -335,6 +350,8 @@ class SipStack:
             elif isinstance(ev, TransactionTerminated):
                 if isinstance(ev.transaction, ClientTransaction):
                     self._owners.pop(ev.transaction, None)
+                elif isinstance(ev.transaction, ServerTransaction):
+                    self._answer_listeners.pop(ev.transaction, None)  # never answered
                 tu.on_terminated(ev.transaction)
 
     # -- the one timer -------------------------------------------------------------------

@@ -33,16 +33,20 @@ import datetime as dt
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from conclave.config import CdrSection
+from conclave.core.features import ACCEPTED, Exchange, Feature, FeatureHost
 from conclave.sip.address import aor_from_header
 from conclave.sip.flow import Flow
 from conclave.sip.message import Request, Response
 from conclave.store.cdr import Cdr, CdrStore
 from conclave.store.database import Database
+
+if TYPE_CHECKING:
+    from .setup import Setup
 
 log = structlog.get_logger("conclave.cdr")
 
@@ -384,3 +388,41 @@ def open_cdr(db: Database, section: CdrSection) -> CdrRecorder | None:
         max_queue=section.max_queue,
         retention=section.retention,
     )
+
+
+class CdrFeature(Feature):
+    """Call detail records as a feature: on every accepted request it watches
+    the final response (REGISTER, MESSAGE, a new INVITE) and a BYE's end of
+    a call. Nothing on the request path waits: records are written behind."""
+
+    name = "cdr"
+
+    def __init__(self, recorder: CdrRecorder) -> None:
+        self.recorder = recorder
+
+    def register(self, host: FeatureHost) -> None:
+        host.registry.hook(ACCEPTED, self.accepted)
+
+    def accepted(self, exchange: Exchange) -> None:
+        recorder, request = self.recorder, exchange.request
+        if exchange.method == "REGISTER":
+            exchange.when_answered(
+                lambda response: recorder.registered(
+                    exchange.sender, request, response, exchange.flow
+                )
+            )
+            return
+        if exchange.method == "BYE" and exchange.in_dialog:
+            recorder.call_ended(request)
+        outcome = recorder.outcome(request, in_dialog=exchange.in_dialog)
+        if outcome is not None:
+            exchange.when_answered(lambda response: outcome(response.status))
+
+    def jobs(self) -> list[Coroutine[object, object, None]]:
+        return self.recorder.jobs()
+
+
+def build(setup: Setup) -> CdrFeature | None:
+    """On when ``[cdr] enabled``."""
+    recorder = open_cdr(setup.db, setup.config.cdr)
+    return None if recorder is None else CdrFeature(recorder)

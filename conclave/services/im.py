@@ -16,12 +16,14 @@ import asyncio
 import datetime as dt
 import email.utils
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from conclave.core.features import UNREACHABLE, Exchange, Feature, FeatureHost
 from conclave.core.stack import ClientCallbacks, ClientOwner
 from conclave.sip.flow import Flow
 from conclave.sip.headers import Headers
@@ -32,7 +34,13 @@ from conclave.store.offline import OfflineMessageStore, StoredMessage
 
 from .location import Contact
 
+if TYPE_CHECKING:
+    from .setup import Setup
+
 log = structlog.get_logger("conclave.services.im")
+
+PURGE_INTERVAL = 10.0
+"""Seconds between sweeps of held messages past ``[im] offline_max_age``."""
 
 
 class Sender(Protocol):
@@ -158,3 +166,74 @@ class OfflineMessages:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class OfflineImFeature(Feature):
+    """Store and forward as a feature: it takes over a MESSAGE whose recipient
+    has no reachable device (the UNREACHABLE hook) and answers once the
+    message is durably stored."""
+
+    name = "im"
+
+    def __init__(
+        self, messages: OfflineMessages, max_age: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.messages = messages
+        self.max_age = max_age
+        self.clock = clock
+        self.host: FeatureHost | None = None
+
+    def register(self, host: FeatureHost) -> None:
+        self.host = host
+        host.registry.hook(UNREACHABLE, self.take_over)
+
+    async def start(self) -> None:
+        await self.messages.load()
+
+    def jobs(self) -> list[Coroutine[object, object, None]]:
+        return [self._purge_old()]
+
+    async def _purge_old(self) -> None:
+        """Drop held messages older than the configured age, every PURGE_INTERVAL."""
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.max_age)
+            try:
+                await self.messages.store.purge_older_than(cutoff)
+            except Exception as exc:  # the next round retries
+                log.warning("offline purge failed", reason=str(exc))
+
+    async def close(self) -> None:
+        await self.messages.close()
+
+    def take_over(self, exchange: Exchange) -> bool:
+        if exchange.method != "MESSAGE" or exchange.target is None or self.host is None:
+            return False
+        self.host.spawn(self._hold(exchange, exchange.target))
+        return True
+
+    async def _hold(self, exchange: Exchange, aor: str) -> None:
+        stack = exchange.stack
+        assert stack is not None
+        try:
+            stored = await self.messages.hold(exchange.request, aor, self.clock())
+        except Exception as exc:
+            log.error("offline store failed", aor=aor, reason=str(exc))
+            stack.respond(exchange.txn, 500, "Message could not be stored")
+            return
+        if stored:
+            log.info("message held for offline user", aor=aor)
+            stack.respond(exchange.txn, 202, "Accepted (recipient offline; stored)")
+        else:
+            stack.respond(exchange.txn, 480, "Recipient offline and their message store is full")
+
+
+def build(setup: Setup) -> Feature:
+    """Always on: a MESSAGE to an offline user is stored, not lost."""
+    c = setup.config
+    store = OfflineMessageStore(
+        setup.db, max_per_user=c.im.offline_max_per_user, max_age=c.im.offline_max_age
+    )
+    messages = OfflineMessages(store, setup.host.stack, setup.host.local.via)
+    setup.location.add_listener(messages.on_registered)
+    return OfflineImFeature(messages, c.im.offline_max_age)

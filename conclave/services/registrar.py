@@ -38,13 +38,21 @@ that lists ``path`` in Supported).
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from email.utils import formatdate
+from typing import TYPE_CHECKING
 
+import structlog
+
+from conclave.core.features import Exchange, Feature, FeatureHost
+from conclave.core.stack import SipStack
 from conclave.sip.address import NameAddr, parse_contact_value, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.fields import parse_cseq, parse_expires
 from conclave.sip.flow import Flow
+from conclave.sip.ids import new_tag
 from conclave.sip.limits import MAX_CSEQ
 from conclave.sip.message import Request, Response, make_response
 from conclave.sip.uri import SipURI
@@ -61,6 +69,11 @@ from .location import (
     TooManyBindings,
     aor_of,
 )
+
+if TYPE_CHECKING:
+    from .setup import Setup
+
+log = structlog.get_logger("conclave.registrar")
 
 SUPPORTED_EXTENSIONS = frozenset({"outbound", "path"})
 """Option tags a REGISTER may list in Require (RFC 5626, RFC 3327)."""
@@ -306,3 +319,45 @@ class Registrar:
         headers.extend(extra or ())
         headers.append(("Date", http_date(now)))
         return make_response(request, 200, to_tag=to_tag, headers=tuple(headers))
+
+
+class RegistrarFeature(Feature):
+    """The registrar as a feature: it owns REGISTER (§10.3)."""
+
+    name = "registrar"
+
+    def __init__(
+        self, registrar: Registrar, stack: SipStack, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.registrar = registrar
+        self.stack = stack
+        self.clock = clock
+
+    def register(self, host: FeatureHost) -> None:
+        host.registry.owns("REGISTER", self.handle)
+
+    def handle(self, exchange: Exchange) -> None:
+        assert exchange.user is not None  # the router authenticated it
+        response = self.registrar.handle(
+            exchange.request,
+            user=exchange.user,
+            flow=exchange.flow,
+            now=self.clock(),
+            to_tag=new_tag(),
+        )
+        log.info("register", user=exchange.user, status=response.status)
+        self.stack.send_response(exchange.txn, response)
+
+
+def build(setup: Setup) -> Feature:
+    """Always on: a server that serves users registers them."""
+    c = setup.config
+    registrar = Registrar(
+        setup.location,
+        domain=c.server.domain,
+        min_expires=c.registrar.min_expires,
+        default_expires=c.registrar.default_expires,
+        max_expires=c.registrar.max_expires,
+        max_contacts=c.registrar.max_contacts_per_aor,
+    )
+    return RegistrarFeature(registrar, setup.host.stack)

@@ -78,12 +78,12 @@ def service(
 
 async def send(svc: ArchiveService, request: Request) -> Outcome:
     outcome = Outcome()
-    job = svc.before_delivery(request, outcome.proceed, outcome.refuse)
-    if job is None:
+    gate = svc.before_delivery(request)
+    refusal = None if gate is None else await asyncio.wait_for(gate, DEADLINE)
+    if refusal is None:
         outcome.proceed()
     else:
-        await asyncio.wait_for(job, DEADLINE)
-    await asyncio.wait_for(outcome.done.wait(), DEADLINE)
+        outcome.refuse(refusal.status, refusal.reason, list(refusal.headers))
     return outcome
 
 
@@ -100,8 +100,7 @@ def test_policy_off_means_no_task_and_nothing_written(tmp_path: Path) -> None:
     svc = service(tmp_path, internal=False)
 
     async def main() -> None:
-        outcome = Outcome()
-        assert svc.before_delivery(im(1), outcome.proceed, outcome.refuse) is None
+        assert svc.before_delivery(im(1)) is None
 
     asyncio.run(main())
     assert records(tmp_path) == []
@@ -112,18 +111,11 @@ def test_message_is_durable_before_delivery(tmp_path: Path) -> None:
     seen_on_delivery: list[int] = []
 
     async def body() -> None:
-        outcome = Outcome()
-
-        def proceed() -> None:
-            # Delivery happens only once the record is on disk.
-            seen_on_delivery.append(len(records(tmp_path)))
-            outcome.proceed()
-
-        job = svc.before_delivery(
-            im(1, extra=[("Conversation-ID", "conv-9")]), proceed, outcome.refuse
-        )
-        assert job is not None
-        await asyncio.wait_for(job, DEADLINE)
+        gate = svc.before_delivery(im(1, extra=[("Conversation-ID", "conv-9")]))
+        assert gate is not None
+        assert await asyncio.wait_for(gate, DEADLINE) is None
+        # Delivery may happen only now, and the record is on disk already.
+        seen_on_delivery.append(len(records(tmp_path)))
 
     asyncio.run(with_writer(svc, body))
     assert seen_on_delivery == [1]

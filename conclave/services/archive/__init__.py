@@ -11,7 +11,7 @@ Theory of operation (details in docs/archiving.md):
 * :mod:`.service` -- what the router calls before delivering a MESSAGE, and
   critical mode (refuse rather than deliver unarchived);
 * :mod:`.verify`, :mod:`.purge`, :mod:`.export` -- the ``conclave archive``
-  commands' work; :mod:`.federation` -- the notice for federated partners.
+  commands' work (the notice for federated partners comes with federation).
 
 Use :func:`open_archive` to build the service from the ``[archive]`` section.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from conclave.config import Config
 from conclave.store.archive import ArchivePolicyStore
@@ -27,14 +28,18 @@ from conclave.store.database import Database
 
 from .policy import SCOPES, ArchivePolicy, Override, Resolved, Switches
 from .segments import ArchiveError, ArchiveLog
-from .service import REFUSAL_REASON, REFUSAL_STATUS, ArchiveService
+from .service import REFUSAL_REASON, REFUSAL_STATUS, ArchiveFeature, ArchiveService
 from .verify import Report, verify
 from .writer import ArchiveWriter
+
+if TYPE_CHECKING:
+    from conclave.services.setup import Setup
 
 __all__ = [
     "REFUSAL_REASON",
     "REFUSAL_STATUS",
     "ArchiveError",
+    "ArchiveFeature",
     "ArchiveLog",
     "ArchivePolicy",
     "ArchiveService",
@@ -44,6 +49,7 @@ __all__ = [
     "Resolved",
     "Switches",
     "archive_directory",
+    "build",
     "open_archive",
     "policy_loader",
     "verify",
@@ -99,3 +105,9 @@ def open_archive(
         directory=directory,
         retention=section.retention,
     )
+
+
+def build(setup: Setup) -> ArchiveFeature | None:
+    """On when ``[archive] enabled``: every MESSAGE is archived before delivery."""
+    service = open_archive(setup.data_dir, setup.config, load_overrides=policy_loader(setup.db))
+    return None if service is None else ArchiveFeature(service)

@@ -1,15 +1,17 @@
-"""The archiving agent: the router asks it before delivering each MESSAGE.
+"""The archiving agent: a gate before the delivery of each MESSAGE.
 
+:class:`ArchiveFeature` hooks BEFORE_DELIVERY (:mod:`conclave.core.features`).
 :meth:`ArchiveService.before_delivery` decides, synchronously and from
 memory, whether a MESSAGE falls under an archiving policy. If not, it
 returns None and the router delivers as usual (nothing awaits). If so, it
-returns a coroutine for the router to run as a task: the coroutine queues
-the record, waits until it is durable (fsync; see :mod:`.writer`), and only
-then calls ``proceed()`` (forward, or hold for an offline user). So every
-message that gets a 2xx or 202 is in the archive, even after kill -9.
+returns a coroutine that holds delivery: it queues the record, waits until
+it is durable (fsync; see :mod:`.writer`), and only then resolves to None
+(deliver: forward, or hold for an offline user). So every message that gets
+a 2xx or 202 is in the archive, even after kill -9.
 
 **Critical mode** (``[archive] critical``, on by default): a record that
-cannot be written within ``write_timeout`` makes the router answer
+cannot be written within ``write_timeout`` resolves to a refusal, and the
+sender gets
 ``503 Archive unavailable; message not delivered`` (with Retry-After) and
 the message goes nowhere. Every new message tries the archive again, so
 service resumes by itself as soon as a write succeeds. With critical mode
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import structlog
 
+from conclave.core.features import BEFORE_DELIVERY, Exchange, Feature, FeatureHost, Refusal
 from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request
 
@@ -53,8 +56,8 @@ RELOAD_INTERVAL = 5.0
 RETENTION_INTERVAL = 3600.0
 """Seconds between retention purges (when ``[archive] retention`` is set)."""
 
-Refuse = Callable[[int, str, list[tuple[str, str]]], None]
-"""``refuse(status, reason, headers)``: answer the sender; the message is not delivered."""
+REFUSAL = Refusal(REFUSAL_STATUS, REFUSAL_REASON, (("Retry-After", RETRY_AFTER),))
+"""The answer in critical mode when the archive cannot take the message."""
 
 WriteObserver = Callable[[float, bool], None]
 """``observer(seconds, ok)`` after each archive write (for metrics)."""
@@ -105,16 +108,11 @@ class ArchiveService:
 
     # -- the router's question -----------------------------------------------------------
     def before_delivery(
-        self,
-        request: Request,
-        proceed: Callable[[], None],
-        refuse: Refuse,
-        *,
-        recipient: str | None = None,
-        session: bool = False,
-    ) -> Coroutine[object, object, None] | None:
-        """None: deliver now, unarchived. Else run the coroutine as a task; it calls
-        ``proceed()`` once the message is durably archived, or ``refuse(...)``.
+        self, request: Request, *, recipient: str | None = None, session: bool = False
+    ) -> Coroutine[object, object, Refusal | None] | None:
+        """None: deliver now, unarchived. Else await the coroutine before
+        delivering: it resolves to None once the message is durably archived
+        (deliver it), or to the refusal to answer instead.
 
         ``recipient`` is the target AOR (default: the To header's).
         """
@@ -122,11 +120,11 @@ class ArchiveService:
         target = recipient or aor_from_header(request.headers.get("To"))
         parties = [p for p in (sender, target) if p is not None]
         if not self._loaded.is_set():
-            return self._after_load(request, parties, proceed, refuse, session)
+            return self._after_load(request, parties, session)
         record = self._record(request, parties, session)
         if record is None:
             return None
-        return self._archive_then(record, proceed, refuse)
+        return self._archive(record)
 
     def _record(self, request: Request, parties: list[str], session: bool) -> Record | None:
         local = [p.removeprefix("sip:") for p in parties if self._is_local(p)]
@@ -148,49 +146,34 @@ class ArchiveService:
     def _is_local(self, aor: str) -> bool:
         return aor.rpartition("@")[2] == self.domain
 
-    def archived_for(self, local_users: Sequence[str], *, federated: bool = True) -> bool:
-        """Whether a conversation with these local users (``name@domain``) is archived:
-        what the federation code tells partners (:mod:`.federation`)."""
-        return self.policy.conversation(local_users, federated=federated)
-
     async def _after_load(
-        self,
-        request: Request,
-        parties: list[str],
-        proceed: Callable[[], None],
-        refuse: Refuse,
-        session: bool,
-    ) -> None:
+        self, request: Request, parties: list[str], session: bool
+    ) -> Refusal | None:
         try:
             await asyncio.wait_for(self._loaded.wait(), self.write_timeout)
         except TimeoutError:
-            self._failed("archiving policies not loaded yet", proceed, refuse)
-            return
+            return self._failed("archiving policies not loaded yet")
         record = self._record(request, parties, session)
         if record is None:
-            proceed()
-            return
-        await self._archive_then(record, proceed, refuse)
+            return None
+        return await self._archive(record)
 
-    async def _archive_then(
-        self, record: Record, proceed: Callable[[], None], refuse: Refuse
-    ) -> None:
+    async def _archive(self, record: Record) -> Refusal | None:
         started = time.monotonic()
         try:
             await asyncio.wait_for(asyncio.shield(self.writer.append(record)), self.write_timeout)
         except (ArchiveError, TimeoutError) as exc:
             self._observe(time.monotonic() - started, False)
-            reason = str(exc) or f"no durable write within {self.write_timeout}s"
-            self._failed(reason, proceed, refuse)
-            return
+            return self._failed(str(exc) or f"no durable write within {self.write_timeout}s")
         self._observe(time.monotonic() - started, True)
         self.written += 1
         if not self.available:
             self.available = True
             log.warning("archive available again; messages are delivered")
-        proceed()
+        return None
 
-    def _failed(self, reason: str, proceed: Callable[[], None], refuse: Refuse) -> None:
+    def _failed(self, reason: str) -> Refusal | None:
+        """A write failed: the refusal in critical mode, else None (deliver unarchived)."""
         self.failures += 1
         if self.available:
             self.available = False
@@ -198,10 +181,9 @@ class ArchiveService:
         if self.critical:
             self.refused += 1
             log.warning("message refused: archive unavailable", reason=reason)
-            refuse(REFUSAL_STATUS, REFUSAL_REASON, [("Retry-After", RETRY_AFTER)])
-        else:
-            log.error("message delivered unarchived (critical mode off)", reason=reason)
-            proceed()
+            return REFUSAL
+        log.error("message delivered unarchived (critical mode off)", reason=reason)
+        return None
 
     def _observe(self, seconds: float, ok: bool) -> None:
         for observer in list(self.observers):
@@ -251,3 +233,26 @@ class ArchiveService:
             except (ArchiveError, OSError) as exc:
                 log.warning("archive purge failed", reason=str(exc))
             await asyncio.sleep(interval)
+
+
+class ArchiveFeature(Feature):
+    """Archiving as a feature: a BEFORE_DELIVERY gate on every MESSAGE, in or
+    out of a dialog, that holds delivery until the record is durable."""
+
+    name = "archive"
+
+    def __init__(self, service: ArchiveService) -> None:
+        self.service = service
+
+    def register(self, host: FeatureHost) -> None:
+        host.registry.hook(BEFORE_DELIVERY, self.gate)
+
+    def gate(self, exchange: Exchange) -> Coroutine[object, object, Refusal | None] | None:
+        if exchange.method != "MESSAGE":
+            return None
+        return self.service.before_delivery(
+            exchange.request, recipient=exchange.target, session=exchange.in_dialog
+        )
+
+    def jobs(self) -> list[Coroutine[object, object, None]]:
+        return self.service.jobs()

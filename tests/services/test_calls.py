@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conclave.core.calls import CallTracker
+from conclave.services.calls import CallTracker
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request
 from conclave.sip.uri import parse_uri

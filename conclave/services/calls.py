@@ -2,14 +2,15 @@
 
 Theory of operation
 -------------------
-The router and proxy see every INVITE that sets up a call between local
-users, and every BYE that ends one. They feed this tracker three facts,
-keyed by Call-ID (RFC 3261 §12: one dialog per Call-ID for our purposes):
+The router sees every INVITE that sets up a call between local users, and
+every BYE that ends one; :class:`CallsFeature` hooks ACCEPTED and feeds this
+tracker three facts, keyed by Call-ID (RFC 3261 §12: one dialog per Call-ID
+for our purposes):
 
-* :meth:`CallTracker.invite_outcome` -- give the returned callback to
-  ``Proxy.forward(..., on_final=...)`` for an out-of-dialog INVITE; a 2xx
-  puts the caller and the callee in a call, anything else (a failure, or the
-  487 that follows a CANCEL) puts nobody in one;
+* :meth:`CallTracker.invite_outcome` -- called with the final status of an
+  out-of-dialog INVITE; a 2xx puts the caller and the callee in a call,
+  anything else (a failure, or the 487 that follows a CANCEL) puts nobody in
+  one;
 * :meth:`CallTracker.ended` -- a BYE (in either direction) ends the call;
 * :meth:`CallTracker.sweep` -- run periodically: a call older than
   ``max_duration`` is assumed dead (its BYE was lost, or the device vanished
@@ -29,13 +30,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
+from conclave.core.features import ACCEPTED, Exchange, Feature, FeatureHost
 from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request
+
+if TYPE_CHECKING:
+    from .setup import Setup
 
 log = structlog.get_logger("conclave.calls")
 
@@ -85,7 +91,7 @@ class CallTracker:
 
     # -- facts from the router / proxy ---------------------------------------------------
     def invite_outcome(self, request: Request) -> Callable[[int], None]:
-        """A callback for ``Proxy.forward(on_final=...)`` of an out-of-dialog INVITE.
+        """A callback taking the final status of an out-of-dialog INVITE.
 
         The parties are the From and To addresses of ``request``, read now
         (the request object may change as it is forwarded).
@@ -171,3 +177,30 @@ class CallTracker:
                 listener(aor, in_call)
             except Exception:
                 log.exception("call listener failed", aor=aor)
+
+
+class CallsFeature(Feature):
+    """Call tracking as a feature: INVITE outcomes and BYEs, for presence."""
+
+    name = "calls"
+
+    def __init__(self, tracker: CallTracker) -> None:
+        self.tracker = tracker
+
+    def register(self, host: FeatureHost) -> None:
+        host.registry.hook(ACCEPTED, self.accepted)
+
+    def accepted(self, exchange: Exchange) -> None:
+        if exchange.method == "INVITE" and not exchange.in_dialog:
+            outcome = self.tracker.invite_outcome(exchange.request)
+            exchange.when_answered(lambda response: outcome(response.status))
+        elif exchange.method == "BYE" and exchange.in_dialog:
+            self.tracker.ended(exchange.request.call_id)
+
+    def jobs(self) -> list[Coroutine[object, object, None]]:
+        return [self.tracker.run_sweeper()]
+
+
+def build(setup: Setup) -> CallsFeature:
+    """Always on: it costs a dictionary entry per established call."""
+    return CallsFeature(CallTracker())

@@ -1,0 +1,33 @@
+"""Where a user's devices are: the location service as the core sees it.
+
+The registrar feature writes bindings; the router reads them to deliver a
+request (RFC 3261 §16.5). The core needs only this read side; the concrete
+service (in memory with write-behind to the store today, Redis-backed in a
+pool) is chosen by the wiring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from conclave.sip.flow import Flow
+from conclave.sip.uri import URI
+
+
+class Binding(Protocol):
+    """One registered device: its contact URI and the flow it registered on."""
+
+    @property
+    def uri(self) -> URI: ...
+
+    @property
+    def flow(self) -> Flow | None: ...
+
+
+class Locations(Protocol):
+    """Read access to registrations."""
+
+    def lookup(self, aor: str, now: float) -> Sequence[Binding]:
+        """The reachable bindings of ``aor`` at wall-clock ``now``, best first."""
+        ...

@@ -1,0 +1,98 @@
+"""Who sent a request: digest or client certificate, with the answers that go with it.
+
+:class:`SignIn` is the router's one question about identity. It either returns
+the local user the request is authenticated as (its stored spelling), or it
+has already answered the request: 401/407 with a challenge, 400 for malformed
+credentials. Failed attempts count against the *source*, never the user
+(:class:`~conclave.transport.guard.SourceGuard`), so outsiders cannot lock a
+user out.
+
+Over UDP the source address may be forged, so nonces are bound to it and a
+challenge is sent once, with no retransmissions and no transaction kept (RFC
+3261 §26.3.2.4): a forged request costs a victim one response, not eleven.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from conclave.ops import metrics
+from conclave.sip.address import peek_name_addr
+from conclave.sip.flow import Flow
+from conclave.sip.message import Request
+from conclave.sip.transaction import ServerTransaction
+from conclave.sip.uri import SipURI
+from conclave.transport.guard import SourceGuard
+
+from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
+from .stack import SipStack
+
+log = structlog.get_logger("conclave.signin")
+
+CertificateUser = Callable[[Flow], str | None]
+"""The user a verified client certificate on a TLS flow names, if any."""
+
+
+@dataclass
+class SignIn:
+    stack: SipStack
+    auth: Authenticator
+    users: CredentialCache
+    guard: SourceGuard
+    certificate_user: CertificateUser | None = None
+    """Set when ``[tls] client_auth`` is on: a user whose client certificate
+    verified needs no digest."""
+    wall_clock: Callable[[], float] = field(default=time.time)
+
+    def identify(
+        self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
+    ) -> str | None:
+        """The user ``request`` is authenticated as, or None once it has been answered.
+
+        ``proxy`` selects Proxy-Authorization and 407 (every request but
+        REGISTER) over Authorization and 401 (§22.2, §22.3).
+        """
+        user = self._by_certificate(request, flow)
+        if user is not None:
+            structlog.contextvars.bind_contextvars(user=user, auth="certificate")
+            return user
+        now = self.wall_clock()
+        bound_to = flow.remote[0] if flow.transport == "udp" else ""
+        outcome = self.auth.authenticate(request, proxy=proxy, now=now, bound_to=bound_to)
+        if isinstance(outcome, Authenticated):
+            structlog.contextvars.bind_contextvars(user=outcome.user)
+            return outcome.user
+        if isinstance(outcome, BadCredentials):
+            self.stack.respond(txn, 400, f"Malformed credentials: {outcome.reason}")
+            return None
+        if outcome.failed:
+            self._failed(flow, now)
+        once = flow.transport == "udp"
+        self.stack.respond(txn, 407 if proxy else 401, headers=outcome.headers, once=once)
+        return None
+
+    def _by_certificate(self, request: Request, flow: Flow) -> str | None:
+        if self.certificate_user is None or not flow.secure:
+            return None
+        named = self.certificate_user(flow)
+        user = self.users.canonical(named) if named is not None else None
+        sender = peek_name_addr(request.headers.get("From") or "").uri
+        claimed = sender.user if isinstance(sender, SipURI) else None
+        return user if user is not None and user == claimed else None
+
+    def _failed(self, flow: Flow, now: float) -> None:
+        source = flow.remote[0]
+        metrics.AUTH_FAILURES.inc()
+        log.info("authentication failed", source=source)
+        if self.guard.record_auth_failure(source, now):
+            metrics.AUTH_LOCKOUTS.inc()
+            log.warning(
+                "source banned",
+                source=source,
+                reason="authentication failures",
+                seconds=self.guard.ban_seconds,
+            )
