@@ -31,7 +31,6 @@ every request and response we forward; requests carry a P-Asserted-Identity
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_
 from conclave.sip.uri import URI
 
 from .dialogs import DIALOG_ID_LENGTH, DialogTable, RoutedDialog
-from .stack import SipStack
+from .stack import Cancellable, SipStack
 
 log = structlog.get_logger("conclave.proxy")
 
@@ -94,7 +93,7 @@ class Branch:
     final: Response | None = None
     cancel_wanted: bool = False
     cancelled: bool = False
-    timer_c: asyncio.TimerHandle | None = None
+    timer_c: Cancellable | None = None
 
     @property
     def done(self) -> bool:
@@ -339,8 +338,8 @@ class Proxy:
 
     # -- Timer C -------------------------------------------------------------------------
     def _start_timer_c(self, branch: Branch) -> None:
-        loop = asyncio.get_running_loop()
-        branch.timer_c = loop.call_later(TIMER_C, self._timer_c_fired, branch)
+        assert self.stack.scheduler is not None
+        branch.timer_c = self.stack.scheduler.call_later(TIMER_C, self._timer_c_fired, branch)
 
     def _stop_timer_c(self, branch: Branch) -> None:
         if branch.timer_c is not None:

@@ -97,6 +97,20 @@ class Sender(Protocol):
     def send(self, flow: Flow, data: bytes) -> bool: ...
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Scheduler(Protocol):
+    """Time and timers: the running event loop, or a stepped clock in tests."""
+
+    def time(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> Cancellable: ...
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any
+    ) -> Cancellable: ...
+
+
 class SipStack:
     """Owns the transaction layer and its timer; routes events to the TU."""
 
@@ -115,8 +129,8 @@ class SipStack:
         self.tu: TransactionUser | None = None
         self.sender: Sender | None = None
         self.draining = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.scheduler: Scheduler | None = None
+        self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
         self._owners: dict[ClientTransaction, ClientOwner] = {}
@@ -128,15 +142,19 @@ class SipStack:
         )
 
     # -- wiring --------------------------------------------------------------------------
-    def attach(self, tu: TransactionUser, sender: Sender) -> None:
+    def attach(
+        self, tu: TransactionUser, sender: Sender, scheduler: Scheduler | None = None
+    ) -> None:
+        """Start: requests go to ``tu``, bytes to ``sender``; timers run on
+        ``scheduler`` (default: the running event loop)."""
         self.tu = tu
         self.sender = sender
-        self._loop = asyncio.get_running_loop()
+        self.scheduler = scheduler if scheduler is not None else asyncio.get_running_loop()
 
     def now(self) -> float:
         """Monotonic time for the transaction layer."""
-        assert self._loop is not None
-        return self._loop.time()
+        assert self.scheduler is not None
+        return self.scheduler.time()
 
     # -- inbound -------------------------------------------------------------------------
     def on_message(self, data: bytes, flow: Flow) -> None:
@@ -356,7 +374,7 @@ class SipStack:
 
     # -- the one timer -------------------------------------------------------------------
     def _rearm(self) -> None:
-        loop = self._loop
+        loop = self.scheduler
         if loop is None:
             return
         deadline = self.layer.next_deadline()
