@@ -328,7 +328,7 @@ class TransportManager:
 
     # for StreamConnection and UdpEndpoint
 
-    def _next_conn_id(self) -> int:
+    def new_conn_id(self) -> int:
         return next(self._ids)
 
     async def _accept_loop(self, transport: str, sock: socket.socket) -> None:
@@ -368,7 +368,7 @@ class TransportManager:
             client.close()
             return
         conn = StreamConnection(
-            self, transport, flow=Flow(transport, remote, local, self._next_conn_id())
+            self, transport, flow=Flow(transport, remote, local, self.new_conn_id())
         )
         conn.sock = client  # ours to close until _serve hands it to the event loop
         self._table.add(conn)
@@ -401,7 +401,7 @@ class TransportManager:
             self._drop(conn, "shutdown")
             raise
 
-    def _established(self, conn: StreamConnection) -> bool:
+    def connection_established(self, conn: StreamConnection) -> bool:
         """``connection_made``: start the idle clock, or False to refuse (shutting down)."""
         flow = conn.flow
         assert flow is not None
@@ -413,7 +413,7 @@ class TransportManager:
         log.debug("connection opened", flow=str(flow), outbound=conn.outbound)
         return True
 
-    def _received(self, conn: StreamConnection) -> None:
+    def connection_received(self, conn: StreamConnection) -> None:
         """Data arrived on ``conn``: it is not idle, and its source may be banned by now."""
         flow = conn.flow
         assert flow is not None
@@ -422,13 +422,13 @@ class TransportManager:
         if guard is not None and guard.is_banned(flow.remote[0], self.guard_clock()):
             self._drop(conn, "source banned", abort=True)
 
-    def _deliver(self, data: bytes, flow: Flow) -> None:
+    def deliver(self, data: bytes, flow: Flow) -> None:
         try:
             self._on_message(data, flow)
         except Exception:
             log.exception("on_message failed", flow=str(flow))
 
-    def _framing_error(self, conn: StreamConnection, exc: RemoteProtocolError) -> None:
+    def framing_error(self, conn: StreamConnection, exc: RemoteProtocolError) -> None:
         flow = conn.flow
         assert flow is not None
         log.warning(
@@ -441,7 +441,7 @@ class TransportManager:
         )
         self._drop(conn, "framing error")
 
-    def _check_backlog(self, conn: StreamConnection) -> bool:
+    def check_backlog(self, conn: StreamConnection) -> bool:
         """After a write: close ``conn`` if its peer has stopped reading."""
         buffered = conn.buffered()
         if buffered <= self.limits.write_buffer_limit:
@@ -452,7 +452,7 @@ class TransportManager:
         self._drop(conn, "slow reader", abort=True)
         return False
 
-    def _lost(self, conn: StreamConnection, exc: Exception | None) -> None:
+    def connection_lost(self, conn: StreamConnection, exc: Exception | None) -> None:
         reason = "closed by peer" if exc is None else f"connection lost: {exc}"
         self._drop(conn, reason)
 

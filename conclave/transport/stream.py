@@ -2,8 +2,8 @@
 
 The protocol only moves bytes. Every decision (admission, limits, logging,
 closing, callbacks) is the :class:`~conclave.transport.manager.TransportManager`'s,
-so this class and :mod:`conclave.transport.udp` stay thin, as the aioquic
-adapter does.
+reached only through :class:`StreamHost`, so this class and
+:mod:`conclave.transport.udp` stay thin, as the aioquic adapter does.
 
 The event loop calls ``connection_made`` once the connection is usable, so on
 TLS only after the handshake: until then the TLS layer owns the bytes.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.flow import Flow
@@ -21,8 +21,31 @@ from conclave.sip.framing import KeepAlive, StreamFramer
 from conclave.transport.flow import socket_address
 from conclave.transport.limits import LISTEN_BACKLOG
 
-if TYPE_CHECKING:
-    from conclave.transport.manager import TransportManager
+
+class StreamHost(Protocol):
+    """What a connection may ask of its manager: the whole interface between them."""
+
+    max_message_size: int
+
+    def new_conn_id(self) -> int: ...
+    def connection_established(self, conn: StreamConnection) -> bool:
+        """Usable now (TLS handshake done); False: refuse it (shutting down)."""
+        ...
+
+    def connection_received(self, conn: StreamConnection) -> None:
+        """Bytes arrived: not idle; its source may be banned by now."""
+        ...
+
+    def deliver(self, data: bytes, flow: Flow) -> None:
+        """One whole message, to the stack."""
+        ...
+
+    def framing_error(self, conn: StreamConnection, exc: RemoteProtocolError) -> None: ...
+    def check_backlog(self, conn: StreamConnection) -> bool:
+        """After a write: False (and closed) if the peer stopped reading."""
+        ...
+
+    def connection_lost(self, conn: StreamConnection, exc: Exception | None) -> None: ...
 
 
 class StreamConnection(asyncio.Protocol):
@@ -34,7 +57,7 @@ class StreamConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        manager: TransportManager,
+        manager: StreamHost,
         transport_name: str,
         *,
         flow: Flow | None = None,
@@ -70,16 +93,16 @@ class StreamConnection(asyncio.Protocol):
                 self.closed = True
                 stream.abort()
                 return
-            self.flow = Flow(self.transport_name, remote, local, self._manager._next_conn_id())
+            self.flow = Flow(self.transport_name, remote, local, self._manager.new_conn_id())
         self.established = True
-        if not self._manager._established(self):
+        if not self._manager.connection_established(self):
             self.closed = True
             stream.abort()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._manager._received(self)
+        self._manager.connection_received(self)
         if not self.closed:  # the source may have been banned meanwhile
             self._feed(data)
 
@@ -89,7 +112,7 @@ class StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
-        self._manager._lost(self, exc)
+        self._manager.connection_lost(self, exc)
 
     # used by the manager
 
@@ -107,7 +130,7 @@ class StreamConnection(asyncio.Protocol):
             self._corked.append(data)
             return True
         transport.write(data)
-        return self._manager._check_backlog(self)
+        return self._manager.check_backlog(self)
 
     def _writable(self) -> asyncio.Transport | None:
         transport = self.transport
@@ -127,7 +150,7 @@ class StreamConnection(asyncio.Protocol):
             return
         transport.write(b"".join(corked))
         if check:
-            self._manager._check_backlog(self)
+            self._manager.check_backlog(self)
 
     def buffered(self) -> int:
         """Octets written but not yet handed to the kernel (TLS layer included)."""
@@ -149,14 +172,14 @@ class StreamConnection(asyncio.Protocol):
             try:
                 event = framer.next_event()
             except RemoteProtocolError as exc:
-                self._manager._framing_error(self, exc)
+                self._manager.framing_error(self, exc)
                 return
             if event is None:
                 return
             if isinstance(event, KeepAlive):
                 self.write(event.pong)  # RFC 5626 §3.5.1
             else:
-                self._manager._deliver(event.data, flow)
+                self._manager.deliver(event.data, flow)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -15,15 +15,27 @@ import contextlib
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Final, cast
+from collections.abc import Callable
+from typing import Final, Protocol, cast
 
 import structlog
 
 from conclave.sip.flow import Flow, format_address
 from conclave.transport.flow import socket_address
+from conclave.transport.guard import SourceGuard
 
-if TYPE_CHECKING:
-    from conclave.transport.manager import TransportManager
+
+class DatagramHost(Protocol):
+    """What a UDP endpoint may ask of its manager: the whole interface between them."""
+
+    guard: SourceGuard | None
+    guard_clock: Callable[[], float]
+    max_message_size: int
+
+    def deliver(self, data: bytes, flow: Flow) -> None:
+        """One datagram, to the stack."""
+        ...
+
 
 MAX_DATAGRAM: Final = 65_535
 """The largest UDP payload over IPv4 (less, really, after headers); anything
@@ -63,7 +75,7 @@ log = structlog.get_logger("conclave.transport")
 class UdpEndpoint(asyncio.DatagramProtocol):
     """A listening UDP socket, which is also the one we send from for its flows."""
 
-    def __init__(self, manager: TransportManager) -> None:
+    def __init__(self, manager: DatagramHost) -> None:
         self._manager = manager
         self.transport: asyncio.DatagramTransport | None = None
         self.local: tuple[str, int] = ("", 0)
@@ -91,7 +103,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if len(data) > manager.max_message_size:
             self._oversized(len(data), remote, manager.max_message_size)
             return
-        manager._deliver(data, Flow("udp", remote, self.local))
+        manager.deliver(data, Flow("udp", remote, self.local))
 
     def _oversized(self, size: int, remote: tuple[str, int], limit: int) -> None:
         """Count a datagram over the size limit; warn unless one did so lately."""
