@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -45,6 +44,7 @@ from conclave.pki.settings import (
     ca_directory,
     server_required_names,
 )
+from conclave.sip.uri import is_ip_address
 from conclave.store.database import Database
 from conclave.store.users import UserStore
 
@@ -224,8 +224,8 @@ def issue(
             cert, key = default_dir / f"{host.lower()}.crt", default_dir / f"{host.lower()}.key"
         else:
             required = server_required_names(config)
-            dns = [n for n in required if not _is_ip(n)] + list(names)
-            addresses = [n for n in required if _is_ip(n)] + list(ips)
+            dns = [n for n in required if not is_ip_address(n)] + list(names)
+            addresses = [n for n in required if is_ip_address(n)] + list(ips)
             issued = ca.issue_server(dns, addresses, days=days or 397, key_type=kt)
             kind = "server"
             cert = config.path(data_dir, config.tls.cert)
@@ -239,14 +239,6 @@ def issue(
     _show_issued(kind, issued, cert, key)
     if _is_server_cert(data_dir, config, cert):
         _notify(data_dir)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _serial_in(path: Path) -> int | None:

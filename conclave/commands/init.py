@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 from conclave.config import ConfigError, write_default_config
 from conclave.pki import create_ca
 from conclave.pki.errors import PkiError
+from conclave.sip.uri import is_ip_address
 from conclave.store.database import migrate
 from conclave.store.errors import StoreError
 
@@ -20,14 +20,6 @@ TRANSPORTS = ("tls", "tcp", "udp")
 
 PRIVATE_UMASK = 0o077
 """While ``init`` writes: files it creates are readable by their owner only."""
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def initialise(
@@ -74,14 +66,14 @@ def _create(
             sip_port=sip_port,
             # Listen where the host name says, not on every interface: a
             # fresh install exposes only what was asked for.
-            bind=host if _is_ip(host) else None,
+            bind=host if is_ip_address(host) else None,
         )
         ca = create_ca(
             config.path(data_dir, str(Path(config.tls.ca).parent)),
             common_name=f"Conclave CA for {domain}",
         )
-        names = [n for n in dict.fromkeys([host, domain, f"sip.{domain}"]) if not _is_ip(n)]
-        ips = [host] if _is_ip(host) else []
+        names = [n for n in dict.fromkeys([host, domain, f"sip.{domain}"]) if not is_ip_address(n)]
+        ips = [host] if is_ip_address(host) else []
         issued = ca.issue_server(names, ips)
         issued.write(config.path(data_dir, config.tls.cert), config.path(data_dir, config.tls.key))
         migrate(config.database_url(data_dir))

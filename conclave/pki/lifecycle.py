@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,20 +41,13 @@ from conclave.pki.leaf import SERVER_DEFAULT_DAYS
 from conclave.pki.load import key_type_of, load_certificate
 from conclave.pki.reload import ServerTls, TlsFiles, assess_files
 from conclave.pki.validate import revoked_in
+from conclave.sip.uri import is_ip_address
 
 WARN_REPEAT = dt.timedelta(days=1)
 """How often the expiry warning for one certificate is repeated in the log."""
 
 RETRY_AFTER_FAILURE = dt.timedelta(hours=1)
 """After a failed automatic renewal or CRL refresh, wait this long to retry."""
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def relative_to(data_dir: Path | None, path: Path) -> str:
@@ -98,8 +90,8 @@ def renew_files(
         user, _, domain = sip_uris[0][4:].rpartition("@")
         new = ca.issue_client(user, domain, days=days or 365, lifetime=lifetime, key_type=key_type)
     else:
-        names = [*info.dns_names, *(r for r in required if not _is_ip(r))]
-        ips = [*info.ip_addresses, *(r for r in required if _is_ip(r))]
+        names = [*info.dns_names, *(r for r in required if not is_ip_address(r))]
+        ips = [*info.ip_addresses, *(r for r in required if is_ip_address(r))]
         new = ca.issue_server(
             names, ips, days=days or SERVER_DEFAULT_DAYS, lifetime=lifetime, key_type=key_type
         )
