@@ -16,12 +16,18 @@ received...). In the addr-spec form (no ``<>``) everything after the first
 Two liberties, both asked for by RFC 4475: a token display name may be
 followed directly by ``<`` with no LWS (§3.1.1.6, an ABNF bug in RFC 3261),
 and runs of LWS between display-name tokens are kept as one space.
+
+Two kinds of result: :func:`parse_name_addr` returns a fresh, mutable
+:class:`NameAddr` for a caller to change; :func:`peek_name_addr` (and the
+message views, ``request.from_addr``...) return a :class:`SharedNameAddr`,
+read-only because one parse serves every message that carries the value.
+``.copy()`` of either is a fresh mutable one.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import QUOTED_STRING, is_token, unquote
@@ -49,7 +55,7 @@ def _quote_display(name: str) -> str:
     return "".join(out)
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class NameAddr:
     """One address: optional display name, a URI and header parameters.
 
@@ -59,17 +65,32 @@ class NameAddr:
     ``str()`` renders and is ignored by ``==``. ``str()`` uses the
     ``"Display" <uri>;params`` form whenever there is a display name or the
     URI contains ``;``, ``,`` or ``?``, so the result always re-parses to an
-    equal value.
+    equal value. The URI is immutable (change it with ``addr.uri =
+    addr.uri.copy(...)``); the rest can be changed unless the address is a
+    shared one (:meth:`frozen`).
     """
 
     uri: URI
     display_name: str | None = None
     params: Params = field(default_factory=Params)
-    angle: bool = field(default=True, compare=False)
+    angle: bool = True
 
     def __post_init__(self) -> None:
         if self.params.uri:
             self.params = Params(self.params.items())
+
+    def __eq__(self, other: object) -> bool:
+        # A shared address equals a fresh one with the same value; ``angle``
+        # is only how it was written.
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (
+            self.uri == other.uri
+            and self.display_name == other.display_name
+            and self.params == other.params
+        )
+
+    # Defining __eq__ leaves a mutable NameAddr unhashable; SharedNameAddr hashes.
 
     @property
     def tag(self) -> str | None:
@@ -83,14 +104,26 @@ class NameAddr:
         else:
             self.params.set("tag", value)
 
+    @property
+    def aor(self) -> str | None:
+        """:func:`aor_of` the URI: the canonical address of record, or None when
+        the URI names no SIP user."""
+        return _aor_or_none(self.uri)
+
     def copy(self) -> NameAddr:
-        """A deep copy: URI and params can be changed without touching this one."""
+        """A fresh mutable copy (even of a shared address): change it freely."""
         return NameAddr(
-            uri=self.uri.copy(),
+            uri=self.uri,  # immutable, so shared
             display_name=self.display_name,
             params=self.params.copy(),
             angle=self.angle,
         )
+
+    def frozen(self) -> SharedNameAddr:
+        """This address, read-only: ``self`` if it is shared already, else a shared copy."""
+        if isinstance(self, SharedNameAddr):
+            return self
+        return _share(self, self.params.frozen())
 
     def __str__(self) -> str:
         uri_text = str(self.uri)
@@ -99,6 +132,47 @@ class NameAddr:
                 return f"{uri_text}{self.params}"
             return f"<{uri_text}>{self.params}"
         return f"{_quote_display(self.display_name)} <{uri_text}>{self.params}"
+
+
+class SharedNameAddr(NameAddr):
+    """A read-only :class:`NameAddr`: what the memos and message views share.
+
+    One parse of a From, To or Contact value serves every message that
+    carries it, so nothing may change it: assigning an attribute or changing
+    its parameters raises :class:`~dataclasses.FrozenInstanceError`. Use
+    ``.copy()`` for an address to change. It is hashable, and its
+    :attr:`aor` is computed once.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign {name!r}: this address is shared; copy() it")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete {name!r}: this address is shared; copy() it")
+
+    def __hash__(self) -> int:
+        return hash((self.uri, self.display_name, self.params))
+
+    @property
+    def aor(self) -> str | None:
+        # Cached in the instance dict (which __setattr__ does not guard): a
+        # dialog's From and To are asked for their AOR on every message.
+        cache = self.__dict__
+        try:
+            return cache["_aor"]  # type: ignore[no-any-return]
+        except KeyError:
+            aor = cache["_aor"] = _aor_or_none(self.uri)
+            return aor
+
+
+def _share(addr: NameAddr, params: Params) -> SharedNameAddr:
+    # Built without __init__ (SharedNameAddr refuses attribute assignment);
+    # ``params`` must be frozen, and everything else held is immutable.
+    shared = object.__new__(SharedNameAddr)
+    shared.__dict__.update(
+        uri=addr.uri, display_name=addr.display_name, params=params, angle=addr.angle
+    )
+    return shared
 
 
 def _skip_sws(text: str, pos: int) -> int:
@@ -185,7 +259,7 @@ def parse_contact_value(value: str) -> NameAddr | None:
     return None if _is_star(value) else parse_name_addr(value)
 
 
-def peek_contact_value(value: str) -> NameAddr | None:
+def peek_contact_value(value: str) -> SharedNameAddr | None:
     """:func:`parse_contact_value` through the shared memo (see :func:`peek_name_addr`)."""
     return None if _is_star(value) else peek_name_addr(value)
 
@@ -195,20 +269,23 @@ def _is_star(value: str) -> bool:
 
 
 MAX_SHARED_ADDRESSES = 4096
-"""Address values whose parse :func:`peek_name_addr` and :func:`aor_from_header`
-remember (each memo is emptied when full; values come from the network)."""
+"""Address values whose parse :func:`peek_name_addr` remembers (the memo is
+emptied when full; values come from the network)."""
 
 
 @memoised(MAX_SHARED_ADDRESSES)
-def peek_name_addr(value: str) -> NameAddr:
-    """:func:`parse_name_addr` for readers: the result is *shared*, do not modify it.
+def peek_name_addr(value: str) -> SharedNameAddr:
+    """:func:`parse_name_addr` for readers: the result is shared and read-only.
 
     A dialog's From and To arrive in every one of its messages and are read
     several times per message (routing, transaction matching, loop checks,
-    call records); this parses each distinct value once. Use
+    call records); this parses each distinct value once. Changing the result
+    raises :class:`~dataclasses.FrozenInstanceError`: use
     :func:`parse_name_addr` (or ``.copy()``) for an address to change.
     """
-    return parse_name_addr(value)
+    addr = parse_name_addr(value)
+    # The fresh parse is ours alone, so its params are frozen in place.
+    return _share(addr, addr.params._freeze())
 
 
 def aor_of(uri: URI) -> str:
@@ -228,20 +305,22 @@ def aor_of(uri: URI) -> str:
     return str(SipURI(user=uri.user, host=uri.host.lower().rstrip(".")))
 
 
+def _aor_or_none(uri: URI) -> str | None:
+    if not isinstance(uri, SipURI) or uri.user is None:
+        return None
+    return aor_of(uri)
+
+
 def aor_from_header(value: str | None) -> str | None:
     """:func:`aor_of` the URI in a From/To value, or None.
 
     None when the value is absent, malformed, or names no SIP user. The
-    result is remembered per value (a dialog's From and To repeat).
+    result is remembered with the shared parse of the value (a dialog's From
+    and To repeat); a message's ``from_aor`` and ``to_aor`` give the same.
     """
     if not value:
         return None
-    return _aor_of_address(value)
-
-
-@memoised(MAX_SHARED_ADDRESSES)
-def _aor_of_address(value: str) -> str | None:
     try:
-        return aor_of(peek_name_addr(value).uri)
-    except (RemoteProtocolError, ValueError):
+        return peek_name_addr(value).aor
+    except RemoteProtocolError:
         return None

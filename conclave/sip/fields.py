@@ -13,7 +13,7 @@ Address headers (From, To, Contact, Route, Record-Route) are parsed by
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass, field
 
 from .errors import RemoteProtocolError
 from .grammar import SWS, TOKEN, is_token
@@ -59,15 +59,44 @@ BRANCH_MAGIC = "z9hG4bK"
 """RFC 3261 §8.1.1.7: branches that begin with this are globally unique."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Via:
-    """One Via value. ``host`` keeps IPv6 brackets; ``port`` is None if absent."""
+    """One Via value. ``host`` keeps IPv6 brackets; ``port`` is None if absent.
+
+    :func:`parse_via` returns a fresh one to change (a server adds
+    ``received`` and ``rport``, RFC 3261 §18.2.1, RFC 3581 §4);
+    :func:`peek_via` and ``message.top_via`` a read-only :class:`SharedVia`.
+    """
 
     transport: str
     host: str
     port: int | None = None
     params: Params = field(default_factory=Params)
     protocol: str = "SIP/2.0"
+
+    def __eq__(self, other: object) -> bool:
+        # A shared Via equals a fresh one with the same value.
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (
+            self.transport == other.transport
+            and self.host == other.host
+            and self.port == other.port
+            and self.params == other.params
+            and self.protocol == other.protocol
+        )
+
+    # Defining __eq__ leaves a mutable Via unhashable; SharedVia hashes.
+
+    def copy(self) -> Via:
+        """A fresh mutable copy (even of a shared Via): change it freely."""
+        return Via(self.transport, self.host, self.port, self.params.copy(), self.protocol)
+
+    def frozen(self) -> SharedVia:
+        """This Via, read-only: ``self`` if it is shared already, else a shared copy."""
+        if isinstance(self, SharedVia):
+            return self
+        return _share_via(self, self.params.frozen())
 
     @property
     def branch(self) -> str | None:
@@ -105,6 +134,35 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.sent_by}{self.params}"
 
 
+class SharedVia(Via):
+    """A read-only :class:`Via`: what :func:`peek_via` and the message views share.
+
+    A transaction's top Via is read for matching on every retransmission;
+    one parse serves them all, so nothing may change it: assigning an
+    attribute or changing its parameters raises
+    :class:`~dataclasses.FrozenInstanceError`. Use ``.copy()`` to change one.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign {name!r}: this Via is shared; copy() it")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete {name!r}: this Via is shared; copy() it")
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host, self.port, self.params, self.protocol))
+
+
+def _share_via(via: Via, params: Params) -> SharedVia:
+    # Built without __init__ (SharedVia refuses attribute assignment);
+    # ``params`` must be frozen, and everything else held is immutable.
+    shared = object.__new__(SharedVia)
+    shared.__dict__.update(
+        transport=via.transport, host=via.host, port=via.port, params=params, protocol=via.protocol
+    )
+    return shared
+
+
 def parse_via(value: str) -> Via:
     """Parse one Via value (RFC 3261 §20.42, RFC 3581, RFC 5118 §4.5)."""
     m = _VIA_RE.fullmatch(value.strip())
@@ -136,13 +194,17 @@ MAX_SHARED_VIAS = 4096
 
 
 @memoised(MAX_SHARED_VIAS)
-def peek_via(value: str) -> Via:
-    """:func:`parse_via` for readers: the result is *shared*, do not modify it.
+def peek_via(value: str) -> SharedVia:
+    """:func:`parse_via` for readers: the result is shared and read-only.
 
     A transaction's top Via is read for matching several times per message
     and again for each retransmission; this parses each distinct value once.
+    Changing the result raises :class:`~dataclasses.FrozenInstanceError`:
+    use :func:`parse_via` (or ``.copy()``) for a Via to change.
     """
-    return parse_via(value)
+    via = parse_via(value)
+    # The fresh parse is ours alone, so its params are frozen in place.
+    return _share_via(via, via.params._freeze())
 
 
 def _received_ok(value: str) -> bool:

@@ -27,12 +27,18 @@ are percent-decoded exactly once (§19.1.2) and re-escaped on output.
 A parameter list always starts with its first ``;``: :func:`parse_params`
 takes the text from the first ``;`` on (or the empty string for no
 parameters), exactly the ``*( SEMI param )`` production.
+
+A :class:`Params` is mutable until it is frozen (:meth:`Params.frozen`).
+URIs hold frozen ones, and so do the addresses and Vias that the memos and
+message views share between messages: nobody can change a list that another
+message reads. ``copy()`` always gives a fresh mutable list to change.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import FrozenInstanceError
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import QUOTED_STRING, TOKEN, percent_decode, percent_encode, unquote
@@ -62,15 +68,29 @@ class Params:
     check that what they store will render as valid SIP and raise
     :class:`LocalProtocolError` otherwise, so a Params can never be used to
     inject a ``;`` or a line break into a message.
+
+    A frozen Params (see :meth:`frozen`) refuses :meth:`set` and :meth:`remove`
+    with :class:`~dataclasses.FrozenInstanceError` and is hashable.
     """
 
-    __slots__ = ("_items", "uri")
+    __slots__ = ("_frozen", "_items", "_uri")
 
     def __init__(self, items: Iterable[tuple[str, str | None]] = (), *, uri: bool = False) -> None:
-        self.uri = uri
+        self._uri = uri
+        self._frozen = False
         self._items: list[tuple[str, str | None]] = []
         for name, value in items:
             self.set(name, value)
+
+    @property
+    def uri(self) -> bool:
+        """True for URI parameters (decoded, escaped on output), False for header ones."""
+        return self._uri
+
+    @property
+    def is_frozen(self) -> bool:
+        """True once :meth:`frozen` made this list read-only."""
+        return self._frozen
 
     # --- reading -----------------------------------------------------------
 
@@ -133,6 +153,10 @@ class Params:
         host or complete quoted-string; for URI parameters any non-empty text
         is allowed (it is escaped on output).
         """
+        if self._frozen:
+            raise FrozenInstanceError(
+                f"cannot set {name!r}: these parameters are shared; copy() them"
+            )
         self._check(name, value)
         i = self._find(name)
         if i < 0:
@@ -142,17 +166,33 @@ class Params:
 
     def remove(self, name: str) -> None:
         """Remove ``name`` if present (absent is not an error)."""
+        if self._frozen:
+            raise FrozenInstanceError(
+                f"cannot remove {name!r}: these parameters are shared; copy() them"
+            )
         i = self._find(name)
         if i >= 0:
             del self._items[i]
 
     def copy(self) -> Params:
-        clone = Params(uri=self.uri)
+        """A mutable copy, frozen or not: change it without touching this one."""
+        clone = Params(uri=self._uri)
         clone._items = list(self._items)
         return clone
 
+    def frozen(self) -> Params:
+        """This list, read-only: ``self`` if it is frozen already, else a frozen copy."""
+        if self._frozen:
+            return self
+        return self.copy()._freeze()
+
+    def _freeze(self) -> Params:
+        # In place, for a list nobody else holds yet (a fresh parse).
+        self._frozen = True
+        return self
+
     def _check(self, name: str, value: str | None) -> None:
-        if self.uri:
+        if self._uri:
             if not name or value == "":
                 raise LocalProtocolError("URI parameter name and value must be non-empty")
             return
@@ -164,7 +204,7 @@ class Params:
     # --- output ------------------------------------------------------------
 
     def __str__(self) -> str:
-        if not self.uri:
+        if not self._uri:
             return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in self._items)
         out: list[str] = []
         for n, v in self._items:
@@ -174,7 +214,7 @@ class Params:
         return "".join(out)
 
     def __repr__(self) -> str:
-        return f"Params({self._items!r}, uri={self.uri})"
+        return f"Params({self._items!r}, uri={self._uri})"
 
     def __eq__(self, other: object) -> bool:
         """Order-sensitive; names compared case-insensitively, values exactly."""
@@ -185,7 +225,11 @@ class Params:
             for (a, av), (b, bv) in zip(self._items, other._items, strict=True)
         )
 
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    def __hash__(self) -> int:
+        """Frozen lists hash like ``==`` compares; a mutable one is unhashable."""
+        if not self._frozen:
+            raise TypeError("unhashable type: a mutable Params (use frozen())")
+        return hash(tuple((n.lower(), v) for n, v in self._items))
 
 
 def _is_header_value(value: str) -> bool:

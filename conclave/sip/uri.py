@@ -30,6 +30,10 @@ User, password, parameter and header text is percent-decoded exactly once
 u`` always holds, while the text may differ from what was received (for
 example ``%75ser`` is rendered ``user``); the two forms are equivalent under
 §19.1.4. The parser raises nothing but :class:`RemoteProtocolError` (400).
+
+URIs are immutable values (frozen dataclasses with frozen parameters and a
+tuple of headers), so one parsed URI can be shared by every message and memo
+that names it. Derive a changed one with ``copy(**changes)``.
 """
 
 from __future__ import annotations
@@ -223,22 +227,25 @@ def _local(exc: RemoteProtocolError) -> LocalProtocolError:
 
 
 def _uri_params(params: Params) -> Params:
-    return params if params.uri else Params(params.items(), uri=True)
+    # URI parameters, read-only: no copy for what the parser built.
+    return params.frozen() if params.uri else Params(params.items(), uri=True)._freeze()
 
 
 # --- SIP and SIPS -------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class SipURI:
-    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1).
+    """A ``sip:`` or ``sips:`` URI (RFC 3261 §19.1); immutable.
 
     ``user`` and ``password`` hold decoded text (None when absent; a present
     but empty password is ``""``). ``host`` is as received, IPv6 in brackets.
-    ``params`` are decoded URI parameters; ``headers`` decoded ``(name,
-    value)`` pairs in order. ``==`` is structural; use :meth:`equivalent` for
-    the §19.1.4 comparison. Construction checks scheme, user, host and port
-    and raises :class:`LocalProtocolError` if they could not be rendered.
+    ``params`` are decoded URI parameters (frozen); ``headers`` decoded
+    ``(name, value)`` pairs in order. ``==`` is structural; use
+    :meth:`equivalent` for the §19.1.4 comparison. Construction checks scheme,
+    user, host and port and raises :class:`LocalProtocolError` if they could
+    not be rendered; it keeps a frozen copy of ``params`` and a tuple of
+    ``headers``, so the caller's own lists stay theirs.
     """
 
     scheme: str = "sip"
@@ -247,10 +254,12 @@ class SipURI:
     host: str
     port: int | None = None
     params: Params = field(default_factory=lambda: Params(uri=True))
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        self.scheme = self.scheme.lower()
+        scheme = self.scheme.lower()
+        if scheme != self.scheme:
+            object.__setattr__(self, "scheme", scheme)
         if self.scheme not in ("sip", "sips"):
             raise LocalProtocolError(f"not a SIP scheme: {self.scheme!r}")
         if self.user == "":
@@ -263,9 +272,11 @@ class SipURI:
             raise _local(exc) from None
         if self.port is not None and not 0 <= self.port <= 65535:
             raise LocalProtocolError(f"port out of range: {self.port}")
+        if type(self.headers) is not tuple:
+            object.__setattr__(self, "headers", tuple(self.headers))
         if any(not name for name, _ in self.headers):
             raise LocalProtocolError("URI header names must be non-empty")
-        self.params = _uri_params(self.params)
+        object.__setattr__(self, "params", _uri_params(self.params))
 
     # --- convenience views -------------------------------------------------
 
@@ -309,17 +320,8 @@ class SipURI:
     # --- derived URIs ------------------------------------------------------
 
     def copy(self, **changes: object) -> SipURI:
-        """A deep copy (params and headers too), with ``changes`` applied."""
-        base = replace(self, params=self.params.copy(), headers=list(self.headers))
-        return replace(base, **changes)  # type: ignore[arg-type]
-
-    def aor(self) -> SipURI:
-        """The canonical address-of-record form of RFC 3261 §10.3 step 5.
-
-        Password, parameters and headers are dropped and the host lowercased;
-        the user is already unescaped. ``str(uri.aor())`` is a binding key.
-        """
-        return SipURI(scheme=self.scheme, user=self.user, host=self.host.lower(), port=self.port)
+        """This URI with ``changes`` applied (``copy(user="bob")``); checked as a new one."""
+        return replace(self, **changes)  # type: ignore[arg-type]
 
     # --- comparison and output ---------------------------------------------
 
@@ -397,8 +399,8 @@ def _parse_sip(scheme: str, rest: str) -> SipURI:
     head, qmark, header_text = hostpart.partition("?")
     hostport, semi, param_text = head.partition(";")
     host, port = _split_hostport(hostport)
-    params = parse_params(semi + param_text, uri=True)
-    headers = _parse_headers(header_text) if qmark else []
+    params = parse_params(semi + param_text, uri=True)._freeze()
+    headers = _parse_headers(header_text) if qmark else ()
     return SipURI(
         scheme=scheme,
         user=user,
@@ -410,7 +412,7 @@ def _parse_sip(scheme: str, rest: str) -> SipURI:
     )
 
 
-def _parse_headers(text: str) -> list[tuple[str, str]]:
+def _parse_headers(text: str) -> tuple[tuple[str, str], ...]:
     headers: list[tuple[str, str]] = []
     for piece in text.split("&"):
         if len(headers) >= MAX_PARAMS:
@@ -421,7 +423,7 @@ def _parse_headers(text: str) -> list[tuple[str, str]]:
         if _HNV_RE.fullmatch(name) is None or _HNV_RE.fullmatch(value) is None:
             raise RemoteProtocolError(f"invalid URI header {name[:40]!r}")
         headers.append((percent_decode(name), percent_decode(value)))
-    return headers
+    return tuple(headers)
 
 
 # --- tel ----------------------------------------------------------------------
@@ -441,9 +443,9 @@ def _tel_normal(text: str) -> str:
     return text.replace("%23", "#").translate(_VISUAL_SEPARATORS).lower()
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class TelURI:
-    """A ``tel:`` URI (RFC 3966): ``number`` as received, plus decoded params.
+    """A ``tel:`` URI (RFC 3966): ``number`` as received, plus decoded params; immutable.
 
     ``number`` keeps its visual separators (``+1-201-555-0123``); use
     :attr:`digits` for the bare digits. A local number should carry a
@@ -456,7 +458,7 @@ class TelURI:
     def __post_init__(self) -> None:
         if not _tel_number_ok(self.number):
             raise LocalProtocolError(f"invalid telephone number {self.number!r}")
-        self.params = _uri_params(self.params)
+        object.__setattr__(self, "params", _uri_params(self.params))
 
     @property
     def scheme(self) -> str:
@@ -481,7 +483,8 @@ class TelURI:
         return self.params.get("ext")
 
     def copy(self, **changes: object) -> TelURI:
-        return replace(replace(self, params=self.params.copy()), **changes)  # type: ignore[arg-type]
+        """This URI with ``changes`` applied; checked as a new one."""
+        return replace(self, **changes)  # type: ignore[arg-type]
 
     def equivalent(self, other: URI) -> bool:
         """RFC 3966 §4: separators ignored, case-insensitive, params unordered."""
@@ -508,15 +511,15 @@ def _parse_tel(rest: str) -> TelURI:
     number, semi, param_text = rest.partition(";")
     if not _tel_number_ok(number):
         raise RemoteProtocolError(f"invalid telephone number {number[:40]!r}")
-    return TelURI(number=number, params=parse_params(semi + param_text, uri=True))
+    return TelURI(number=number, params=parse_params(semi + param_text, uri=True)._freeze())
 
 
 # --- everything else ----------------------------------------------------------
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class AbsoluteURI:
-    """A URI of any other scheme (RFC 3261 §19.1, absoluteURI), kept verbatim.
+    """A URI of any other scheme (RFC 3261 §19.1, absoluteURI), kept verbatim; immutable.
 
     ``scheme`` is as received; ``opaque`` is everything after the first ``:``.
     A request for one of these normally gets 416 (RFC 3261 §8.2.2.1).
@@ -532,6 +535,7 @@ class AbsoluteURI:
             raise LocalProtocolError(f"invalid URI text {self.opaque!r}")
 
     def copy(self, **changes: object) -> AbsoluteURI:
+        """This URI with ``changes`` applied; checked as a new one."""
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def equivalent(self, other: URI) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,7 @@ def _fields(uri: SipURI) -> dict[str, Any]:
         "host": uri.host,
         "port": uri.port,
         "params": uri.params.items(),
-        "headers": uri.headers,
+        "headers": list(uri.headers),
     }
 
 
@@ -293,22 +294,35 @@ def test_properties() -> None:
     assert plain.host_port == "h"
 
 
-def test_copy_is_deep() -> None:
+def test_copy_applies_changes_and_checks_them() -> None:
     uri = parse_uri("sip:alice@h;lr?a=b")
     assert isinstance(uri, SipURI)
-    clone = uri.copy(port=5070)
-    clone.params.set("transport", "tcp")
-    clone.headers.append(("c", "d"))
+    params = uri.params.copy()
+    params.set("transport", "tcp")
+    clone = uri.copy(port=5070, params=params, headers=[*uri.headers, ("c", "d")])
     assert str(uri) == "sip:alice@h;lr?a=b"
+    assert str(clone) == "sip:alice@h:5070;lr;transport=tcp?a=b&c=d"
+    params.set("late", "1")  # the URI kept its own frozen copy
     assert str(clone) == "sip:alice@h:5070;lr;transport=tcp?a=b&c=d"
     with pytest.raises(LocalProtocolError):
         uri.copy(port=70000)
 
 
-def test_aor() -> None:
-    uri = parse_uri("sip:%61lice:pw@AtLanTa.CoM:5060;transport=tcp?x=y")
-    assert isinstance(uri, SipURI)
-    assert str(uri.aor()) == "sip:alice@atlanta.com:5060"
+@pytest.mark.parametrize("text", ["sip:alice@h;lr?a=b", "tel:+1-201-555-0123;ext=1", "urn:x:y"])
+def test_uris_are_immutable_and_hashable(text: str) -> None:
+    # One parsed URI is shared by every message and memo that names it.
+    uri = parse_uri(text)
+    with pytest.raises(FrozenInstanceError):
+        uri.scheme = "sips"  # type: ignore[misc]
+    if not isinstance(uri, AbsoluteURI):
+        assert uri.params.is_frozen
+        with pytest.raises(FrozenInstanceError):
+            uri.params.set("x", "1")
+        with pytest.raises(FrozenInstanceError):
+            uri.params.remove("lr")
+    if isinstance(uri, SipURI):
+        assert isinstance(uri.headers, tuple)
+    assert hash(uri) == hash(parse_uri(text)) and {uri: 1}[parse_uri(text)] == 1
 
 
 @pytest.mark.parametrize(
@@ -337,17 +351,24 @@ def test_construction_escapes_on_output() -> None:
         user="a@b:c d",
         password="p:w@",
         host="example.com",
-        params=Params([("x", "1")]),  # header-kind Params is converted
+        params=Params([("x", "1"), ("y", "1 2;3")], uri=True),
         headers=[("Subject", "hi there&more")],
     )
     assert uri.scheme == "sips"
     assert uri.params.uri
-    uri.params.set("y", "1 2;3")
     text = str(uri)
     assert text == (
         "sips:a%40b%3Ac%20d:p%3Aw%40@example.com;x=1;y=1%202%3B3?Subject=hi%20there%26more"
     )
     assert parse_uri(text) == uri
+
+
+def test_header_kind_params_become_frozen_uri_params() -> None:
+    given = Params([("x", "1")])
+    uri = SipURI(host="h", params=given)
+    assert uri.params.uri and uri.params.is_frozen and str(uri) == "sip:h;x=1"
+    given.set("y", "2")  # the caller's list stays the caller's
+    assert str(uri) == "sip:h;x=1"
 
 
 def test_check_host_and_host_ip() -> None:
