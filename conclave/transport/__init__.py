@@ -1,11 +1,14 @@
-"""Transports: the only code in Conclave that touches sockets.
+"""Transports: the only SIP code in Conclave that touches sockets.
+
+(Operations has its own: the admin HTTP listener and the syslog-over-TLS
+logging agent and controller in :mod:`conclave.ops`.)
 
 asyncio adapters for SIP over UDP, TCP and TLS (run under uvloop in the
 server). They move bytes and frame streams; they parse nothing else.
 
 Public API::
 
-    Flow(transport, remote, local, conn_id=0)   .reliable .secure .token() Flow.from_token(s)
+    Flow(transport, remote, local, conn_id=0)   plain data, from conclave.sip.flow
     TransportManager(on_message=..., on_closed=..., server_ssl=..., client_ssl=...,
                      guard=..., limits=TransportLimits())
         await listen(transport, host, port) -> (host, port)
