@@ -1,8 +1,8 @@
 """Kamailio under test: the user table, the rendered config, the process.
 
 The config is ``bench/kamailio/kamailio.cfg`` with its ``@PLACEHOLDERS@``
-filled in; the user table is a db_text directory (``subscriber`` with the
-same users and HA1 values as Conclave's store). TLS uses Conclave's server
+filled in; the users' HA1 values (the same as Conclave's store) are a db_text
+``htable`` table that Kamailio loads once into memory. TLS uses Conclave's server
 certificate and key, so both servers do the same handshake work and a
 client trusts both with the same CA.
 """
@@ -64,17 +64,19 @@ def _ha1(name: str) -> str:
 
 
 def write_user_table(db_dir: Path, users: int) -> None:
-    """db_text ``subscriber`` and ``version`` tables with the bench users."""
+    """The bench users' HA1 values as a db_text ``htable`` table, which Kamailio
+    loads once into its in-memory hash table (the fair configuration, issue 14)."""
     db_dir.mkdir(parents=True, exist_ok=True)
     names = [user_name(i) for i in range(users)] + list(EXTRA_USERS)
+    # key_type 0: a plain key; value_type 0: a string value; expires 0: never.
     rows = [
-        "id(int,auto) username(string) domain(string) password(string,null) ha1(string)"
-        " ha1b(string,null)"
+        "id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string)"
+        " expires(int)"
     ]
-    rows += [f"{i + 1}:{n}:{DOMAIN}::{_ha1(n)}:" for i, n in enumerate(names)]
-    (db_dir / "subscriber").write_text("\n".join(rows) + "\n")
+    rows += [f"{i + 1}:{n}:0:0:{_ha1(n)}:0" for i, n in enumerate(names)]
+    (db_dir / "htable").write_text("\n".join(rows) + "\n")
     (db_dir / "version").write_text(
-        "id(int,auto) table_name(string) table_version(int) \n0:subscriber:7\n0:location:9\n"
+        "id(int,auto) table_name(string) table_version(int) \n0:htable:2\n0:location:9\n"
     )
 
 
