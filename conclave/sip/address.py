@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import FrozenInstanceError, dataclass, field
+from typing import TypeAlias
 
 from .errors import LocalProtocolError, RemoteProtocolError
-from .grammar import QUOTED_STRING, is_token, unquote
+from .grammar import QUOTED_STRING, is_token, percent_encode, unquote
 from .memo import memoised
 from .params import Params, parse_params
-from .uri import URI, SipURI, parse_uri
+from .uri import URI, USER_SAFE, SipURI, parse_uri
 
 _QUOTED_RE = re.compile(QUOTED_STRING)
 _LWS_SPLIT_RE = re.compile(r"[ \t]+")
@@ -123,7 +124,7 @@ class NameAddr:
         """This address, read-only: ``self`` if it is shared already, else a shared copy."""
         if isinstance(self, SharedNameAddr):
             return self
-        return _share(self, self.params.frozen())
+        return _shared(self.uri, self.display_name, self.params.frozen(), self.angle)
 
     def __str__(self) -> str:
         uri_text = str(self.uri)
@@ -132,6 +133,9 @@ class NameAddr:
                 return f"{uri_text}{self.params}"
             return f"<{uri_text}>{self.params}"
         return f"{_quote_display(self.display_name)} <{uri_text}>{self.params}"
+
+
+_UNKNOWN = object()
 
 
 class SharedNameAddr(NameAddr):
@@ -158,20 +162,22 @@ class SharedNameAddr(NameAddr):
         # Cached in the instance dict (which __setattr__ does not guard): a
         # dialog's From and To are asked for their AOR on every message.
         cache = self.__dict__
-        try:
-            return cache["_aor"]  # type: ignore[no-any-return]
-        except KeyError:
+        aor = cache.get("_aor", _UNKNOWN)
+        if aor is _UNKNOWN:
             aor = cache["_aor"] = _aor_or_none(self.uri)
-            return aor
+        return aor  # type: ignore[no-any-return]
 
 
-def _share(addr: NameAddr, params: Params) -> SharedNameAddr:
-    # Built without __init__ (SharedNameAddr refuses attribute assignment);
-    # ``params`` must be frozen, and everything else held is immutable.
+def _shared(uri: URI, display_name: str | None, params: Params, angle: bool) -> SharedNameAddr:
+    # Built without __init__, which SharedNameAddr's __setattr__ would refuse
+    # (and which would only repeat what the parser checked). ``params`` must
+    # be frozen header parameters; everything else held is immutable.
     shared = object.__new__(SharedNameAddr)
-    shared.__dict__.update(
-        uri=addr.uri, display_name=addr.display_name, params=params, angle=addr.angle
-    )
+    fields = shared.__dict__
+    fields["uri"] = uri
+    fields["display_name"] = display_name
+    fields["params"] = params
+    fields["angle"] = angle
     return shared
 
 
@@ -196,7 +202,11 @@ def _token_display(text: str) -> str | None:
     return " ".join(words)
 
 
-def _finish_angle(text: str, lt: int, display: str | None) -> NameAddr:
+_Parts: TypeAlias = tuple[URI, str | None, Params, bool]
+"""What an address value is made of: URI, display name, header parameters, angle."""
+
+
+def _finish_angle(text: str, lt: int, display: str | None) -> _Parts:
     gt = text.find(">", lt + 1)
     if gt < 0:
         raise RemoteProtocolError("'<' without matching '>' in address")
@@ -206,17 +216,17 @@ def _finish_angle(text: str, lt: int, display: str | None) -> NameAddr:
         raise RemoteProtocolError("whitespace inside <URI> is not allowed")
     uri = parse_uri(uri_text)
     params = parse_params(text[gt + 1 :], uri=False)
-    return NameAddr(uri=uri, display_name=display, params=params, angle=True)
+    return uri, display, params, True
 
 
-def _parse_addr_spec(text: str) -> NameAddr:
+def _parse_addr_spec(text: str) -> _Parts:
     uri_text, semi, param_text = text.partition(";")
     uri_text = uri_text.rstrip(" \t")
     if "?" in uri_text or "," in uri_text:
         raise RemoteProtocolError("a URI with '?' or ',' must use name-addr form (<URI>)")
     uri = parse_uri(uri_text)
     params = parse_params(semi + param_text, uri=False)
-    return NameAddr(uri=uri, params=params, angle=False)
+    return uri, None, params, False
 
 
 def parse_name_addr(value: str, *, angle_required: bool = False) -> NameAddr:
@@ -228,6 +238,11 @@ def parse_name_addr(value: str, *, angle_required: bool = False) -> NameAddr:
     (Record-Route and Route, RFC 3261 §20.30, §20.34; Path, RFC 3327). Raises
     :class:`RemoteProtocolError` (400) on any syntax error.
     """
+    uri, display_name, params, angle = _parse(value, angle_required)
+    return NameAddr(uri=uri, display_name=display_name, params=params, angle=angle)
+
+
+def _parse(value: str, angle_required: bool) -> _Parts:
     text = value.strip(" \t")
     if not text:
         raise RemoteProtocolError("empty address")
@@ -283,9 +298,9 @@ def peek_name_addr(value: str) -> SharedNameAddr:
     raises :class:`~dataclasses.FrozenInstanceError`: use
     :func:`parse_name_addr` (or ``.copy()``) for an address to change.
     """
-    addr = parse_name_addr(value)
+    uri, display_name, params, angle = _parse(value, False)
     # The fresh parse is ours alone, so its params are frozen in place.
-    return _share(addr, addr.params._freeze())
+    return _shared(uri, display_name, params._freeze(), angle)
 
 
 def aor_of(uri: URI) -> str:
@@ -302,7 +317,9 @@ def aor_of(uri: URI) -> str:
     """
     if not isinstance(uri, SipURI) or uri.user is None:
         raise ValueError(f"not a SIP address of record: {uri}")
-    return str(SipURI(user=uri.user, host=uri.host.lower().rstrip(".")))
+    # What str(SipURI(user=..., host=...)) renders, without building one: the
+    # parts come from a URI that was checked when it was made.
+    return f"sip:{percent_encode(uri.user, USER_SAFE)}@{uri.host.lower().rstrip('.')}"
 
 
 def _aor_or_none(uri: URI) -> str | None:

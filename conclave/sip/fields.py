@@ -96,7 +96,8 @@ class Via:
         """This Via, read-only: ``self`` if it is shared already, else a shared copy."""
         if isinstance(self, SharedVia):
             return self
-        return _share_via(self, self.params.frozen())
+        params = self.params.frozen()
+        return _shared_via(self.transport, self.host, self.port, params, self.protocol)
 
     @property
     def branch(self) -> str | None:
@@ -153,18 +154,27 @@ class SharedVia(Via):
         return hash((self.transport, self.host, self.port, self.params, self.protocol))
 
 
-def _share_via(via: Via, params: Params) -> SharedVia:
-    # Built without __init__ (SharedVia refuses attribute assignment);
-    # ``params`` must be frozen, and everything else held is immutable.
+def _shared_via(
+    transport: str, host: str, port: int | None, params: Params, protocol: str
+) -> SharedVia:
+    # Built without __init__, which SharedVia's __setattr__ would refuse.
+    # ``params`` must be frozen; everything else held is immutable.
     shared = object.__new__(SharedVia)
-    shared.__dict__.update(
-        transport=via.transport, host=via.host, port=via.port, params=params, protocol=via.protocol
-    )
+    fields = shared.__dict__
+    fields["transport"] = transport
+    fields["host"] = host
+    fields["port"] = port
+    fields["params"] = params
+    fields["protocol"] = protocol
     return shared
 
 
 def parse_via(value: str) -> Via:
-    """Parse one Via value (RFC 3261 §20.42, RFC 3581, RFC 5118 §4.5)."""
+    """Parse one Via value (RFC 3261 §20.42, RFC 3581, RFC 5118 §4.5): a fresh Via."""
+    return Via(*_via_parts(value))
+
+
+def _via_parts(value: str) -> tuple[str, str, int | None, Params, str]:
     m = _VIA_RE.fullmatch(value.strip())
     if m is None:
         raise RemoteProtocolError(f"malformed Via: {value[:60]!r}")
@@ -186,7 +196,7 @@ def parse_via(value: str) -> Via:
         if lname == "maddr" and (pvalue is None or not is_host(pvalue)):
             raise RemoteProtocolError("malformed Via maddr")
     protocol = f"{m.group('name')}/{m.group('version')}"
-    return Via(m.group("transport").upper(), host, port, params, protocol)
+    return m.group("transport").upper(), host, port, params, protocol
 
 
 MAX_SHARED_VIAS = 4096
@@ -202,9 +212,9 @@ def peek_via(value: str) -> SharedVia:
     Changing the result raises :class:`~dataclasses.FrozenInstanceError`:
     use :func:`parse_via` (or ``.copy()``) for a Via to change.
     """
-    via = parse_via(value)
+    transport, host, port, params, protocol = _via_parts(value)
     # The fresh parse is ours alone, so its params are frozen in place.
-    return _share_via(via, via.params._freeze())
+    return _shared_via(transport, host, port, params._freeze(), protocol)
 
 
 def _received_ok(value: str) -> bool:

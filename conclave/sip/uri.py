@@ -401,15 +401,32 @@ def _parse_sip(scheme: str, rest: str) -> SipURI:
     host, port = _split_hostport(hostport)
     params = parse_params(semi + param_text, uri=True)._freeze()
     headers = _parse_headers(header_text) if qmark else ()
-    return SipURI(
-        scheme=scheme,
-        user=user,
-        password=password,
-        host=host,
-        port=port,
-        params=params,
-        headers=headers,
-    )
+    return _parsed_sip_uri(scheme, user, password, host, port, params, headers)
+
+
+def _parsed_sip_uri(
+    scheme: str,
+    user: str | None,
+    password: str | None,
+    host: str,
+    port: int | None,
+    params: Params,
+    headers: tuple[tuple[str, str], ...],
+) -> SipURI:
+    # The parser has checked every part __post_init__ would (scheme lowercased,
+    # user non-empty, host and port valid, header names non-empty, params
+    # frozen URI parameters), so the URI is built without repeating that:
+    # every Request-URI and every new address value goes through here.
+    uri = object.__new__(SipURI)
+    fields = uri.__dict__
+    fields["scheme"] = scheme
+    fields["user"] = user
+    fields["password"] = password
+    fields["host"] = host
+    fields["port"] = port
+    fields["params"] = params
+    fields["headers"] = headers
+    return uri
 
 
 def _parse_headers(text: str) -> tuple[tuple[str, str], ...]:

@@ -368,6 +368,19 @@ def test_aor_of_refuses_non_aors(uri: str) -> None:
     assert aor_from_header(f"<{uri}>") is None
 
 
+@given(
+    st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12),
+    st.sampled_from(["Example.TEST", "example.test.", "[2001:DB8::1]", "192.0.2.1", "h"]),
+)
+def test_aor_of_is_the_uri_without_the_rest(user: str, host: str) -> None:
+    uri = SipURI(
+        scheme="sips", user=user, password="pw", host=host, port=5061, params=Params([("lr", None)])
+    )
+    canonical = SipURI(user=user, host=host.lower().rstrip("."))
+    assert aor_of(uri) == str(canonical)
+    assert parse_uri(aor_of(uri)) == canonical
+
+
 @pytest.mark.parametrize("value", [None, "", "<sip:a@b", "not an address"])
 def test_aor_from_header_is_none_when_absent_or_malformed(value: str | None) -> None:
     assert aor_from_header(value) is None
