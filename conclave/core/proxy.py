@@ -15,7 +15,10 @@ target. Targets are tried in parallel (§16.6). Responses are handled as
 
 A branch that has seen no provisional response cannot be CANCELled yet
 (§9.1); it is marked and the CANCEL goes out when its first 1xx arrives.
-Timer C (§16.8) cancels an INVITE branch that rings for too long.
+Timer C (§16.8) cancels an INVITE branch that rings for too long. A branch
+with no final response 64*T1 after its CANCEL (a device that crashed while
+ringing, or whose connection closed) is given up (§9.1) and answers 408
+itself, so the caller always gets a final response.
 
 Each branch is the owner of its client transaction
 (:class:`~conclave.core.stack.ClientOwner`), recorded before the first
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -93,7 +97,8 @@ class Branch:
     final: Response | None = None
     cancel_wanted: bool = False
     cancelled: bool = False
-    timer_c: Cancellable | None = None
+    timer: Cancellable | None = None
+    """Timer C while it rings; after its CANCEL, the §9.1 wait for a final response."""
 
     @property
     def done(self) -> bool:
@@ -244,11 +249,11 @@ class Proxy:
                 if branch.cancel_wanted:
                     self._send_cancel(branch)
                 elif branch.txn is not None and branch.txn.is_invite:
-                    self._start_timer_c(branch)
+                    self._start_timer(branch, TIMER_C, self._timer_c_fired)
             if status > 100 and not context.final_sent:
                 self._relay(context, response)
             return
-        self._stop_timer_c(branch)
+        self._stop_timer(branch)
         if branch.final is None:
             branch.final = response
         if 200 <= status < 300:
@@ -263,7 +268,7 @@ class Proxy:
     def branch_failed(self, branch: Branch, status: int, reason: str) -> None:
         """Timer B/F, a transport failure, or a send refused: the branch answers
         ``status`` itself (§16.8), once."""
-        self._stop_timer_c(branch)
+        self._stop_timer(branch)
         if branch.final is None:
             branch.final = make_response(branch.request, status, reason)
             if branch.dialog is not None:
@@ -302,7 +307,7 @@ class Proxy:
             context = self._contexts.pop(txn, None)
             if context is not None:
                 for branch in context.branches:
-                    self._stop_timer_c(branch)
+                    self._stop_timer(branch)
 
     # -- CANCEL --------------------------------------------------------------------------
     def cancel(self, server_txn: ServerTransaction) -> bool:
@@ -335,19 +340,32 @@ class Proxy:
             self.stack.send_request(make_cancel(branch.request), branch.target.flow)
         except LocalProtocolError as exc:
             log.warning("CANCEL not sent", reason=str(exc))
+        # §9.1: if no final response comes within 64*T1 of the CANCEL (it was
+        # lost, or could not be sent), the INVITE transaction is given up.
+        self._stop_timer(branch)
+        self._start_timer(branch, self.stack.layer.config.timeout, self._cancel_unanswered)
 
-    # -- Timer C -------------------------------------------------------------------------
-    def _start_timer_c(self, branch: Branch) -> None:
+    def _cancel_unanswered(self, branch: Branch) -> None:
+        branch.timer = None
+        if branch.done:
+            return
+        log.info("no final response after CANCEL; branch given up", target=str(branch.target.uri))
+        self.branch_failed(branch, 408, "Request Timeout")
+        if branch.txn is not None:
+            self.stack.abandon(branch.txn)
+
+    # -- Timer C and the wait after a CANCEL -------------------------------------------
+    def _start_timer(self, branch: Branch, delay: float, fired: Callable[[Branch], None]) -> None:
         assert self.stack.scheduler is not None
-        branch.timer_c = self.stack.scheduler.call_later(TIMER_C, self._timer_c_fired, branch)
+        branch.timer = self.stack.scheduler.call_later(delay, fired, branch)
 
-    def _stop_timer_c(self, branch: Branch) -> None:
-        if branch.timer_c is not None:
-            branch.timer_c.cancel()
-            branch.timer_c = None
+    def _stop_timer(self, branch: Branch) -> None:
+        if branch.timer is not None:
+            branch.timer.cancel()
+            branch.timer = None
 
     def _timer_c_fired(self, branch: Branch) -> None:
-        branch.timer_c = None
+        branch.timer = None
         log.info("timer C fired; cancelling branch", target=str(branch.target.uri))
         self._request_cancel(branch)
 

@@ -331,6 +331,13 @@ class SipStack:
         self._rearm()
         return txn
 
+    def abandon(self, txn: ClientTransaction) -> None:
+        """Give up ``txn`` without its final response (RFC 3261 §9.1: none came
+        64*T1 after its CANCEL). Its owner is not told; the layer forgets it."""
+        self._owners.pop(txn, None)
+        self.dispatch(self.layer.transport_error(txn, self.now()))
+        self._rearm()
+
     def send_stateless(self, message: Request | Response, flow: Flow) -> None:
         self.dispatch(self.layer.send_stateless(message, flow))
 
