@@ -15,7 +15,8 @@ target. Targets are tried in parallel (§16.6). Responses are handled as
 
 A branch that has seen no provisional response cannot be CANCELled yet
 (§9.1); it is marked and the CANCEL goes out when its first 1xx arrives.
-Timer C (§16.8) cancels an INVITE branch that rings for too long. A branch
+Timer C (§16.8) cancels an INVITE branch that rings for too long (each
+provisional response but 100 starts it again, §16.7 step 2). A branch
 with no final response 64*T1 after its CANCEL (a device that crashed while
 ringing, or whose connection closed) is given up (§9.1) and answers 408
 itself, so the caller always gets a final response.
@@ -250,6 +251,10 @@ class Proxy:
                     self._send_cancel(branch)
                 elif branch.txn is not None and branch.txn.is_invite:
                     self._start_timer(branch, TIMER_C, self._timer_c_fired)
+            elif status > 100 and branch.timer is not None and not branch.cancelled:
+                # §16.7 step 2: each provisional response but 100 resets Timer C.
+                self._stop_timer(branch)
+                self._start_timer(branch, TIMER_C, self._timer_c_fired)
             if status > 100 and not context.final_sent:
                 self._relay(context, response)
             return

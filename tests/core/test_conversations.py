@@ -517,8 +517,18 @@ def test_in_dialog_request_toward_a_closed_connection(converse: Converse) -> Non
         bob.expect_request("ACK")
 
         core.network.close(bob.flow)
-        alice.send(alice.in_dialog(dialog, "BYE"))
+        alice.send(alice.in_dialog(dialog, "INFO"))
         alice.expect_response(430)
+
+        # Bob comes back on a new connection and hangs up: not on his recorded
+        # flow, so he must prove he is Bob; then the BYE goes to Alice, and
+        # requests to him go to his new connection.
+        back = core.agent("bob")
+        back.send(bob.in_dialog(bob.dialog_as_callee(ringing), "BYE"))
+        back.retry_with_credentials(back.expect_response(407))
+        alice.answer(alice.expect_request("BYE"), 200)
+        back.expect_response(200)
+        assert len(core.dialogs) == 0
 
         core.quiet()
         assert core.leaks() == NOTHING_LEFT
@@ -660,5 +670,56 @@ def test_two_devices_answer_at_once(converse: Converse) -> None:
         core.quiet()
         assert core.leaks() == NOTHING_LEFT
         assert len(core.dialogs) == 1  # the call with the phone goes on
+
+    converse(script)
+
+
+def test_timer_c_starts_again_with_each_provisional_response(converse: Converse) -> None:
+    """§16.7 step 2: a provisional response other than 100 resets Timer C, so a
+    device that keeps reporting progress is not cancelled 3 minutes after its first."""
+
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        alice.sign_in()
+        bob.sign_in()
+        invite = alice.send_signed(alice.invite("bob"))
+        ringing = bob.expect_request("INVITE")
+        bob.answer(ringing, 180)
+        core.advance(120)
+        bob.answer(ringing, 183)  # still in progress: Timer C runs from here
+        core.advance(TIMER_C - 1)
+        bob.expect_nothing()
+        core.advance(1)
+        bob.answer(bob.expect_request("CANCEL"), 200)
+        bob.answer(ringing, 487)
+        bob.expect_request("ACK")
+        alice.expect_response(180)
+        alice.expect_response(183)
+        alice.send(alice.ack(invite, alice.expect_response(487)))
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+def test_a_decline_ends_every_branch(converse: Converse) -> None:
+    """§16.7 steps 6 and 10: a 6xx cancels the other branches and is the answer."""
+
+    async def script(core: Core) -> None:
+        alice, phone, desk, invite = call_both(core)
+        on_phone, on_desk = phone.expect_request("INVITE"), desk.expect_request("INVITE")
+        desk.answer(on_desk, 180)
+        alice.expect_response(180)
+        phone.answer(on_phone, 603)
+        phone.expect_request("ACK")
+        desk.answer(desk.expect_request("CANCEL"), 200)
+        desk.answer(on_desk, 487)
+        desk.expect_request("ACK")
+        alice.send(alice.ack(invite, alice.expect_response(603)))
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+        assert len(core.dialogs) == 0
 
     converse(script)
