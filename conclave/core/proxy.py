@@ -19,7 +19,9 @@ Timer C (§16.8) cancels an INVITE branch that rings for too long (each
 provisional response but 100 starts it again, §16.7 step 2). A branch
 with no final response 64*T1 after its CANCEL (a device that crashed while
 ringing, or whose connection closed) is given up (§9.1) and answers 408
-itself, so the caller always gets a final response.
+itself, so the caller always gets a final response. A branch still pending
+when the caller's transaction ends (a 2xx went up, or the caller is gone) is
+cancelled, so nothing rings on for no one.
 
 Each branch is the owner of its client transaction
 (:class:`~conclave.core.stack.ClientOwner`), recorded before the first
@@ -311,8 +313,12 @@ class Proxy:
         if isinstance(txn, ServerTransaction):
             context = self._contexts.pop(txn, None)
             if context is not None:
+                # The caller's transaction is over (its final response went, or
+                # it failed): a branch still pending has no one to answer, so it
+                # is cancelled, and its own timers (Timer B, the §9.1 wait after
+                # its CANCEL) keep running until it ends.
                 for branch in context.branches:
-                    self._stop_timer(branch)
+                    self._request_cancel(branch)
 
     # -- CANCEL --------------------------------------------------------------------------
     def cancel(self, server_txn: ServerTransaction) -> bool:

@@ -723,3 +723,50 @@ def test_a_decline_ends_every_branch(converse: Converse) -> None:
         assert len(core.dialogs) == 0
 
     converse(script)
+
+
+def test_a_losing_fork_that_ignores_cancel(converse: Converse) -> None:
+    """The phone answers; the desk, cancelled, never sends its 487. The caller's
+    transaction ends (Timer L) when the desk's §9.1 wait does: nothing may stay."""
+
+    async def script(core: Core) -> None:
+        alice, phone, desk, invite = call_both(core)
+        on_phone, on_desk = phone.expect_request("INVITE"), desk.expect_request("INVITE")
+        desk.answer(on_desk, 180)
+        phone.answer(on_phone, 200)
+        desk.answer(desk.expect_request("CANCEL"), 200)  # ...and no 487, ever
+        alice.expect_response(180)
+        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
+        alice.send(alice.in_dialog(dialog, "ACK"))
+        phone.expect_request("ACK")
+
+        core.quiet()
+        alice.expect_nothing()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+def test_the_caller_goes_away_while_it_rings(converse: Converse) -> None:
+    """Alice's connection closes while Bob's phone rings: relaying Bob's next
+    provisional response fails and her transaction ends. The phone must not
+    ring on for a caller who is gone: its branch is cancelled."""
+
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        alice.sign_in()
+        bob.sign_in()
+        alice.send_signed(alice.invite("bob"))
+        ringing = bob.expect_request("INVITE")
+        bob.answer(ringing, 180)
+        core.network.close(alice.flow)
+        bob.answer(ringing, 183)  # cannot be relayed: Alice's transaction fails
+
+        bob.answer(bob.expect_request("CANCEL"), 200)
+        bob.answer(ringing, 487)
+        bob.expect_request("ACK")
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
