@@ -533,7 +533,11 @@ class UserAgent:
 
     def retry_with_credentials(self, challenged: Response) -> Request:
         """Answer ``challenged`` (401/407 to the last request sent): send it again, signed."""
-        last = next(m for m in reversed(self.sent) if isinstance(m, Request))
+        last = next(
+            m
+            for m in reversed(self.sent)
+            if isinstance(m, Request) and m.method not in ("ACK", "CANCEL")
+        )
         request = self.with_credentials(last)
         self.send(request)
         return request

@@ -13,6 +13,8 @@ being proxied, no transaction, no background task, no timer.
 
 from __future__ import annotations
 
+import pytest
+
 from conclave.core.proxy import TIMER_C
 from conclave.ops.metrics import REGISTRY
 from conclave.sip.message import Request, Response
@@ -765,6 +767,144 @@ def test_the_caller_goes_away_while_it_rings(converse: Converse) -> None:
         bob.answer(bob.expect_request("CANCEL"), 200)
         bob.answer(ringing, 487)
         bob.expect_request("ACK")
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="router.on_cancel (conclave/core/router.py) takes a CANCEL from any flow: "
+    "a CANCEL cannot be challenged (§22.1), so its flow is the only proof of its sender",
+)
+def test_a_cancel_from_another_connection_does_not_end_the_call(converse: Converse) -> None:
+    """Bob's phone sees Alice's Via branch in the INVITE it is sent; whoever
+    learns it may not cancel her call from another connection."""
+
+    async def script(core: Core) -> None:
+        alice, phone, desk, invite = call_both(core)
+        mallory = core.agent("carol")  # connected, not even signed in
+        on_phone, on_desk = phone.expect_request("INVITE"), desk.expect_request("INVITE")
+        phone.answer(on_phone, 180)
+        desk.answer(on_desk, 180)
+
+        mallory.send(alice.cancel(invite))
+        assert mallory.expect_response(481)
+        phone.expect_nothing()
+        desk.expect_nothing()
+
+    converse(script)
+
+
+def test_an_invite_is_challenged_then_busy(converse: Converse) -> None:
+    """The 407 and the 486 are each ACKed hop by hop (§17.1.1.3); both
+    transactions end with their ACK."""
+
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        bob.sign_in()
+        invite = alice.invite("bob")
+        alice.send(invite)
+        challenged = alice.expect_response(407)
+        alice.send(alice.ack(invite, challenged))
+        signed = alice.retry_with_credentials(challenged)
+        bob.answer(bob.expect_request("INVITE"), 486)
+        bob.expect_request("ACK")
+        alice.send(alice.ack(signed, alice.expect_response(486)))
+        assert core.layer.server_count == 0  # both INVITE transactions ended on their ACK
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+def test_re_invite_within_the_call(converse: Converse) -> None:
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        alice.sign_in()
+        bob.sign_in()
+        invite = alice.send_signed(alice.invite("bob"))
+        ringing = bob.expect_request("INVITE")
+        bob.answer(ringing, 200)
+        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
+        alice.send(alice.in_dialog(dialog, "ACK"))
+        bob.expect_request("ACK")
+
+        # Bob puts Alice on hold: a re-INVITE along the dialog, answered and ACKed.
+        bobs = bob.dialog_as_callee(ringing)
+        reinvite = bob.in_dialog(bobs, "INVITE")
+        bob.send(reinvite)
+        held = alice.expect_request("INVITE")
+        assert held.headers.get("Route") is None
+        alice.answer(held, 200)
+        bob.expect_response(200)
+        bob.send(bob.in_dialog(bobs, "ACK", cseq=bobs.cseq))
+        alice.expect_request("ACK")
+        assert len(core.dialogs) == 1
+
+        alice.send(alice.in_dialog(dialog, "BYE"))
+        bob.answer(bob.expect_request("BYE"), 200)
+        alice.expect_response(200)
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+        assert len(core.dialogs) == 0
+
+    converse(script)
+
+
+def test_graceful_stop_refuses_new_work_but_not_calls(converse: Converse) -> None:
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        alice.sign_in()
+        bob.sign_in()
+        invite = alice.send_signed(alice.invite("bob"))
+        bob.answer(bob.expect_request("INVITE"), 200)
+        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
+        alice.send(alice.in_dialog(dialog, "ACK"))
+        bob.expect_request("ACK")
+
+        core.stack.draining = True  # what a graceful stop does first
+        alice.send_signed(alice.message("bob", "one more thing"))
+        refused = alice.expect_response(503)
+        assert refused.headers.get("Retry-After")
+        alice.send(alice.in_dialog(dialog, "BYE"))  # the call can still end
+        bob.answer(bob.expect_request("BYE"), 200)
+        alice.expect_response(200)
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+def test_loops_and_exhausted_hops(converse: Converse) -> None:
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        alice.sign_in()
+        bob.sign_in()
+
+        no_hops = alice.message("bob", "hi")
+        no_hops.headers.set("Max-Forwards", "0")
+        alice.send_signed(no_hops)
+        alice.expect_response(483)  # §16.3 step 3
+
+        # The request comes back as the server forwarded it, to the same
+        # Request-URI: a loop (§16.3 step 4)...
+        sent = alice.send_signed(alice.message("bob", "round and round"))
+        forwarded = bob.expect_request("MESSAGE")
+        looped = Request("MESSAGE", sent.uri, forwarded.headers.copy(), forwarded.body)
+        bob.send(looped)
+        bob.expect_response(482)
+        # ...while to a new Request-URI (the device's contact) it is a spiral:
+        # not refused as a loop (here: not our domain, no relaying).
+        bob.send(forwarded)
+        bob.expect_response(403)
+        bob.answer(forwarded, 200)
+        alice.expect_response(200)
 
         core.quiet()
         assert core.leaks() == NOTHING_LEFT
