@@ -561,6 +561,10 @@ class UserAgent:
         self.sent.append(message)
         self.core.stack.on_message(message.serialise(), self.flow)
 
+    def send_raw(self, data: bytes) -> None:
+        """Put bytes on the flow as they are (a frame or datagram that may not parse)."""
+        self.core.stack.on_message(data, self.flow)
+
     def receive(self) -> Request | Response:
         """The next message the server sent here (a 100 Trying is hop-by-hop noise: skipped)."""
         while self.inbox:

