@@ -401,9 +401,10 @@ class Proxy:
         if not out.headers.get("Via"):
             return
         if final and context.final_sent:
-            # Another fork's 2xx (§16.7 step 5): through the transaction while
-            # it is Accepted (RFC 6026), else statelessly.
-            extra_2xx = 200 <= response.status < 300
+            # Another fork's 2xx to an INVITE (§16.7 step 5): through the
+            # transaction while it is Accepted (RFC 6026), else statelessly.
+            # A non-INVITE request has one final response: the rest are dropped.
+            extra_2xx = 200 <= response.status < 300 and context.request.method == "INVITE"
             if extra_2xx and not self.stack.send_response(context.server_txn, out):
                 flow = context.server_txn.source
                 if isinstance(flow, Flow):

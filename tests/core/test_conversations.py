@@ -956,3 +956,24 @@ def test_input_that_does_not_parse(converse: Converse) -> None:
         assert core.leaks() == NOTHING_LEFT
 
     converse(script)
+
+
+def test_a_forked_message_has_one_final_response(converse: Converse) -> None:
+    """§16.7 step 5 forwards every 2xx to an INVITE only: a MESSAGE that both
+    devices accept gets one 200, not two."""
+
+    async def script(core: Core) -> None:
+        alice, phone, desk = core.agent("alice"), core.agent("bob"), core.agent("bob")
+        for device in (alice, phone, desk):
+            device.sign_in()
+        alice.send_signed(alice.message("bob", "hello both"))
+        on_phone, on_desk = phone.expect_request("MESSAGE"), desk.expect_request("MESSAGE")
+        phone.answer(on_phone, 200)
+        desk.answer(on_desk, 200)
+        alice.expect_response(200)
+        alice.expect_nothing()
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
