@@ -51,6 +51,7 @@ from conclave.core.proxy import Proxy
 from conclave.core.router import SUPPORTED, Router
 from conclave.core.signin import SignIn
 from conclave.core.stack import SipStack
+from conclave.ops.metrics import REGISTRY
 from conclave.services.location import Contact, MemoryLocationService
 from conclave.services.setup import Setup
 from conclave.sip.address import peek_name_addr
@@ -80,6 +81,12 @@ executor) before it fails: a bound on a hung test, never a delay."""
 
 START = 1000.0
 """Where the stepped clock starts: any value works, none is special."""
+
+TIMER_B = TIMER_F = 32.0
+"""64*T1 with the default T1 of 500 ms (RFC 3261 §17.1.1.2, §17.1.2.2)."""
+
+NOTHING_LEFT = {"proxied requests": 0, "transactions": 0, "background tasks": 0, "timers": 0}
+"""What :meth:`Core.leaks` says when the core holds nothing for finished work."""
 
 
 # -- the stepped clock ----------------------------------------------------------------------
@@ -317,6 +324,25 @@ class Core:
             "background tasks": self.host.pending(),
             "timers": self.clock.pending(),
         }
+
+
+def stray_dropped() -> float:
+    """The counter of responses that matched nothing and were dropped."""
+    return REGISTRY.get_sample_value("conclave_stray_responses_dropped_total") or 0.0
+
+
+def is_server_via(value: str) -> bool:
+    """True for a Via value this server wrote."""
+    return f" {SERVER_IP}:" in value
+
+
+def call_both(core: Core) -> tuple[UserAgent, UserAgent, UserAgent, Request]:
+    """Alice, Bob's phone and desk set (all signed in), and Alice's signed INVITE to Bob."""
+    alice, phone, desk = core.agent("alice"), core.agent("bob"), core.agent("bob")
+    for device in (alice, phone, desk):
+        device.sign_in()
+    invite = alice.send_signed(alice.invite("bob"))
+    return alice, phone, desk, invite
 
 
 def play(template: Path, data_dir: Path, script: Callable[[Core], Awaitable[None]]) -> None:
