@@ -406,7 +406,11 @@ class Router:
     def on_cancel(
         self, txn: ServerTransaction, request: Request, invite: ServerTransaction | None
     ) -> None:
-        if invite is None:
+        if invite is None or invite.source != txn.source:
+            # A CANCEL cannot be challenged (§22.1): the flow it arrives on is
+            # the only proof that the INVITE's sender sent it. Anyone who saw
+            # the INVITE's branch (every device it was forked to) could
+            # otherwise end the call from another connection.
             self.stack.respond(txn, 481, "No matching transaction")
             return
         self.stack.respond(txn, 200, "OK")

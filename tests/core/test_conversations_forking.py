@@ -6,8 +6,6 @@ only when a script advances it. Every script ends with no leftovers.
 
 from __future__ import annotations
 
-import pytest
-
 from conclave.core.proxy import TIMER_C
 from conclave.sip.message import Response
 
@@ -156,11 +154,6 @@ def test_two_devices_answer_at_once(converse: Converse) -> None:
     converse(script)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="router.on_cancel (conclave/core/router.py) takes a CANCEL from any flow: "
-    "a CANCEL cannot be challenged (§22.1), so its flow is the only proof of its sender",
-)
 def test_a_cancel_from_another_connection_does_not_end_the_call(converse: Converse) -> None:
     """Bob's phone sees Alice's Via branch in the INVITE it is sent; whoever
     learns it may not cancel her call from another connection."""
