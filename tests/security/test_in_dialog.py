@@ -228,3 +228,24 @@ def test_unsolicited_responses_go_nowhere(server: ConclaveServer) -> None:
     expect_next(call.alice, "MESSAGE")
     send_im(call.bob, "bob", "carol", b"probe")
     expect_next(carol, "MESSAGE")
+
+
+def test_a_cancel_from_another_connection_is_not_the_callers(server: ConclaveServer) -> None:
+    """Every device an INVITE is forked to sees its Via branch; a CANCEL
+    cannot be challenged, so only the caller's own flow may carry one."""
+    alice, bob = signed_in(server, "alice"), signed_in(server, "bob")
+    request = invite(alice, "call-" + os.urandom(4).hex())
+    incoming = bob.recv_request()
+    answer(bob, incoming, 180, "bobtag")
+    head = request.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    keep = [h for h in head[1:] if h.split(":")[0] in ("Via", "From", "To", "Call-ID")]
+    cseq = next(h for h in head if h.startswith("CSeq:")).split()[1]
+    cancel = "\r\n".join(
+        ["CANCEL sip:bob@localhost SIP/2.0", *keep, "Max-Forwards: 70", f"CSeq: {cseq} CANCEL"]
+    )
+    mallory = SipClient("tcp", server.ports["tcp"], host="127.0.0.2")
+    mallory.send_raw((cancel + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert mallory.final().status == 481
+    # Bob is still ringing: the next thing he gets is Alice's own CANCEL.
+    alice.send_raw((cancel + "\r\nContent-Length: 0\r\n\r\n").encode())
+    assert expect_next(bob, "CANCEL").method == "CANCEL"
