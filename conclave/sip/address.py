@@ -144,9 +144,27 @@ class SharedNameAddr(NameAddr):
     One parse of a From, To or Contact value serves every message that
     carries it, so nothing may change it: assigning an attribute or changing
     its parameters raises :class:`~dataclasses.FrozenInstanceError`. Use
-    ``.copy()`` for an address to change. It is hashable, and its
-    :attr:`aor` is computed once.
+    ``.copy()`` for an address to change. It is hashable, and its :attr:`tag`
+    and :attr:`aor` are computed once.
     """
+
+    def __init__(
+        self,
+        *,
+        uri: URI,
+        display_name: str | None = None,
+        params: Params | None = None,
+        angle: bool = True,
+    ) -> None:
+        # For dataclasses.replace() and direct construction; the parser and
+        # frozen() use _shared(). The instance dict is not guarded by __setattr__.
+        given = Params() if params is None else params
+        given = Params(given.items()) if given.uri else given
+        fields = self.__dict__
+        fields["uri"] = uri
+        fields["display_name"] = display_name
+        fields["params"] = given.frozen()
+        fields["angle"] = angle
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign {name!r}: this address is shared; copy() it")
@@ -158,9 +176,23 @@ class SharedNameAddr(NameAddr):
         return hash((self.uri, self.display_name, self.params))
 
     @property
+    def tag(self) -> str | None:
+        # Cached in the instance dict (which __setattr__ does not guard): the
+        # tags of From and To are read several times per message.
+        cache = self.__dict__
+        tag = cache.get("_tag", _UNKNOWN)
+        if tag is _UNKNOWN:
+            tag = cache["_tag"] = self.params.get("tag")
+        return tag  # type: ignore[no-any-return]
+
+    @tag.setter
+    def tag(self, value: str | None) -> None:
+        raise FrozenInstanceError("cannot assign 'tag': this address is shared; copy() it")
+
+    @property
     def aor(self) -> str | None:
-        # Cached in the instance dict (which __setattr__ does not guard): a
-        # dialog's From and To are asked for their AOR on every message.
+        # Cached like the tag: a dialog's From and To are asked for their AOR
+        # on every message.
         cache = self.__dict__
         aor = cache.get("_aor", _UNKNOWN)
         if aor is _UNKNOWN:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import FrozenInstanceError, dataclass, field
 
-from .errors import RemoteProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .grammar import SWS, TOKEN, is_token
 from .limits import MAX_CSEQ, MAX_EXPIRES, MAX_MAX_FORWARDS
 from .memo import memoised
@@ -144,6 +144,23 @@ class SharedVia(Via):
     :class:`~dataclasses.FrozenInstanceError`. Use ``.copy()`` to change one.
     """
 
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params | None = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        # For dataclasses.replace() and direct construction; the parser and
+        # frozen() use _shared_via(). The instance dict is not guarded.
+        fields = self.__dict__
+        fields["transport"] = transport
+        fields["host"] = host
+        fields["port"] = port
+        fields["params"] = (Params() if params is None else params).frozen()
+        fields["protocol"] = protocol
+
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign {name!r}: this Via is shared; copy() it")
 
@@ -183,6 +200,12 @@ def _via_parts(value: str) -> tuple[str, str, int | None, Params, str]:
         raise RemoteProtocolError(f"malformed Via sent-by host: {host[:60]!r}")
     port = _port(m.group("port"), "Via")
     params = parse_params(m.group("params") or "", uri=False)
+    _check_via_params(params)
+    protocol = f"{m.group('name')}/{m.group('version')}"
+    return m.group("transport").upper(), host, port, params, protocol
+
+
+def _check_via_params(params: Params) -> None:
     for name, pvalue in params.items():
         lname = name.lower()
         if lname == "branch" and (pvalue is None or not is_token(pvalue)):
@@ -195,8 +218,36 @@ def _via_parts(value: str) -> tuple[str, str, int | None, Params, str]:
             raise RemoteProtocolError("malformed Via ttl")
         if lname == "maddr" and (pvalue is None or not is_host(pvalue)):
             raise RemoteProtocolError("malformed Via maddr")
-    protocol = f"{m.group('name')}/{m.group('version')}"
-    return m.group("transport").upper(), host, port, params, protocol
+
+
+_PROTOCOL_RE = re.compile(rf"{TOKEN}/{TOKEN}")
+_TRANSPORT_RE = re.compile(TOKEN)
+
+
+def check_via(via: Via) -> None:
+    """Raise :class:`LocalProtocolError` unless ``str(via)`` parses back to an equal Via.
+
+    For a Via made or changed in code (a proxy's own, a received one stamped
+    with ``received``) that is written into a message together with its
+    parsed form (``message.push_via``, ``message.replace_top_via``): the check
+    costs a fraction of a parse and keeps the two in agreement. The transport
+    must be in upper case, as :func:`parse_via` leaves it.
+    """
+    transport = via.transport
+    if _PROTOCOL_RE.fullmatch(via.protocol) is None:
+        raise LocalProtocolError(f"invalid Via protocol {via.protocol!r}")
+    if _TRANSPORT_RE.fullmatch(transport) is None or transport != transport.upper():
+        raise LocalProtocolError(f"invalid Via transport {transport!r} (a token, upper case)")
+    if not is_host(via.host):
+        raise LocalProtocolError(f"invalid Via host {via.host!r}")
+    if via.port is not None and not 0 <= via.port <= 65535:
+        raise LocalProtocolError(f"Via port out of range: {via.port}")
+    if via.params.uri:
+        raise LocalProtocolError("Via parameters must be header parameters")
+    try:
+        _check_via_params(via.params)
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(exc.reason) from None
 
 
 MAX_SHARED_VIAS = 4096

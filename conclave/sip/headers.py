@@ -9,13 +9,22 @@ Headers whose grammar is a comma-separated list (Via, Contact, Route, ...)
 hold one entry per value: the parser splits ``Via: a, b`` into two entries
 (RFC 3261 §7.3.1 makes the two forms equivalent). Every other header holds
 its field value as received, with folding already replaced by a single space.
+
+Beside the fields, a :class:`Headers` keeps the typed views computed from
+them (:meth:`Headers.cached`; the message module defines them: the top Via,
+From, To, CSeq...), so each is parsed at most once per message. Every method
+that changes the fields of a name drops that name's view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from .memo import memoised
+
+V = TypeVar("V")
+_MISSING = object()
 
 # RFC 3261 §7.3.3 compact forms, plus those of RFC 3265/6665 (o, u), RFC 3515
 # (r), RFC 3892 (b), RFC 4028 (x), RFC 3841 (a, j, d), RFC 4474 (y, n).
@@ -184,16 +193,57 @@ class Headers:
 
     Beside the pairs it keeps each name's lookup key (canonical, lowercased)
     in a parallel list, so that lookups are C-level list scans: every message
-    is looked up a few dozen times on its way through the server.
+    is looked up a few dozen times on its way through the server. It also
+    keeps the typed views of its fields (:meth:`cached`).
     """
 
-    __slots__ = ("_items", "_keys")
+    __slots__ = ("_items", "_keys", "_views")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
         self._keys: list[str] = []
+        self._views: dict[str, object] = {}
         for name, value in items:
             self.add(name, value)
+
+    @classmethod
+    def _from_lists(
+        cls, items: list[tuple[str, str]], keys: list[str], views: dict[str, object]
+    ) -> Headers:
+        # For the parser, which has built both lists (canonical names, their
+        # keys) in one pass, and the views of what it checked on the way.
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._keys = keys
+        headers._views = views
+        return headers
+
+    # -- typed views ---------------------------------------------------
+    def _get_view(self, key: str) -> object:
+        # The view of ``key`` if it has been computed, else None.
+        return self._views.get(key)
+
+    def _set_view(self, key: str, value: object) -> None:
+        # For conclave.sip's own modules that have just written the fields of
+        # ``key`` from values they hold parsed (replace_top_via, make_response):
+        # ``value`` must be what the view would compute from the fields now.
+        self._views[key] = value
+
+    def cached(self, key: str, compute: Callable[[Headers], V]) -> V:
+        """The typed view of the fields whose lookup key is ``key``, computed once.
+
+        ``key`` is a header's canonical name lowercased (``"via"``, ``"from"``)
+        and names its one view: ``compute(self)`` reads those fields and
+        returns an immutable value (it is kept, and copied with the headers).
+        It is called again only after a method of this object changed a field
+        of that name. An error it raises is not kept: it is raised again on
+        the next call.
+        """
+        views = self._views
+        value = views.get(key, _MISSING)
+        if value is _MISSING:
+            value = views[key] = compute(self)
+        return value  # type: ignore[return-value]
 
     # -- reading -------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -206,10 +256,19 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
-        key = _key(name)
-        if key not in self._keys:
+        key = (_NAME_MEMO.get(name) or name_and_key(name))[1]
+        keys = self._keys
+        count = keys.count(key)
+        if not count:
             return []
-        return [item[1] for k, item in zip(self._keys, self._items, strict=True) if k == key]
+        first = keys.index(key)
+        if count == 1:
+            return [self._items[first][1]]
+        if keys[first : first + count].count(key) == count:
+            # The fields of one name are nearly always together (a list
+            # header's values, the Vias at the top): one slice, no scan.
+            return [item[1] for item in self._items[first : first + count]]
+        return [item[1] for k, item in zip(keys, self._items, strict=True) if k == key]
 
     def count(self, name: str) -> int:
         return self._keys.count(_key(name))
@@ -234,9 +293,11 @@ class Headers:
         return f"Headers({self._items!r})"
 
     def copy(self) -> Headers:
-        new = Headers()
+        """An independent copy; the typed views come along (they are immutable)."""
+        new = Headers.__new__(Headers)
         new._items = list(self._items)
         new._keys = list(self._keys)
+        new._views = self._views.copy()
         return new
 
     # -- writing -------------------------------------------------------
@@ -245,6 +306,7 @@ class Headers:
         canon, key = name_and_key(name)
         self._items.append((canon, value))
         self._keys.append(key)
+        self._views.pop(key, None)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert ``name`` before its first existing occurrence (or at the top).
@@ -255,6 +317,7 @@ class Headers:
         i = self._keys.index(key) if key in self._keys else 0
         self._items.insert(i, (canonical_name(name), value))
         self._keys.insert(i, key)
+        self._views.pop(key, None)
 
     def set(self, name: str, value: str) -> None:
         """Replace every occurrence of ``name`` with one, where the first was."""
@@ -262,6 +325,7 @@ class Headers:
         if key not in self._keys:
             self.add(name, value)
             return
+        self._views.pop(key, None)
         first = self._keys.index(key)
         self._items[first] = (canonical_name(name), value)
         for i in range(len(self._keys) - 1, first, -1):
@@ -275,6 +339,7 @@ class Headers:
         if key not in self._keys:
             self.add(name, value)
             return
+        self._views.pop(key, None)
         i = self._keys.index(key)
         self._items[i] = (self._items[i][0], value)
 
@@ -284,6 +349,7 @@ class Headers:
         before = len(self._items)
         if key not in self._keys:
             return 0
+        self._views.pop(key, None)
         kept = [(k, item) for k, item in zip(self._keys, self._items, strict=True) if k != key]
         self._keys = [k for k, _ in kept]
         self._items = [item for _, item in kept]
@@ -294,6 +360,7 @@ class Headers:
         key = _key(name)
         if key not in self._keys:
             return None
+        self._views.pop(key, None)
         i = self._keys.index(key)
         del self._keys[i]
         return self._items.pop(i)[1]

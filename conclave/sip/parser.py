@@ -25,16 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .address import peek_contact_value, peek_name_addr
+from .address import peek_name_addr
 from .errors import RemoteProtocolError
 from .fields import (
     check_date,
     parse_content_length,
     parse_content_type,
-    parse_cseq,
     parse_expires,
-    parse_max_forwards,
-    peek_via,
 )
 from .grammar import TOKEN, WORD, split_outside_quotes
 from .headers import (
@@ -52,7 +49,7 @@ from .limits import (
     MAX_MESSAGE_SIZE,
     MAX_VIA_COUNT,
 )
-from .message import Request, Response
+from .message import FIRST_VALUE_VIEWS, LIST_VIEWS, Request, Response
 from .uri import SipURI, parse_uri
 
 #   Request-Line = Method SP Request-URI SP SIP-Version CRLF
@@ -112,8 +109,8 @@ def _parse(data: bytes, datagram: bool) -> Request | Response:
         raise RemoteProtocolError("header section too large", 513)
     head = head_bytes.decode("utf-8", "surrogateescape")
     start_line, fields = _split_fields(head)
-    headers = _build_headers(fields)
-    _check_headers(headers)
+    items, keys = _build_headers(fields)
+    headers = Headers._from_lists(items, keys, _check_headers(items, keys))
     body = _take_body(data, body_start, headers, datagram)
     if "Content-Length" not in headers:
         # Normalise: the body's length is known now, and every message
@@ -183,24 +180,28 @@ def _unfold(lines: list[str]) -> list[str]:
     return folded
 
 
-def _build_headers(fields: list[tuple[str, str]]) -> Headers:
-    headers = Headers()
+def _build_headers(fields: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    items: list[tuple[str, str]] = []
+    keys: list[str] = []
     for raw_name, value in fields:
-        name = name_and_key(raw_name)[0]
+        name, key = name_and_key(raw_name)
         if name not in LIST_HEADERS:
-            headers.add(name, value)
+            items.append((name, value))
+            keys.append(key)
             continue
         parts = [p.strip(" \t") for p in split_outside_quotes(value, ",")]
         if len(parts) == 1 and not parts[0]:
             if name in EMPTY_LIST_ALLOWED:
-                headers.add(name, "")
+                items.append((name, ""))
+                keys.append(key)
                 continue
             raise RemoteProtocolError(f"empty {name} header")
         if any(not p for p in parts):
             raise RemoteProtocolError(f"empty element in {name} list")
         for part in parts:
-            headers.add(name, part)
-    return headers
+            items.append((name, part))
+            keys.append(key)
+    return items, keys
 
 
 def _check_call_id(value: str) -> None:
@@ -208,40 +209,52 @@ def _check_call_id(value: str) -> None:
         raise RemoteProtocolError("malformed Call-ID")
 
 
-_CHECKS: dict[str, Callable[[str], object]] = {
-    "Via": peek_via,
-    "CSeq": parse_cseq,
-    "Call-ID": _check_call_id,
-    "Max-Forwards": parse_max_forwards,
-    "Content-Type": parse_content_type,
-    "From": peek_name_addr,
-    "To": peek_name_addr,
-    "Contact": peek_contact_value,
-    "Route": peek_name_addr,
-    "Record-Route": peek_name_addr,
-    "Path": peek_name_addr,
-    "Service-Route": peek_name_addr,
-    "Date": check_date,
-    "Expires": parse_expires,
+_KEEP, _FIRST, _LIST = 0, 1, 2
+
+_CHECKS: dict[str, tuple[Callable[[str], object], int]] = {
+    "call-id": (_check_call_id, _KEEP),
+    "content-type": (parse_content_type, _KEEP),
+    "record-route": (peek_name_addr, _KEEP),
+    "path": (peek_name_addr, _KEEP),
+    "service-route": (peek_name_addr, _KEEP),
+    "date": (check_date, _KEEP),
+    "expires": (parse_expires, _KEEP),
+    **{key: (parse, _FIRST) for key, parse in FIRST_VALUE_VIEWS.items()},
+    **{key: (parse, _LIST) for key, parse in LIST_VIEWS.items()},
 }
-"""The typed headers every element relies on, and the check for one value.
-Address and Via values go through the shared memos, so the readers after the
-parser (transaction matching, routing) find them parsed already."""
+"""The typed headers every element relies on (by lookup key), the check for
+one value, and what becomes of its result: nothing, or the message's typed
+view of that header (Via, From, To, CSeq, Max-Forwards, Contact, Route), so
+that what the parser checked is never parsed again. Address and Via values
+go through the shared memos."""
 
 _SINGLE_KEYS = tuple(name.lower() for name in sorted(SINGLE_HEADERS))
 
 
-def _check_headers(headers: Headers) -> None:
-    counts = headers.count
+def _check_headers(items: list[tuple[str, str]], keys: list[str]) -> dict[str, object]:
+    """Check the typed fields; return the views their parses make (see _CHECKS)."""
+    counts = keys.count
     for key in _SINGLE_KEYS:
         if counts(key) > 1:
             raise RemoteProtocolError(f"more than one {canonical_name(key)} header field")
-    if counts("Via") > MAX_VIA_COUNT:
+    if counts("via") > MAX_VIA_COUNT:
         raise RemoteProtocolError("too many Via header values")
-    for name, value in headers:
-        check = _CHECKS.get(name)
-        if check is not None:
-            check(value)
+    views: dict[str, object] = {}
+    lists: dict[str, list[object]] = {}
+    checks = _CHECKS
+    for key, (_name, value) in zip(keys, items, strict=True):
+        entry = checks.get(key)
+        if entry is None:
+            continue
+        check, kind = entry
+        parsed = check(value)
+        if kind == _FIRST:
+            views.setdefault(key, parsed)
+        elif kind == _LIST:
+            lists.setdefault(key, []).append(parsed)
+    for key, values in lists.items():
+        views[key] = tuple(values)
+    return views
 
 
 def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -> bytes:

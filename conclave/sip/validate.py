@@ -14,9 +14,8 @@ step 3).
 
 from __future__ import annotations
 
-from .address import peek_name_addr
 from .errors import RemoteProtocolError
-from .fields import parse_cseq, parse_max_forwards, parse_token
+from .fields import parse_token
 from .message import SIP_VERSION, Request, Response
 from .uri import SipURI, TelURI
 
@@ -68,23 +67,19 @@ def check_request(
         if name not in req.headers:
             raise RemoteProtocolError(f"missing {name} header")
     check_body_type(req)
-    cseq = parse_cseq(req.headers.get("CSeq") or "")
+    cseq = req.cseq
     if cseq.method != req.method:
         raise RemoteProtocolError(f"CSeq method {cseq.method} does not match {req.method}")
     if not isinstance(req.uri, SipURI | TelURI) or req.uri.scheme.lower() not in SIP_SCHEMES:
         raise RemoteProtocolError(f"URI scheme {req.uri.scheme!r} is not supported", 416)
-    if req.method == "REGISTER":
-        to = peek_name_addr(req.headers.get("To") or "")
-        if not isinstance(to.uri, SipURI):
-            # RFC 3261 §10.3 step 5: the address of record must be SIP or SIPS.
-            raise RemoteProtocolError("To of a REGISTER must be a SIP or SIPS URI")
+    if req.method == "REGISTER" and not isinstance(req.to_addr.uri, SipURI):
+        # RFC 3261 §10.3 step 5: the address of record must be SIP or SIPS.
+        raise RemoteProtocolError("To of a REGISTER must be a SIP or SIPS URI")
     check_extensions(req, "Proxy-Require", supported)
     if check_require and req.method not in ("ACK", "CANCEL"):
         check_extensions(req, "Require", supported)
-    if forwarding and not _for_this_element(req):
-        value = req.headers.get("Max-Forwards")
-        if value is not None and parse_max_forwards(value) == 0:
-            raise RemoteProtocolError("Max-Forwards exhausted", 483)
+    if forwarding and not _for_this_element(req) and req.max_forwards == 0:
+        raise RemoteProtocolError("Max-Forwards exhausted", 483)
 
 
 def check_extensions(req: Request, header: str, supported: frozenset[str]) -> None:

@@ -94,7 +94,7 @@ def _address_mutations() -> list[Callable[[NameAddr], object]]:
         lambda a: a.params.set("tag", "2"),
         lambda a: a.params.remove("tag"),
         lambda a: setattr(a, "tag", "2"),
-        lambda a: a.uri.params.set("transport", "udp"),  # type: ignore[union-attr]
+        lambda a: a.uri.params.set("transport", "udp"),
         lambda a: setattr(a.uri, "user", "mallory"),
     ]
 

@@ -352,7 +352,7 @@ def test_construction_escapes_on_output() -> None:
         password="p:w@",
         host="example.com",
         params=Params([("x", "1"), ("y", "1 2;3")], uri=True),
-        headers=[("Subject", "hi there&more")],
+        headers=(("Subject", "hi there&more"),),
     )
     assert uri.scheme == "sips"
     assert uri.params.uri
@@ -713,7 +713,7 @@ def _sip_uris(draw: st.DrawFn) -> SipURI:
         host=draw(_HOSTS),
         port=draw(st.one_of(st.none(), st.integers(0, 65535))),
         params=Params([(n, draw(st.one_of(st.none(), _TEXT))) for n in names], uri=True),
-        headers=draw(st.lists(st.tuples(_TEXT, st.text(max_size=8)), max_size=3)),
+        headers=tuple(draw(st.lists(st.tuples(_TEXT, st.text(max_size=8)), max_size=3))),
     )
 
 

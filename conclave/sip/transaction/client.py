@@ -14,7 +14,6 @@ the TU sends as a new client transaction.
 from __future__ import annotations
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from ..fields import parse_cseq
 from ..headers import Headers
 from ..message import Request, Response
 from .base import Transaction
@@ -42,11 +41,10 @@ def _response_input(status: int) -> Input:
 
 
 def _cseq_number(request: Request) -> int:
-    value = request.headers.get("CSeq")
-    if value is None:
+    if "CSeq" not in request.headers:
         raise LocalProtocolError("request has no CSeq header")
     try:
-        return parse_cseq(value).seq
+        return request.cseq.seq
     except RemoteProtocolError as exc:
         raise LocalProtocolError(f"request has a malformed CSeq: {exc.reason}") from None
 
@@ -127,7 +125,7 @@ class ClientTransaction(Transaction):
             )
         try:
             key = client_key(request)
-            cseq = parse_cseq(request.headers.get("CSeq") or "")
+            cseq = request.cseq
         except RemoteProtocolError as exc:
             raise LocalProtocolError(f"cannot send this request: {exc.reason}") from None
         if not key[0].startswith("z9hG4bK") or len(key[0]) <= len("z9hG4bK"):

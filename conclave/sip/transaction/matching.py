@@ -26,16 +26,16 @@ tag of the response the transaction sent.
 
 Keys are plain tuples, hashable and cheap. The Request-URI is compared in
 its rendered form: a retransmission repeats it octet for octet, so full
-§19.1.4 equivalence is not needed to recognise one.
+§19.1.4 equivalence is not needed to recognise one. The header parts come
+from the message's typed views, parsed once per message
+(:mod:`conclave.sip.message`).
 """
 
 from __future__ import annotations
 
 from typing import TypeAlias
 
-from ..address import peek_name_addr
-from ..errors import RemoteProtocolError
-from ..fields import Via, parse_cseq, peek_via
+from ..fields import SharedVia, Via
 from ..message import Request, Response
 
 ClientKey: TypeAlias = tuple[str, str]
@@ -55,13 +55,10 @@ RFC 7118). Anything else (UDP, or an unknown token) is treated as
 unreliable, which errs towards retransmitting."""
 
 
-def top_via(message: Request | Response) -> Via:
-    """The parsed top Via (shared: read it, do not modify it); RemoteProtocolError
+def top_via(message: Request | Response) -> SharedVia:
+    """``message.top_via``: the parsed top Via (read-only); RemoteProtocolError
     (400) if it is absent or malformed."""
-    value = message.headers.get("Via")
-    if value is None:
-        raise RemoteProtocolError("missing Via header")
-    return peek_via(value)
+    return message.top_via
 
 
 def is_reliable(via: Via) -> bool:
@@ -69,23 +66,10 @@ def is_reliable(via: Via) -> bool:
     return via.transport.upper() in RELIABLE_TRANSPORTS
 
 
-def _cseq_seq(message: Request | Response) -> int:
-    value = message.headers.get("CSeq")
-    if value is None:
-        raise RemoteProtocolError("missing CSeq header")
-    return parse_cseq(value).seq
-
-
-def _tag(message: Request | Response, name: str) -> str | None:
-    value = message.headers.get(name)
-    if value is None:
-        raise RemoteProtocolError(f"missing {name} header")
-    return peek_name_addr(value).tag
-
-
 def to_tag(message: Request | Response) -> str | None:
-    """The tag of the To header (None if untagged)."""
-    return _tag(message, "To")
+    """The tag of the To header (None if untagged); RemoteProtocolError if To
+    is missing or malformed."""
+    return message.to_tag
 
 
 def _via_form(via: Via) -> tuple[object, ...]:
@@ -94,14 +78,8 @@ def _via_form(via: Via) -> tuple[object, ...]:
 
 def client_key(message: Request | Response) -> ClientKey:
     """The §17.1.3 key: top Via branch and the method (a response's CSeq method)."""
-    via = top_via(message)
-    if isinstance(message, Request):
-        method = message.method
-    else:
-        value = message.headers.get("CSeq")
-        if value is None:
-            raise RemoteProtocolError("missing CSeq header")
-        method = parse_cseq(value).method
+    via = message.top_via
+    method = message.method if isinstance(message, Request) else message.cseq.method
     return (via.branch or "", method)
 
 
@@ -112,7 +90,7 @@ def server_key(request: Request, *, method: str | None = None) -> ServerKey:
     it cancels (§9.2): ``server_key(cancel, method="INVITE")``. Raises
     RemoteProtocolError if a header the key needs is missing or malformed.
     """
-    via = top_via(request)
+    via = request.top_via
     if method is None:
         method = "INVITE" if request.method == "ACK" else request.method
     if via.rfc3261_branch:
@@ -120,10 +98,10 @@ def server_key(request: Request, *, method: str | None = None) -> ServerKey:
     return (
         "2543",
         str(request.uri),
-        _tag(request, "To"),
-        _tag(request, "From"),
-        request.headers.get("Call-ID"),
-        _cseq_seq(request),
+        request.to_tag,
+        request.from_tag,
+        request.call_id,
+        request.cseq.seq,
         method,
         _via_form(via),
     )
@@ -135,12 +113,11 @@ def ack_key(request: Request) -> AckKey:
     Computed from the INVITE when its transaction is created and from each
     ACK that arrives; the two are equal when the ACK is for that INVITE.
     """
-    via = top_via(request)
     return (
         "2543-ack",
         str(request.uri),
-        _tag(request, "From"),
-        request.headers.get("Call-ID"),
-        _cseq_seq(request),
-        _via_form(via),
+        request.from_tag,
+        request.call_id,
+        request.cseq.seq,
+        _via_form(request.top_via),
     )

@@ -16,7 +16,6 @@ transaction, which forwards each 2xx until Timer L fires.
 from __future__ import annotations
 
 from ..errors import LocalProtocolError, RemoteProtocolError
-from ..fields import parse_cseq
 from ..message import Request, Response, make_response
 from .base import Transaction
 from .config import TimerConfig
@@ -79,12 +78,12 @@ class ServerTransaction(Transaction):
         then.
         """
         inp = _tu_input(response.status)
-        value = response.headers.get("CSeq")
         try:
-            method = parse_cseq(value).method if value is not None else None
-        except RemoteProtocolError:
+            method: str | None = response.cseq.method
+        except RemoteProtocolError:  # missing or malformed
             method = None
         if method != self.method:
+            value = response.headers.get("CSeq")
             raise LocalProtocolError(f"response CSeq {value!r} does not answer a {self.method}")
         return self._feed(inp, now, response)
 
