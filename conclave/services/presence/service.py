@@ -36,7 +36,6 @@ from typing import Protocol
 
 import structlog
 
-from conclave.sip.address import aor_of, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.flow import Flow
 from conclave.sip.ids import new_branch, new_tag
@@ -161,9 +160,8 @@ class PresenceService:
                 self.stack.respond(txn, 503, "Presence is starting", headers=[("Retry-After", "1")])
             return
         now = self.clock()
-        try:
-            watcher = aor_of(parse_name_addr(request.headers.get("From") or "").uri)
-        except (RemoteProtocolError, ValueError):
+        watcher = request.from_aor
+        if watcher is None:
             self.stack.respond(txn, 403, "From is not a local address of record")
             return
         try:

@@ -37,9 +37,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from conclave.sip.address import aor_of, parse_contact_value, parse_name_addr
+from conclave.sip.address import aor_of
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.fields import parse_cseq, parse_event, parse_expires
+from conclave.sip.fields import parse_event, parse_expires
 from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request
@@ -151,20 +151,19 @@ class Subscriptions:
         if package not in PACKAGES:
             return Outcome(Answer(489, "Bad Event", (("Allow-Events", ALLOW_EVENTS),)))
         check_extensions(request, "Require", frozenset({"eventlist"}))
-        to = parse_name_addr(request.headers.get("To") or "")
-        remote = parse_name_addr(request.headers.get("From") or "")
-        if remote.tag is None:
+        to_tag, remote_tag = request.to_tag, request.from_tag
+        if remote_tag is None:
             return Outcome(Answer(400, "From has no tag"))
         key: SubKey = (
-            request.headers.get("Call-ID") or "",
-            to.tag or "",
-            remote.tag,
+            request.call_id or "",
+            to_tag or "",
+            remote_tag,
             package,
             event.id or "",
         )
         raw = request.headers.get("Expires")
         expires = self.settings.default_expires if raw is None else parse_expires(raw)
-        if to.tag is not None:
+        if to_tag is not None:
             return self._refresh(request, key, watcher, flow, expires, now)
         return self._create(request, key, package, watcher, flow, expires, now)
 
@@ -226,7 +225,7 @@ class Subscriptions:
             route_set=tuple(request.headers.get_all("Record-Route")),
             flow=flow,
             expires_at=now + expires,
-            remote_cseq=parse_cseq(request.headers.get("CSeq") or "").seq,
+            remote_cseq=request.cseq.seq,
             pending=self.is_pending(kind, owner, watcher),
         )
         if kind is Kind.LIST:
@@ -267,7 +266,7 @@ class Subscriptions:
             return Outcome(Answer(481, "Subscription does not exist"))
         if sub.watcher != watcher:
             return Outcome(Answer(403, "Not your subscription"))
-        cseq = parse_cseq(request.headers.get("CSeq") or "").seq
+        cseq = request.cseq.seq
         if cseq <= sub.remote_cseq:
             return Outcome(Answer(500, "CSeq out of order"))
         s = self.settings
@@ -306,11 +305,10 @@ class Subscriptions:
 
     @staticmethod
     def _contact(request: Request) -> URI | None:
-        values = request.headers.get_all("Contact")
-        if len(values) != 1:
-            return None
         try:
-            address = parse_contact_value(values[0])
+            contacts = request.contacts
         except RemoteProtocolError:
             return None
-        return None if address is None else address.uri
+        if len(contacts) != 1 or contacts[0] is None:
+            return None
+        return contacts[0].uri
