@@ -35,7 +35,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
-from conclave.sip.address import aor_from_header, peek_name_addr
 from conclave.sip.flow import Flow
 from conclave.sip.message import Request, Response
 
@@ -188,9 +187,9 @@ class DialogTable:
         """A dialog attempt for one branch of ``request`` (already authenticated
         as ``owner``, its From user). None when the request has no From tag or
         no usable From/To (nothing could ever match it)."""
-        caller_aor = aor_from_header(request.headers.get("From"))
-        callee_aor = aor_from_header(request.headers.get("To"))
-        caller_tag = peek_name_addr(request.headers.get("From") or "").tag
+        caller_aor = request.from_aor
+        callee_aor = request.to_aor
+        caller_tag = request.from_tag
         call_id = request.call_id
         if caller_aor is None or callee_aor is None or not caller_tag or not call_id:
             return None
@@ -217,7 +216,7 @@ class DialogTable:
             if not dialog.established:
                 self.close(dialog)
             return
-        tag = peek_name_addr(response.headers.get("To") or "").tag
+        tag = response.to_tag
         if status < 200:
             if tag and not dialog.established:
                 dialog.callee_tags.add(tag)
@@ -241,10 +240,8 @@ class DialogTable:
             return NO_SUCH_DIALOG
         if request.call_id != dialog.call_id:
             return NOT_THIS_DIALOG
-        from_header = request.headers.get("From")
-        to_header = request.headers.get("To")
-        from_tag = peek_name_addr(from_header or "").tag
-        to_tag = peek_name_addr(to_header or "").tag
+        from_tag = request.from_tag
+        to_tag = request.to_tag
         if from_tag == dialog.caller_tag:
             side = Side.CALLER
             if to_tag not in dialog.callee_tags:
@@ -260,7 +257,7 @@ class DialogTable:
         else:
             return NOT_THIS_DIALOG
         sender, receiver = dialog.party(side), dialog.other(side)
-        if aor_from_header(from_header) != sender.aor or aor_from_header(to_header) != receiver.aor:
+        if request.from_aor != sender.aor or request.to_aor != receiver.aor:
             return WRONG_PARTIES
         return Hop(dialog, side, on_party_flow=flow == sender.flow)
 
@@ -278,8 +275,7 @@ class DialogTable:
         """A BYE: the dialog it names is over (§15). Other forks of the same
         INVITE (other callee tags) stay."""
         dialog = hop.dialog
-        to_tag = peek_name_addr(request.headers.get("To") or "").tag
-        from_tag = peek_name_addr(request.headers.get("From") or "").tag
+        to_tag, from_tag = request.to_tag, request.from_tag
         callee_tag = to_tag if hop.side is Side.CALLER else from_tag
         dialog.callee_tags.discard(callee_tag or "")
         if not dialog.callee_tags:
@@ -307,8 +303,7 @@ class DialogTable:
         dialog = self.get(token, now)
         if dialog is None or dialog.call_id != response.call_id:
             return None
-        from_tag = peek_name_addr(response.headers.get("From") or "").tag
-        to_tag = peek_name_addr(response.headers.get("To") or "").tag
+        from_tag, to_tag = response.from_tag, response.to_tag
         if flow == dialog.callee.flow and from_tag == dialog.caller_tag and to_tag:
             self.on_response(dialog, response, now)  # a new fork's tag is followed too
             return dialog.caller.flow

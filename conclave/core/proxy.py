@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from conclave.sip.address import peek_name_addr
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
-from conclave.sip.fields import parse_max_forwards, peek_via
 from conclave.sip.flow import Flow
 from conclave.sip.ids import MAGIC_COOKIE, new_branch
 from conclave.sip.local import LocalEndpoint
@@ -194,10 +192,8 @@ class Proxy:
         dialog: RoutedDialog | None,
     ) -> Request:
         headers = request.headers.copy()
-        max_forwards = headers.get("Max-Forwards")
-        remaining = (
-            DEFAULT_MAX_FORWARDS if max_forwards is None else parse_max_forwards(max_forwards)
-        )
+        max_forwards = request.max_forwards
+        remaining = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards
         headers.set("Max-Forwards", str(max(remaining - 1, 0)))
         # §22.3: credentials for our realm were consumed here; do not pass them on.
         headers.remove("Proxy-Authorization")
@@ -227,11 +223,7 @@ class Proxy:
         apart (§16.6 step 8).
         """
         current = loop_hash(request)
-        for value in request.headers.get_all("Via"):
-            try:
-                via = peek_via(value)
-            except RemoteProtocolError:
-                continue
+        for via in request.vias:
             if via.sent_by.lower() not in self.local.own_sent_by():
                 continue
             branch = via.branch or ""
@@ -287,10 +279,10 @@ class Proxy:
         top Via is ours, naming a dialog we opened on the flow it came from, is
         forwarded (§16.7 step 5, RFC 6026), and only to that dialog's caller.
         False: dropped; nothing is ever sent where a response merely points."""
-        if not (200 <= response.status < 300) or _cseq_method(response) != "INVITE":
+        if not (200 <= response.status < 300) or response.cseq.method != "INVITE":
             return False
         try:
-            top = peek_via(response.headers.get("Via") or "")
+            top = response.top_via
         except RemoteProtocolError:
             return False
         branch = top.branch or ""
@@ -440,20 +432,14 @@ def _upstream_copy(response: Response) -> Response:
     return Response(response.status, response.reason, headers, response.body, response.version)
 
 
-def _cseq_method(response: Response) -> str:
-    return (response.headers.get("CSeq") or "").strip().rpartition(" ")[2]
-
-
 def loop_hash(request: Request) -> str:
     """A digest of the request's routing inputs (§16.6 step 8, §16.3 step 4)."""
-    to = request.headers.get("To") or ""
-    sender = request.headers.get("From") or ""
     cseq = (request.headers.get("CSeq") or "").split(" ", 1)[0]
     parts = [
         str(request.uri),
-        peek_name_addr(sender).tag or "" if sender else "",
-        peek_name_addr(to).tag or "" if to else "",
-        request.headers.get("Call-ID") or "",
+        request.from_tag or "",
+        request.to_tag or "",
+        request.call_id or "",
         cseq,
         ",".join(request.headers.get_all("Proxy-Require")),
     ]

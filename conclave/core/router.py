@@ -42,9 +42,8 @@ import structlog
 
 from conclave.ops import metrics
 from conclave.pki.identity import requires_tls
-from conclave.sip.address import aor_of, peek_name_addr
+from conclave.sip.address import aor_of
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.fields import parse_max_forwards
 from conclave.sip.flow import Flow
 from conclave.sip.ids import new_branch
 from conclave.sip.local import LocalEndpoint
@@ -131,8 +130,7 @@ class Router:
             self.stack.respond(txn, exc.status, exc.reason, headers=exc.headers)
 
     def _route(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
-        to = peek_name_addr(request.headers.get("To") or "")
-        in_dialog = to.tag is not None
+        in_dialog = request.to_tag is not None
         if self.stack.draining and not in_dialog:
             self.stack.respond(
                 txn, 503, "Server shutting down", headers=[("Retry-After", RETRY_AFTER_DRAINING)]
@@ -157,17 +155,18 @@ class Router:
 
     def _pop_own_routes(self, request: Request) -> str | None:
         """Remove our own Route entries (§16.4); return the first one's dialog id."""
-        found: str | None = None
-        first = True
-        while (value := request.headers.get("Route")) is not None:
-            uri = peek_name_addr(value).uri
-            if not self.local.is_me(uri):
-                break
-            request.headers.pop_first("Route")
-            if first and isinstance(uri, SipURI):
-                found = uri.user
-                first = False
-        return found
+        routes = request.routes
+        ours = 0
+        while ours < len(routes) and self.local.is_me(routes[ours].uri):
+            ours += 1
+        if ours == 0:
+            return None
+        # Entries, not header lines: a client may put several in one line.
+        request.headers.remove("Route")
+        for route in routes[ours:]:
+            request.headers.add("Route", str(route))
+        first = routes[0].uri
+        return first.user if isinstance(first, SipURI) else None
 
     # -- in a dialog ---------------------------------------------------------------------
     def _in_dialog(
@@ -249,8 +248,7 @@ class Router:
         if uri.user is None and (self.local.is_my_domain(uri) or self.local.is_my_host(uri)):
             self._to_server(txn, request)
             return
-        mf = request.headers.get("Max-Forwards")
-        if mf is not None and parse_max_forwards(mf) == 0:
+        if request.max_forwards == 0:
             # §16.3 step 3: a request we would forward has no hops left.
             self.stack.respond(txn, 483, "Too Many Hops")
             return
@@ -295,7 +293,7 @@ class Router:
         Senders outside our domain get 403 (federation is off); local ones
         are challenged (407) and must authenticate as the From user (403).
         """
-        sender = peek_name_addr(request.headers.get("From") or "").uri
+        sender = request.from_addr.uri
         if not self.local.is_my_domain(sender):
             self.stack.respond(txn, 403, "Federation is not enabled")
             return None
@@ -433,8 +431,8 @@ class Router:
         target = self.reach.usable(hop.toward)
         if target is None:
             return
-        mf = request.headers.get("Max-Forwards")
-        remaining = 70 if mf is None else parse_max_forwards(mf)
+        mf = request.max_forwards
+        remaining = 70 if mf is None else mf
         if remaining == 0:
             return
         request.headers.set("Max-Forwards", str(remaining - 1))

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import structlog
 
 from conclave.ops import metrics
-from conclave.sip.address import peek_name_addr
 from conclave.sip.flow import Flow
 from conclave.sip.message import Request
 from conclave.sip.transaction import ServerTransaction
@@ -80,7 +79,7 @@ class SignIn:
             return None
         named = self.certificate_user(flow)
         user = self.users.canonical(named) if named is not None else None
-        sender = peek_name_addr(request.headers.get("From") or "").uri
+        sender = request.from_addr.uri
         claimed = sender.user if isinstance(sender, SipURI) else None
         return user if user is not None and user == claimed else None
 

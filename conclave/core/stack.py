@@ -25,7 +25,6 @@ import structlog
 from conclave.ops import metrics
 from conclave.ops.trace import TRACER
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
-from conclave.sip.fields import parse_via
 from conclave.sip.flow import Flow
 from conclave.sip.ids import new_tag
 from conclave.sip.message import Request, Response, default_reason, make_response
@@ -181,7 +180,7 @@ class SipStack:
         if TRACER.active:  # an on-demand debug session (conclave logs debug)
             TRACER.message("in", data, flow.transport, flow.remote)
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(call_id=message.headers.get("Call-ID"))
+        structlog.contextvars.bind_contextvars(call_id=message.call_id)
         try:
             if isinstance(message, Request):
                 self._inbound_request(message, flow)
@@ -408,11 +407,10 @@ class SipStack:
 
 def _stamp_via(req: Request, flow: Flow) -> None:
     """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
-    top = req.headers.get("Via")
-    if top is None:
+    if req.headers.get("Via") is None:
         return
     try:
-        via = parse_via(top)
+        via = req.top_via.copy()
     except RemoteProtocolError:
         return
     ip, port = flow.remote
@@ -425,4 +423,4 @@ def _stamp_via(req: Request, flow: Flow) -> None:
         via.params.set("rport", str(port))
         changed = True
     if changed:
-        req.headers.replace_first("Via", str(via))
+        req.replace_top_via(via)

@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 import structlog
 
 from conclave.core.features import ACCEPTED, Exchange, Feature, FeatureHost
-from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request
 
 if TYPE_CHECKING:
@@ -96,13 +95,13 @@ class CallTracker:
         The parties are the From and To addresses of ``request``, read now
         (the request object may change as it is forwarded).
         """
-        call_id = request.headers.get("Call-ID") or ""
+        call_id = request.call_id or ""
         parties = tuple(
             p
             for p in dict.fromkeys(
                 (
-                    aor_from_header(request.headers.get("From")),
-                    aor_from_header(request.headers.get("To")),
+                    request.from_aor,
+                    request.to_aor,
                 )
             )
             if p is not None

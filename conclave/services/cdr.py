@@ -39,7 +39,6 @@ import structlog
 
 from conclave.config import CdrSection
 from conclave.core.features import ACCEPTED, Exchange, Feature, FeatureHost
-from conclave.sip.address import aor_from_header
 from conclave.sip.flow import Flow
 from conclave.sip.message import Request, Response
 from conclave.store.cdr import Cdr, CdrStore
@@ -165,7 +164,7 @@ class CdrRecorder:
         self._add(
             Cdr(
                 kind="register",
-                call_id=request.headers.get("Call-ID") or "",
+                call_id=request.call_id or "",
                 caller=user,
                 callee=None,
                 started_at=_utc(now),
@@ -188,9 +187,9 @@ class CdrRecorder:
 
     def _message_outcome(self, request: Request, in_dialog: bool) -> Callable[[int], None]:
         started = self.clock()
-        call_id = request.headers.get("Call-ID") or ""
-        caller = aor_from_header(request.headers.get("From")) or ""
-        callee = aor_from_header(request.headers.get("To"))
+        call_id = request.call_id or ""
+        caller = request.from_aor or ""
+        callee = request.to_aor
         detail = {
             "content_type": (request.headers.get("Content-Type") or "text/plain")[:FIELD_LIMIT],
             "bytes": len(request.body),
@@ -223,9 +222,9 @@ class CdrRecorder:
 
     def _invite_outcome(self, request: Request) -> Callable[[int], None]:
         started = self.clock()
-        call_id = request.headers.get("Call-ID") or ""
-        caller = aor_from_header(request.headers.get("From")) or ""
-        callee = aor_from_header(request.headers.get("To"))
+        call_id = request.call_id or ""
+        caller = request.from_aor or ""
+        callee = request.to_aor
         done = False
 
         def on_final(status: int) -> None:
@@ -261,12 +260,12 @@ class CdrRecorder:
 
     def call_ended(self, request: Request) -> None:
         """A BYE: the call with its Call-ID is over (unknown calls are ignored)."""
-        call = self._calls.pop(request.headers.get("Call-ID") or "", None)
+        call = self._calls.pop(request.call_id or "", None)
         if call is None:
             return
-        by = aor_from_header(request.headers.get("From"))
+        by = request.from_aor
         ended_by = "caller" if by == call.caller else "callee"
-        self._close(request.headers.get("Call-ID") or "", call, "completed", ended_by)
+        self._close(request.call_id or "", call, "completed", ended_by)
 
     def _close(
         self, call_id: str, call: _OpenCall, reason: str, ended_by: str | None, *, end: bool = True

@@ -49,7 +49,6 @@ import structlog
 
 # The canonical AOR form lives in the SIP core; re-exported here for callers
 # that still import it from the location service.
-from conclave.sip.address import aor_of as aor_of
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.flow import Flow
 from conclave.sip.grammar import quote, split_outside_quotes

@@ -13,7 +13,7 @@ the rest is here:
    ``Unsupported`` (§8.2.2.3).
 4. Authorisation: the To user must be the authenticated user, else 403.
 5. The To URI must be an address of record in our domain, else 404. It is
-   canonicalised with :func:`~conclave.services.location.aor_of`.
+   canonicalised with :func:`~conclave.sip.address.aor_of`.
 6. Every Contact is parsed and validated before anything changes (the request
    is all-or-nothing, §10.3): syntax, ``*`` only alone and with ``Expires: 0``,
    q-values, expiry (``expires`` parameter, else the Expires header, else the
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from email.utils import formatdate
 from typing import TYPE_CHECKING
@@ -48,9 +48,9 @@ import structlog
 
 from conclave.core.features import Exchange, Feature, FeatureHost
 from conclave.core.stack import SipStack
-from conclave.sip.address import NameAddr, parse_contact_value, parse_name_addr
+from conclave.sip.address import NameAddr, SharedNameAddr, aor_of, parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.fields import parse_cseq, parse_expires
+from conclave.sip.fields import parse_expires
 from conclave.sip.flow import Flow
 from conclave.sip.ids import new_tag
 from conclave.sip.limits import MAX_CSEQ
@@ -67,7 +67,6 @@ from .location import (
     OutOfOrder,
     RegisterChange,
     TooManyBindings,
-    aor_of,
 )
 
 if TYPE_CHECKING:
@@ -169,11 +168,11 @@ class Registrar:
             raise _Reject(420, "Bad Extension", (("Unsupported", ", ".join(unsupported)),))
         aor = self._aor(request, user)
         call_id, cseq = self._call_id_and_cseq(request)
-        values = request.headers.get_all("Contact")
-        if not values:
+        contacts = request.contacts
+        if not contacts:
             # §10.3 step 6: no Contact is a query; answer with what is bound.
             return self._ok(request, aor, now, to_tag)
-        change = self._change(request, values, flow=flow, call_id=call_id, cseq=cseq)
+        change = self._change(request, contacts, flow=flow, call_id=call_id, cseq=cseq)
         try:
             self.location.apply(aor, change, now, max_contacts=self.max_contacts)
         except OutOfOrder as exc:
@@ -191,10 +190,9 @@ class Registrar:
         return self._ok(request, aor, now, to_tag, extra)
 
     def _aor(self, request: Request, user: str) -> str:
-        to_value = request.headers.get("To")
-        if to_value is None:
+        if request.headers.get("To") is None:
             raise _bad("missing To header")
-        uri = parse_name_addr(to_value).uri
+        uri = request.to_addr.uri
         if not isinstance(uri, SipURI) or uri.user is None:
             raise _Reject(404, "To is not an address of record")
         if uri.host.lower().rstrip(".") != self.domain:
@@ -211,20 +209,25 @@ class Registrar:
             raise _bad("missing Call-ID header")
         if len(call_id) > MAX_CALL_ID_LENGTH:
             raise _bad(f"Call-ID longer than {MAX_CALL_ID_LENGTH} characters")
-        cseq_value = request.headers.get("CSeq")
-        if cseq_value is None:
+        if request.headers.get("CSeq") is None:
             raise _bad("missing CSeq header")
-        cseq = parse_cseq(cseq_value)
+        cseq = request.cseq
         if cseq.method != "REGISTER":
             raise _bad("CSeq method does not match REGISTER")
         return call_id, cseq.seq
 
     def _change(
-        self, request: Request, values: list[str], *, flow: Flow, call_id: str, cseq: int
+        self,
+        request: Request,
+        contacts: Sequence[NameAddr | SharedNameAddr | None],
+        *,
+        flow: Flow,
+        call_id: str,
+        cseq: int,
     ) -> RegisterChange:
         expires_value = request.headers.get("Expires")
         header_expires = parse_expires(expires_value) if expires_value is not None else None
-        parsed = [parse_contact_value(v) for v in values]
+        parsed = list(contacts)  # shared, read-only views: _update copies what it keeps
         path = tuple(self._path(request))
         user_agent = request.headers.get("User-Agent")
         if any(na is None for na in parsed):
@@ -256,7 +259,7 @@ class Registrar:
         ]
         return RegisterChange(call_id, cseq, flow, tuple(updates), path=path, user_agent=user_agent)
 
-    def _update(self, na: NameAddr, header_expires: int | None) -> ContactUpdate:
+    def _update(self, na: NameAddr | SharedNameAddr, header_expires: int | None) -> ContactUpdate:
         uri = na.uri
         if not isinstance(uri, SipURI):
             raise _bad(f"Contact URI scheme {uri.scheme!r} is not sip or sips")

@@ -9,7 +9,7 @@ the ``directory`` change counter moved (a missed signal). Every write here
 bumps that counter in the same transaction (:mod:`conclave.store.generations`).
 
 Addresses are stored in canonical form, ``sip:user@domain`` (domain lower
-case, the same string ``conclave.services.location.aor_of`` produces), so
+case, the same string ``conclave.sip.address.aor_of`` produces), so
 lookups are plain string comparisons. Privacy targets are either such an
 address or a bare lower-case domain.
 

@@ -18,9 +18,7 @@ from conclave.services.location import (
     OutOfOrder,
     RegisterChange,
     TooManyBindings,
-    aor_of,
 )
-from conclave.sip import address
 from conclave.sip.flow import Flow
 from conclave.sip.uri import SipURI, parse_uri
 from conclave.store import Binding, Database, RegistrationStore, StoreError, migrate
@@ -51,11 +49,6 @@ def uris(contacts: Sequence[Contact]) -> list[str]:
 
 
 # --- canonical AORs -----------------------------------------------------------------
-
-
-def test_aor_of_is_the_sip_cores() -> None:
-    # One canonical form (RFC 3261 §10.3 step 5), tested in tests/sip/test_address.py.
-    assert aor_of is address.aor_of
 
 
 # --- bindings -------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from pathlib import Path
 import structlog
 
 from conclave.core.features import BEFORE_DELIVERY, Exchange, Feature, FeatureHost, Refusal
-from conclave.sip.address import aor_from_header
 from conclave.sip.message import Request
 
 from .policy import ArchivePolicy, Override
@@ -69,7 +68,7 @@ def conversation_id(request: Request) -> str:
         value = request.headers.get(name)
         if value and value.strip():
             return value.strip()
-    return request.headers.get("Call-ID") or ""
+    return request.call_id or ""
 
 
 class ArchiveService:
@@ -116,8 +115,8 @@ class ArchiveService:
 
         ``recipient`` is the target AOR (default: the To header's).
         """
-        sender = aor_from_header(request.headers.get("From"))
-        target = recipient or aor_from_header(request.headers.get("To"))
+        sender = request.from_aor
+        target = recipient or request.to_aor
         parties = [p for p in (sender, target) if p is not None]
         if not self._loaded.is_set():
             return self._after_load(request, parties, session)
@@ -138,7 +137,7 @@ class ArchiveService:
             content_type=request.headers.get("Content-Type") or "text/plain",
             body=request.body,
             conversation_id=conversation_id(request),
-            call_id=request.headers.get("Call-ID") or "",
+            call_id=request.call_id or "",
             federated=federated,
             session=session,
         )
