@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from conclave.topology.audit import RULES, render_surface, render_text, run_audit
+from conclave.audit import RULES, render_surface, render_text, run_audit
 
 from .common import fail
 

@@ -10,8 +10,11 @@ Modules:
 * :mod:`.publish`: DNS records, firewall rules, certificates (``publish``);
 * :mod:`.planner`: a topology from a few answers (``plan``);
 * :mod:`.diagram`: SVG and PNG drawings (``diagram``);
-* :mod:`.provision`: a host's data directory, and its ``conclave.toml`` settings;
-* :mod:`.audit`: the best-practices analyzer (``conclave audit``).
+* :mod:`.provision`: a host's data directory, and its ``conclave.toml`` settings.
+
+The best-practices analyzer that reads a topology, and also a live deployment
+(its TLS contexts, its user store, the methods a Front End answers), sits
+above the product in :mod:`conclave.audit`: the topology itself is data.
 
 See docs/topology.md.
 """

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from conclave.audit import run_audit
 from conclave.config import load_config
 from conclave.ops.logbuffer import LogBuffer
 from conclave.ops.logstore import LogStore, Received
 from conclave.store.database import Database, migrate
-from conclave.topology.audit import run_audit
 
 CONCLAVE = [sys.executable, "-m", "conclave"]
 

@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from conclave.config import Config
+from conclave.topology.catalogue import (
+    ROLE_INFO,
+    Listener,
+    host_listeners,
+    is_loopback,
+    split_endpoint,
+)
+from conclave.topology.model import HostRef, Topology
 
-from ..catalogue import ROLE_INFO, Listener, host_listeners, is_loopback, split_endpoint
-from ..model import HostRef, Topology
 from .live import listening_sockets, running_pid
 from .tls import tls_versions
 

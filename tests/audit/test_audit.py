@@ -16,21 +16,20 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from conclave.audit import RULES, run_audit
+from conclave.audit.findings import Finding, failing
+from conclave.audit.live import listening_sockets
+from conclave.audit.passwords import candidates, weak_passwords
+from conclave.audit.tls import policy_findings, tls_versions
 from conclave.cli import main
 from conclave.config import load_config
 from conclave.pki import create_ca
 from conclave.store.database import Database
 from conclave.store.passwords import password_policy_problems
 from conclave.store.users import UserStore
-from conclave.topology.audit import RULES, run_audit
-from conclave.topology.audit.findings import Finding, failing
-from conclave.topology.audit.live import listening_sockets
-from conclave.topology.audit.passwords import candidates, weak_passwords
-from conclave.topology.audit.tls import policy_findings, tls_versions
 from conclave.topology.document import topology_from_mapping
 from conclave.topology.provision import provision
-
-from .helpers import Doc, base, enterprise, host, make_certificate, with_edge, write
+from tests.topology.helpers import Doc, base, enterprise, host, make_certificate, with_edge, write
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "audit-rules.md"
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conclave.config import ConfigError, load_config
+from conclave.topology.document import TopologyError, load_topology
+from conclave.topology.layout import host_dir
 
-from ..document import TopologyError, load_topology
-from ..layout import host_dir
 from .deployment import audit_data_dir
 from .findings import RULES, Finding, failing, render_text, sort_findings
 from .rules import audit_topology

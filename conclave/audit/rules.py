@@ -12,10 +12,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..catalogue import is_loopback, split_endpoint
-from ..checks import check_topology, errors
-from ..layout import ca_dir, resolve
-from ..model import HostRef, Topology
+from conclave.topology.catalogue import is_loopback, split_endpoint
+from conclave.topology.checks import check_topology, errors
+from conclave.topology.layout import ca_dir, resolve
+from conclave.topology.model import HostRef, Topology
+
 from .deployment import MAX_FAILURES_PER_MINUTE, MIN_BAN_SECONDS
 from .findings import Finding
 from .tls import certificate_findings, is_self_signed, issued_by, policy_findings

@@ -19,8 +19,8 @@ from conclave.ops.logbuffer import DB_FILE as BUFFER_DB_FILE
 from conclave.store.database import SQLITE_SIDE_FILES, sqlite_path
 from conclave.store.errors import StoreError
 from conclave.store.passwords import MIN_LENGTH
+from conclave.topology.catalogue import is_loopback, split_endpoint
 
-from ..catalogue import is_loopback, split_endpoint
 from .findings import Finding
 from .live import listening_sockets, running_pid
 from .passwords import candidates, read_users, weak_passwords
