@@ -27,12 +27,19 @@ class LocalEndpoint:
     ports: dict[str, int] = field(default_factory=dict)
     addresses: set[str] = field(default_factory=set)
 
+    @property
+    def wire_host(self) -> str:
+        """``host`` as written in a Via or a URI: an IPv6 address in brackets
+        (RFC 3261 §25.1 ``IPv6reference``); the configuration stores it bare."""
+        host = self.host
+        return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
     def sent_by(self, transport: str) -> str:
-        return f"{self.host}:{self.ports[transport]}"
+        return f"{self.wire_host}:{self.ports[transport]}"
 
     def own_sent_by(self) -> set[str]:
         """Every ``host:port`` our Via headers carry."""
-        return {f"{self.host}:{port}".lower() for port in self.ports.values()}
+        return {f"{self.wire_host}:{port}".lower() for port in self.ports.values()}
 
     def via(self, transport: str, branch: str) -> str:
         return f"SIP/2.0/{transport.upper()} {self.sent_by(transport)};branch={branch};rport"
@@ -49,7 +56,7 @@ class LocalEndpoint:
         if not isinstance(uri, SipURI):
             return False
         host = uri.host.strip("[]").lower()
-        if host not in (self.host.lower(), *self.addresses):
+        if host not in (self.host.strip("[]").lower(), *self.addresses):
             return False
         port = uri.port
         if port is None:
@@ -60,7 +67,7 @@ class LocalEndpoint:
         """True when ``uri``'s host names this server, whatever the port."""
         if not isinstance(uri, SipURI):
             return False
-        return uri.host.strip("[]").lower() in (self.host.lower(), *self.addresses)
+        return uri.host.strip("[]").lower() in (self.host.strip("[]").lower(), *self.addresses)
 
     def is_my_domain(self, uri: URI) -> bool:
         return isinstance(uri, SipURI) and uri.host.lower() == self.domain

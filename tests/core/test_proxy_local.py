@@ -81,3 +81,13 @@ def test_loop_is_detected_but_a_spiral_is_not() -> None:
         original, Target(parse_uri("sip:bob@127.0.0.1:40001"), inbound), inbound, sender, None
     )
     assert not proxy.is_loop(spiral)
+
+
+def test_an_ipv6_host_is_bracketed_on_the_wire() -> None:
+    from conclave.sip.fields import parse_via
+
+    local = LocalEndpoint(host="::1", domain="example.test", ports={"tls": 5061})
+    via = parse_via(local.via("tls", "z9hG4bKx"))
+    assert via.sent_by.lower() in local.own_sent_by()
+    rr = parse_uri(local.record_route(Flow("tls", ("::1", 4), ("::1", 5061), 1), "tok").strip("<>"))
+    assert local.is_me(rr) and local.is_my_host(rr)
