@@ -1,17 +1,17 @@
-"""The presence service: PUBLISH and SUBSCRIBE/NOTIFY, a :class:`~conclave.core.service.SipService`.
+"""The presence service: PUBLISH and SUBSCRIBE/NOTIFY.
 
-Wiring (see ``Server._wire``)::
+Wiring (:mod:`.feature`, built from :data:`conclave.wiring.FEATURES`)::
 
     presence = PresenceService(stack=..., local=..., settings=..., user_exists=users.exists,
                                load=lambda: read_directory(db, domain),
                                generation=lambda: GenerationStore(db).get(DIRECTORY))
-    Router(..., services=[presence])
-    tasks: presence.run()             # the one timer task: expiries and merge windows
+    owner of SUBSCRIBE and PUBLISH; serves presence and presence.winfo
+    jobs:  presence.run()             # the one timer task: expiries and merge windows
            presence.run_reload()      # contacts and privacy: load at start, then every
                                       # RELOAD_POLL_INTERVAL read the change counter and
                                       # reload only if it moved
     on SIGHUP: presence.reload()      # unconditional
-    calls.add_listener(presence.set_in_call)
+    calls.tracker.add_listener(presence.set_in_call)
     after each user reload: presence.users_changed(enabled, disabled)
 
 Until the first :meth:`PresenceService.reload` has loaded the contact lists
@@ -151,7 +151,7 @@ class PresenceService:
             new_tag=tags,
         )
 
-    # -- SipService ------------------------------------------------------------------------
+    # -- the owner of SUBSCRIBE and PUBLISH ---------------------------------------------------
     def handle(self, txn: ServerTransaction, request: Request, *, user: str, flow: Flow) -> None:
         if not self.loaded:
             if len(self._deferred) < MAX_DEFERRED:
