@@ -70,6 +70,7 @@ from conclave.ops.logstore import LogStore, Received, parse_time
 from conclave.ops.syslog import SD_ID, OctetCountingFramer, SyslogError, event_of, parse_message
 from conclave.pki.crl import load_crl, revoked_serials
 from conclave.pki.errors import PkiError
+from conclave.pki.files import FileSignature, file_signature
 from conclave.pki.identity import ServerIdentity, server_identity
 from conclave.pki.load import load_certificate
 from conclave.pki.tls import load_crl_file, server_context
@@ -351,18 +352,11 @@ class LoggingController:
                     # At once: no TLS close handshake with a peer we no longer trust.
                     writer.transport.abort()
 
-    def _files_signature(self) -> tuple[tuple[int, int, int] | None, ...]:
+    def _files_signature(self) -> FileSignature:
         settings = self.settings
-        paths = [settings.cert, settings.key, *settings.client_cas, *crl_paths(settings)]
-        out: list[tuple[int, int, int] | None] = []
-        for path in paths:
-            try:
-                st = os.stat(path)
-            except OSError:
-                out.append(None)
-            else:
-                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(out)
+        return file_signature(
+            [settings.cert, settings.key, *settings.client_cas, *crl_paths(settings)]
+        )
 
     async def _watch_files(self) -> None:
         """Reload when the files changed and were seen unchanged on the next poll."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from conclave.pki.errors import PkiError
@@ -53,3 +54,21 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise PkiError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+FileSignature = tuple[tuple[int, int, int] | None, ...]
+"""What :func:`file_signature` returns: (inode, size, mtime) per file, None if missing."""
+
+
+def file_signature(paths: Iterable[Path]) -> FileSignature:
+    """A cheap fingerprint of ``paths``: it changes when any file is replaced,
+    rewritten or removed. Poll it, and reload once it has settled."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(out)

@@ -56,7 +56,7 @@ from cryptography import x509
 
 from conclave.pki.crl import load_crl, revoked_serials
 from conclave.pki.errors import PkiError
-from conclave.pki.files import write_public_file
+from conclave.pki.files import FileSignature, file_signature, write_public_file
 from conclave.pki.info import CertInfo
 from conclave.pki.load import load_certificate
 from conclave.pki.tls import bare_server_context, load_chain_pem
@@ -65,7 +65,6 @@ from conclave.pki.validate import Assessment, Candidate, assess_pair
 STATUS_FILE = "tls-status.json"
 """In the data directory: the last reload's outcome, for ``conclave certs reload``."""
 
-FileSignature = tuple[tuple[int, int, int] | None, ...]
 
 PeerCloser = Callable[[Callable[[bytes], bool]], Sequence[tuple[object, bytes]]]
 """Closes the open TLS connections whose peer certificate (DER) the predicate
@@ -256,15 +255,7 @@ class ServerTls:
 
     def _signature(self) -> FileSignature:
         files = self.files
-        out: list[tuple[int, int, int] | None] = []
-        for path in (files.cert, files.key, files.ca, files.crl):
-            try:
-                st = os.stat(path)
-            except OSError:
-                out.append(None)
-            else:
-                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        return tuple(out)
+        return file_signature((files.cert, files.key, files.ca, files.crl))
 
     def _build(self, candidate: Candidate) -> ssl.SSLContext:
         files = self.files
