@@ -302,14 +302,63 @@ def test_full_table_answers_503_with_retry_after() -> None:
 
 
 def test_room_frees_up_when_transactions_end() -> None:
+    # An INVITE answered 486 over UDP waits for its ACK (Timer H): still live.
     layer = TransactionLayer(max_transactions=1)
-    txn = new_server(layer.receive_request(request("OPTIONS", branch="z9hG4bK1"), SOURCE, 0.0))
-    layer.send_response(txn, response(txn.request, 200), 0.0)
+    txn = new_server(layer.receive_request(request("INVITE", branch="z9hG4bK1"), SOURCE, 0.0))
+    layer.send_response(txn, response(txn.request, 486), 0.0)
     blocked = layer.receive_request(request("OPTIONS", branch="z9hG4bK2"), SOURCE, 1.0)
     assert kinds(blocked) == ["Transmit", "Overloaded"]
-    assert kinds(layer.handle_timers(32.0)) == ["TransactionTerminated"]
+    assert "TransactionTerminated" in kinds(layer.handle_timers(32.0))
     admitted = layer.receive_request(request("OPTIONS", branch="z9hG4bK2"), SOURCE, 33.0)
     assert kinds(admitted) == ["RequestReceived"]
+
+
+def test_an_answered_udp_request_holds_no_live_slot() -> None:
+    # Issue 14: Timer J keeps an answered non-INVITE UDP transaction for 32 s;
+    # as a live transaction that capped UDP at MAX_TRANSACTIONS / 32 s.
+    layer = TransactionLayer(max_transactions=1)
+    first = request("MESSAGE", branch="z9hG4bK1")
+    txn = new_server(layer.receive_request(first, SOURCE, 0.0))
+    events = layer.send_response(txn, response(first, 200), 0.0)
+    assert kinds(events) == ["Transmit", "TransactionTerminated"]  # the TU is done with it
+    assert layer.server_count == 0 and layer.completed_count == 1
+    # Its retransmission gets the very same bytes again, from the record.
+    again = layer.receive_request(first, SOURCE, 1.0)
+    assert again == [Transmit(sent(events)[0], SOURCE, None)]
+    # A new request finds room at once.
+    other = request("MESSAGE", branch="z9hG4bK2")
+    events = layer.receive_request(other, SOURCE, 1.0)
+    assert kinds(events) == ["RequestReceived"]
+    layer.send_response(new_server(events), response(other, 200), 1.0)
+    # After Timer J the record is gone: a late copy is a new request.
+    layer.handle_timers(33.0)
+    assert layer.completed_count == 0 and layer.completed_bytes == 0
+    assert kinds(layer.receive_request(first, SOURCE, 33.0)) == ["RequestReceived"]
+
+
+def test_answered_requests_are_bounded_by_memory() -> None:
+    layer = TransactionLayer(max_completed_bytes=3_000)
+    for n in range(10):
+        req = request("MESSAGE", branch=f"z9hG4bKm{n}")
+        layer.send_response(
+            new_server(layer.receive_request(req, SOURCE, 0.0)), response(req, 200), 0.0
+        )
+    assert 0 < layer.completed_bytes <= 3_000
+    assert layer.completed_evicted == 10 - layer.completed_count
+    # The newest are kept; the oldest retransmission is a new request again.
+    newest = request("MESSAGE", branch="z9hG4bKm9")
+    assert kinds(layer.receive_request(newest, SOURCE, 1.0)) == ["Transmit"]
+    oldest = request("MESSAGE", branch="z9hG4bKm0")
+    assert kinds(layer.receive_request(oldest, SOURCE, 1.0)) == ["RequestReceived"]
+
+
+def test_over_a_connection_an_answered_request_ends_at_once() -> None:
+    layer = TransactionLayer()
+    req = request("MESSAGE", transport="TCP")
+    txn = new_server(layer.receive_request(req, SOURCE, 0.0, reliable=True))
+    events = layer.send_response(txn, response(req, 200), 0.0)
+    assert kinds(events) == ["Transmit", "TransactionTerminated"]  # Timer J is 0 (§17.2.2)
+    assert layer.completed_count == 0 and len(layer) == 0
 
 
 def test_client_limit_raises() -> None:

@@ -42,9 +42,11 @@ A minimal asyncio adapter (the shape only; it lives outside ``conclave.sip``)::
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import heapq
 import itertools
+from dataclasses import dataclass
 
 from ..errors import LocalProtocolError
 from ..message import Request, Response, make_response
@@ -78,12 +80,26 @@ from .tables import State
 MAX_TRANSACTIONS = 32_768
 """Most live server transactions, and separately most live client ones.
 
-A non-INVITE transaction over UDP lingers 64*T1 = 32 s in Completed (Timer
-J or K) after its final response, so this sustains about 1,000 requests a
-second per side, well above one Front End's share of a pool. Each holds the
-request and its last response (a few KiB), so a full table costs on the
-order of 100-200 MiB: bounded, where an unbounded table is a memory-
-exhaustion attack away. Beyond it new requests get a stateless 503."""
+A live transaction is one the TU still works on (or, for INVITE, one that
+waits for its ACK): each holds the request and its responses (a few KiB), so
+a full table costs on the order of 100-200 MiB, bounded where an unbounded
+table is a memory-exhaustion attack away. Beyond it new requests get a
+stateless 503. A non-INVITE server transaction that has answered over UDP is
+not live: it is kept as a :class:`_Completed` record (below), so this count
+is reached only by work in progress, long after the CPU is saturated."""
+
+MAX_COMPLETED_BYTES = 64 * 1024 * 1024
+"""Memory for answered non-INVITE server transactions over UDP (RFC 3261
+§17.2.2 Completed: they absorb retransmitted requests for 64*T1 = 32 s,
+Timer J). Each is kept as its key, its source and the response bytes, about
+1 KiB, so 64 MiB holds some 60,000: 2,000 answers a second for 32 s, twice
+what one process can serve. Beyond it the oldest is forgotten early, and a
+retransmission that comes later still is handled as a new request."""
+
+COMPLETED_OVERHEAD = 256
+"""Bytes a :class:`_Completed` record costs beyond its response: the key
+tuple, the record, its dictionary and queue slots (measured with
+sys.getsizeof, rounded up)."""
 
 RETRY_AFTER_SECONDS = 5
 """Retry-After of the 503 sent when the table is full (RFC 3261 §21.5.4):
@@ -91,6 +107,17 @@ long enough for about 5 s of Timer J/K expiries to free room."""
 
 _HEAP_SLACK = 64
 """Stale heap entries tolerated before compaction (beyond 2x the live ones)."""
+
+
+@dataclass(slots=True, eq=False)
+class _Completed:
+    """What an answered non-INVITE server transaction over UDP still needs:
+    the bytes to send again to a retransmitted request, and until when."""
+
+    key: ServerKey
+    source: object
+    data: bytes
+    expires: float
 
 
 class TransactionLimitError(LocalProtocolError):
@@ -120,12 +147,21 @@ class TransactionLayer:
         *,
         max_transactions: int = MAX_TRANSACTIONS,
         retry_after: int = RETRY_AFTER_SECONDS,
+        max_completed_bytes: int = MAX_COMPLETED_BYTES,
     ) -> None:
         self.config = config or TimerConfig()
         self.max_transactions = max_transactions
         self.retry_after = retry_after
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self._clients: dict[ClientKey, ClientTransaction] = {}
+        # Answered non-INVITE server transactions over UDP, oldest first (all
+        # live 64*T1 from completion, so insertion order is expiry order).
+        self._completed: dict[ServerKey, _Completed] = {}
+        self._completed_order: collections.deque[_Completed] = collections.deque()
+        self.completed_bytes = 0
+        self.max_completed_bytes = max_completed_bytes
+        self.completed_evicted = 0
+        """Records forgotten before Timer J because of :data:`MAX_COMPLETED_BYTES`."""
         self._acks_2543: dict[AckKey, list[ServerTransaction]] = {}
         # Timer multiplexing: _armed holds the one deadline that counts for
         # each transaction; the heap may also hold stale entries, which are
@@ -142,6 +178,12 @@ class TransactionLayer:
     @property
     def client_count(self) -> int:
         return len(self._clients)
+
+    @property
+    def completed_count(self) -> int:
+        """Answered non-INVITE server transactions over UDP still absorbing
+        retransmissions (not counted as live)."""
+        return len(self._completed)
 
     def __len__(self) -> int:
         return len(self._servers) + len(self._clients)
@@ -167,6 +209,13 @@ class TransactionLayer:
         if request.method == "ACK":
             return self._receive_ack(request, source, now)
         key = server_key(request)
+        if self._completed:
+            self._expire_completed(now)
+            done = self._completed.get(key)
+            if done is not None:
+                # A retransmission of a request we answered (§17.2.2): the
+                # same response again, to where the request came from.
+                return [Transmit(done.data, source, None)]
         existing = self._servers.get(key)
         if existing is not None:
             return self._after(existing, existing.receive_request(request, source, now))
@@ -322,6 +371,7 @@ class TransactionLayer:
 
     def handle_timers(self, now: float) -> list[Event]:
         """Fire every timer due at or before ``now``, across all transactions."""
+        self._expire_completed(now)
         events: list[Event] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -346,6 +396,14 @@ class TransactionLayer:
             self._forget(txn)
             return events
         deadline = txn.next_deadline()
+        if (
+            deadline is not None
+            and isinstance(txn, ServerTransaction)
+            and txn.state is State.COMPLETED
+            and not txn.is_invite
+            and not txn.reliable
+        ):
+            return self._keep_completed(txn, deadline, events)
         if deadline is None:
             self._armed.pop(txn, None)
         elif self._armed.get(txn) != deadline:
@@ -354,6 +412,35 @@ class TransactionLayer:
             if len(self._heap) > 2 * len(self._armed) + _HEAP_SLACK:
                 self._compact()
         return events
+
+    def _keep_completed(
+        self, txn: ServerTransaction, expires: float, events: list[Event]
+    ) -> list[Event]:
+        """Trade an answered non-INVITE UDP transaction for a :class:`_Completed`
+        record: all Completed does is answer retransmissions (Timer J), and
+        the TU is told it has ended, so it frees what it kept for it."""
+        data = txn.last_data
+        self._forget(txn)
+        if data is not None:
+            record = _Completed(txn.key, txn.source, data, expires)
+            self._completed[txn.key] = record
+            self._completed_order.append(record)
+            self.completed_bytes += len(data) + COMPLETED_OVERHEAD
+            while self.completed_bytes > self.max_completed_bytes and self._completed_order:
+                self._drop_completed(self._completed_order.popleft())
+                self.completed_evicted += 1
+        events.append(TransactionTerminated(txn))
+        return events
+
+    def _expire_completed(self, now: float) -> None:
+        order = self._completed_order
+        while order and order[0].expires <= now:
+            self._drop_completed(order.popleft())
+
+    def _drop_completed(self, record: _Completed) -> None:
+        if self._completed.get(record.key) is record:
+            del self._completed[record.key]
+        self.completed_bytes -= len(record.data) + COMPLETED_OVERHEAD
 
     def _compact(self) -> None:
         self._heap = [(d, next(self._seq), txn) for txn, d in self._armed.items()]

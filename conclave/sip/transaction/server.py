@@ -63,6 +63,11 @@ class ServerTransaction(Transaction):
         """The To tag of the last response sent; an RFC 2543 ACK must carry it."""
         self._last_data: bytes | None = None
 
+    @property
+    def last_data(self) -> bytes | None:
+        """The bytes of the last response sent (what a retransmission gets)."""
+        return self._last_data
+
     # -- inputs ------------------------------------------------------------------
     def receive_request(self, request: Request, source: object, now: float) -> list[Event]:
         """A retransmission of the request, or (INVITE) an ACK, matched to us."""
