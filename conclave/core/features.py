@@ -103,6 +103,7 @@ Accepted = Callable[[Exchange], None]
 Gate = Callable[[Exchange], Awaitable[Refusal | None] | None]
 Takeover = Callable[[Exchange], bool]
 Handler = Callable[[Exchange], None]
+DialogCheck = Callable[[Request, Flow], bool]
 
 
 class UserDirectory(Protocol):
@@ -117,19 +118,30 @@ class Registry:
 
     def __init__(self) -> None:
         self.owners: dict[str, Handler] = {}
-        self.challenges: dict[str, bool] = {}
+        self.dialog_checks: dict[str, DialogCheck] = {}
         self.packages: list[str] = []
         self.accepted: list[Accepted] = []
         self.gates: list[Gate] = []
         self.takeovers: list[Takeover] = []
 
-    def owns(self, method: str, handler: Handler) -> None:
+    def owns(
+        self, method: str, handler: Handler, *, knows_dialog: DialogCheck | None = None
+    ) -> None:
         """``handler`` answers every ``method`` request the router accepts
         (out of dialog to a local address, or in a dialog this server is a
-        party to). One owner per method."""
+        party to). One owner per method.
+
+        ``knows_dialog(request, flow)``: True when an in-dialog request
+        belongs to a dialog the owner keeps and arrives on that dialog's
+        recorded flow from its remote party. Such a request needs no new
+        credentials (the rule for every dialog: docs/security.md), so its
+        :attr:`Exchange.user` is None. Anything else is authenticated.
+        """
         if method in self.owners:
             raise ValueError(f"{method} already has an owner")
         self.owners[method] = handler
+        if knows_dialog is not None:
+            self.dialog_checks[method] = knows_dialog
 
     def serves(self, package: str) -> None:
         """An event package (RFC 6665) this feature serves: Allow-Events lists it."""

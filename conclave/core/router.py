@@ -174,8 +174,16 @@ class Router:
     ) -> None:
         owner = self.owners.get(request.method)
         if token is None and owner is not None and self.local.is_me(request.uri):
-            # A dialog in which this server is a party (a subscription refresh).
-            exchange = self._from_local_user(txn, request, flow)
+            # A dialog in which this server is a party (a subscription refresh):
+            # on the dialog's own flow its party is known; elsewhere it signs in.
+            known = self.registry.dialog_checks.get(request.method)
+            sender = request.from_aor
+            if known is not None and sender is not None and known(request, flow):
+                exchange: Exchange | None = Exchange(
+                    txn, request, flow, sender, None, stack=self.stack
+                )
+            else:
+                exchange = self._from_local_user(txn, request, flow)
             if exchange is not None:
                 self._accepted(exchange)
                 owner(exchange)

@@ -32,12 +32,14 @@ class PresenceFeature(Feature):
 
     def register(self, host: FeatureHost) -> None:
         for method in sorted(self.service.methods):
-            host.registry.owns(method, self.handle)
+            check = self.service.knows_dialog if method == "SUBSCRIBE" else None
+            host.registry.owns(method, self.handle, knows_dialog=check)
         for package in sorted(self.service.event_packages):
             host.registry.serves(package)
 
     def handle(self, exchange: Exchange) -> None:
-        assert exchange.user is not None  # owners get authenticated requests
+        # Authenticated as exchange.user, or (user None) a refresh that came
+        # on its subscription's own flow: the watcher is the From either way.
         self.service.handle(exchange.txn, exchange.request, user=exchange.user, flow=exchange.flow)
 
     def jobs(self) -> list[Coroutine[object, object, None]]:

@@ -122,7 +122,7 @@ class PresenceService:
         self.loaded = load is None
         self.deadlines = Deadlines()
         self._in_call: set[str] = set()
-        self._deferred: list[tuple[ServerTransaction, Request, str, Flow]] = []
+        self._deferred: list[tuple[ServerTransaction, Request, str | None, Flow]] = []
         self._wake = asyncio.Event()
         self._next_prune = 0.0
         self.views = Views(
@@ -152,7 +152,14 @@ class PresenceService:
         )
 
     # -- the owner of SUBSCRIBE and PUBLISH ---------------------------------------------------
-    def handle(self, txn: ServerTransaction, request: Request, *, user: str, flow: Flow) -> None:
+    def knows_dialog(self, request: Request, flow: Flow) -> bool:
+        """An in-dialog SUBSCRIBE on the flow its subscription was last
+        refreshed on, from the subscription's watcher: no new credentials needed."""
+        return self.subscriptions.knows(request, flow)
+
+    def handle(
+        self, txn: ServerTransaction, request: Request, *, user: str | None, flow: Flow
+    ) -> None:
         if not self.loaded:
             if len(self._deferred) < MAX_DEFERRED:
                 self._deferred.append((txn, request, user, flow))

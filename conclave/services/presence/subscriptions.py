@@ -85,6 +85,17 @@ class Outcome:
     then: Callable[[], None] | None = None
 
 
+def _key(request: Request, package: str, event_id: str | None) -> SubKey:
+    """A subscription's identity (RFC 6665 §4.1.2): the dialog and the event."""
+    return (
+        request.call_id or "",
+        request.to_tag or "",
+        request.from_tag or "",
+        package,
+        event_id or "",
+    )
+
+
 def list_uri(aor: str) -> str:
     """The contact list URI of the user ``aor`` (``sip:user+contacts@domain``)."""
     user, _, domain = aor.removeprefix("sip:").rpartition("@")
@@ -154,18 +165,25 @@ class Subscriptions:
         to_tag, remote_tag = request.to_tag, request.from_tag
         if remote_tag is None:
             return Outcome(Answer(400, "From has no tag"))
-        key: SubKey = (
-            request.call_id or "",
-            to_tag or "",
-            remote_tag,
-            package,
-            event.id or "",
-        )
+        key = _key(request, package, event.id)
         raw = request.headers.get("Expires")
         expires = self.settings.default_expires if raw is None else parse_expires(raw)
         if to_tag is not None:
             return self._refresh(request, key, watcher, flow, expires, now)
         return self._create(request, key, package, watcher, flow, expires, now)
+
+    def knows(self, request: Request, flow: Flow) -> bool:
+        """True for a refresh of a live subscription, from its watcher, on the
+        flow the subscription was last refreshed on (see PresenceService.knows_dialog)."""
+        value = request.headers.get("Event")
+        if value is None or request.to_tag is None or request.from_tag is None:
+            return False
+        try:
+            event = parse_event(value)
+        except RemoteProtocolError:
+            return False
+        sub = self.state.subscription(_key(request, event.package.lower(), event.id))
+        return sub is not None and sub.flow == flow and sub.watcher == request.from_aor
 
     # -- a new subscription ------------------------------------------------------------
     def _create(
