@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from conclave.core.overload import Admission
 from conclave.ops import metrics
 from conclave.ops.trace import TRACER
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
@@ -48,6 +49,10 @@ from conclave.sip.validate import check_request, check_response
 from conclave.transport.guard import SourceGuard, Verdict
 
 log = structlog.get_logger("conclave.stack")
+
+OVERLOAD_LOG_INTERVAL = 10.0
+"""Seconds between two "overloaded" warnings: one line per refused request
+would add a log flood to the overload."""
 
 
 class TransactionUser(Protocol):
@@ -132,6 +137,8 @@ class SipStack:
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
         self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
+        self.admission = Admission()
+        self._shed_logged_at = float("-inf")
         self._owners: dict[ClientTransaction, ClientOwner] = {}
         self._answer_listeners: dict[ServerTransaction, list[Callable[[Response], None]]] = {}
         # Arrival time of each server transaction's request, for the latency
@@ -156,8 +163,10 @@ class SipStack:
         return self.scheduler.time()
 
     # -- inbound -------------------------------------------------------------------------
-    def on_message(self, data: bytes, flow: Flow) -> None:
-        """Called by the transport for every datagram or stream frame."""
+    def on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
+        """Called by the transport for every datagram or stream frame;
+        ``queued`` is how long a datagram waited in the kernel (overload
+        control, :mod:`conclave.core.overload`)."""
         self.counters["received"] += 1
         ip = flow.remote[0]
         verdict = self.guard.allow(ip, self.wall_clock())
@@ -171,6 +180,9 @@ class SipStack:
                     reason="request rate",
                     seconds=self.guard.ban_seconds,
                 )
+            return
+        if queued and (refusal := self.admission.refusal(data, queued)) is not None:
+            self._shed(refusal, flow, queued)
             return
         try:
             message = parse_message(data, datagram=not flow.reliable)
@@ -189,6 +201,20 @@ class SipStack:
         finally:
             structlog.contextvars.clear_contextvars()
             self._rearm()
+
+    def _shed(self, refusal: bytes, flow: Flow, queued: float) -> None:
+        """Overload: answer 503 to a request that waited too long, unparsed."""
+        metrics.OVERLOAD_REFUSED.inc()
+        if refusal and self.sender is not None:
+            self.sender.send(flow, refusal)
+        now = self.wall_clock()
+        if now - self._shed_logged_at >= OVERLOAD_LOG_INTERVAL:
+            log.warning(
+                "overloaded: refusing requests that waited too long",
+                waited_ms=round(queued * 1000),
+                refused_total=self.admission.refused,
+            )
+            self._shed_logged_at = now
 
     def _malformed(self, data: bytes, flow: Flow, exc: RemoteProtocolError) -> None:
         self.counters["malformed"] += 1

@@ -105,6 +105,11 @@ AUTH_LOCKOUTS: Final = Counter(
 SOURCE_BANS: Final = Counter(
     "conclave_source_bans", "Sources banned for exceeding the request rate", registry=REGISTRY
 )
+OVERLOAD_REFUSED: Final = Counter(
+    "conclave_overload_refused",
+    "Requests answered 503 unparsed because they waited too long in the receive queue",
+    registry=REGISTRY,
+)
 STRAY_RESPONSES_DROPPED: Final = Counter(
     "conclave_stray_responses_dropped",
     "Responses that matched no transaction and were not ours to forward",

@@ -22,6 +22,7 @@ is written back out as the same octet.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 
@@ -277,6 +278,26 @@ def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -
 
 
 _SALVAGE = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+_TO_TAG = re.compile(r";\s*tag\s*=", re.IGNORECASE)
+_TO_LINE_TAGGED = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def peek_kind(data: bytes) -> tuple[str, bool] | None:
+    """A glance at a message before parsing it: ``(method, in_dialog)``, with
+    ``""`` as the method of a response and ``in_dialog`` true when the To
+    header carries a tag. None when the start line is not SIP at all. Cheap
+    (a few C-level searches), for deciding what to do under overload; it
+    judges nothing else, the parser does."""
+    space = data.find(b" ", 0, 32)
+    if space <= 0:
+        return None
+    first = data[:space]
+    if first == b"SIP/2.0":
+        return "", False
+    head_end = data.find(b"\r\n\r\n", 0, MAX_HEADER_SECTION)
+    head = data if head_end < 0 else data[:head_end]
+    method = first.decode("ascii", "replace")
+    return method, _TO_LINE_TAGGED.search(head) is not None
 
 
 def salvage_error_response(data: bytes, error: RemoteProtocolError) -> bytes | None:
@@ -310,7 +331,12 @@ def salvage_error_response(data: bytes, error: RemoteProtocolError) -> bytes | N
             return None
         canon = canonical_name(key)
         seen.add(canon)
-        kept.append(f"{canon}: {value.strip()}")
+        value = value.strip()
+        if canon == "To" and _TO_TAG.search(value) is None:
+            # §8.2.6.2: a tag on a final response's To, the same for every
+            # retransmission of the request (§8.2.7): derived from it.
+            value += ";tag=" + hashlib.blake2b(head, digest_size=6).hexdigest()
+        kept.append(f"{canon}: {value}")
     if seen != {"Via", "From", "To", "Call-ID", "CSeq"}:
         return None
     reason = error.reason.replace("\r", " ").replace("\n", " ")[:120]

@@ -1,7 +1,8 @@
 """The transport manager: listeners, the connection table, limits and flow reuse.
 
 This is the only code in Conclave that touches sockets. It moves bytes: each
-UDP datagram and each framed stream message goes to ``on_message(data, flow)``,
+UDP datagram and each framed stream message goes to ``on_message(data, flow,
+queued)`` (``queued``: seconds a datagram waited in the kernel, 0 on streams),
 called synchronously from the event loop, and :meth:`TransportManager.send`
 writes bytes back on a flow. It parses nothing beyond stream framing.
 
@@ -68,7 +69,7 @@ class TransportManager:
     def __init__(
         self,
         *,
-        on_message: Callable[[bytes, Flow], None],
+        on_message: Callable[[bytes, Flow, float], None],
         on_closed: Callable[[Flow], None] | None = None,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
@@ -142,9 +143,7 @@ class TransportManager:
         loop = asyncio.get_running_loop()
         try:
             if transport == "udp":
-                _, endpoint = await loop.create_datagram_endpoint(
-                    lambda: UdpEndpoint(self), sock=udp_socket(host, port)
-                )
+                endpoint = UdpEndpoint(self, udp_socket(host, port))
                 self._udp[endpoint.local] = endpoint
                 address = endpoint.local
             else:
@@ -173,7 +172,7 @@ class TransportManager:
             endpoint = self._udp.get(flow.local)
             if endpoint is None:
                 return False
-            return endpoint.send(data, flow.remote, self.limits.write_buffer_limit)
+            return endpoint.send(data, flow.remote)
         conn = self._table.live(flow)
         return conn is not None and conn.write(data)
 
@@ -231,7 +230,7 @@ class TransportManager:
         """True if :meth:`send` on ``flow`` can still work."""
         if flow.transport == "udp":
             endpoint = self._udp.get(flow.local)
-            return endpoint is not None and endpoint.transport is not None
+            return endpoint is not None and endpoint.open
         return self._table.live(flow) is not None
 
     def peer_certificate(self, flow: Flow) -> dict[str, Any] | None:
@@ -297,8 +296,7 @@ class TransportManager:
         endpoints = list(self._udp.values())
         self._udp.clear()
         for endpoint in endpoints:
-            if endpoint.transport is not None:
-                endpoint.transport.close()
+            endpoint.close()
             host, port = endpoint.local
             log.info("stopped listening", transport="udp", host=host, port=port)
         await asyncio.wait([endpoint.lost for endpoint in endpoints], timeout=SHUTDOWN_GRACE)
@@ -422,9 +420,9 @@ class TransportManager:
         if guard is not None and guard.is_banned(flow.remote[0], self.guard_clock()):
             self._drop(conn, "source banned", abort=True)
 
-    def deliver(self, data: bytes, flow: Flow) -> None:
+    def deliver(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
         try:
-            self._on_message(data, flow)
+            self._on_message(data, flow, queued)
         except Exception:
             log.exception("on_message failed", flow=str(flow))
 

@@ -36,7 +36,7 @@ class StreamHost(Protocol):
         """Bytes arrived: not idle; its source may be banned by now."""
         ...
 
-    def deliver(self, data: bytes, flow: Flow) -> None:
+    def deliver(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
         """One whole message, to the stack."""
         ...
 

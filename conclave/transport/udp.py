@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
-from typing import Final, Protocol, cast
+from typing import Final, Protocol
 
 import structlog
 
@@ -32,8 +33,8 @@ class DatagramHost(Protocol):
     guard_clock: Callable[[], float]
     max_message_size: int
 
-    def deliver(self, data: bytes, flow: Flow) -> None:
-        """One datagram, to the stack."""
+    def deliver(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
+        """One datagram, to the stack, with the seconds it waited in the kernel."""
         ...
 
 
@@ -63,6 +64,17 @@ _FORCE_OPTIONS: Final[dict[int, int]] = (
 """SO_RCVBUFFORCE and SO_SNDBUFFORCE (not exported by the socket module): they
 ignore the rmem_max / wmem_max cap, but only with CAP_NET_ADMIN."""
 
+READ_BATCH: Final = 64
+"""Datagrams read per wake-up of the socket: enough to drain a burst cheaply,
+few enough that timers and the other sockets are served in between."""
+
+_SO_TIMESTAMPNS: Final[int | None] = 35 if _GENERIC_LINUX else None
+"""SO_TIMESTAMPNS (and SCM_TIMESTAMPNS), which the socket module does not
+export: the kernel's receive time of each datagram as a struct timespec."""
+
+_TIMESPEC: Final = struct.Struct("@qq")
+"""struct timespec on a 64-bit Linux: seconds and nanoseconds."""
+
 OVERSIZED_LOG_INTERVAL: Final = 10.0
 """Seconds between two "oversized datagram dropped" warnings from one socket.
 Source addresses of UDP are trivially spoofed and each datagram is cheap to
@@ -72,24 +84,52 @@ carries the count dropped since the previous one instead."""
 log = structlog.get_logger("conclave.transport")
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
-    """A listening UDP socket, which is also the one we send from for its flows."""
+class UdpEndpoint:
+    """A listening UDP socket, which is also the one we send from for its flows.
 
-    def __init__(self, manager: DatagramHost) -> None:
+    It reads the socket itself (``add_reader`` and ``recvmsg``) rather than
+    through an event-loop datagram transport, to learn from the kernel when
+    each datagram arrived (``SO_TIMESTAMPNS``): how long it waited in the
+    receive queue is what the stack's overload control judges
+    (:mod:`conclave.core.overload`). At most :data:`READ_BATCH` datagrams
+    are read per wake-up, so timers and other sockets are served in between.
+    """
+
+    def __init__(self, manager: DatagramHost, sock: socket.socket) -> None:
         self._manager = manager
-        self.transport: asyncio.DatagramTransport | None = None
-        self.local: tuple[str, int] = ("", 0)
+        self.sock = sock
+        self.local: tuple[str, int] = socket_address(sock.getsockname())
+        self.open = True
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.oversized = 0
         """Datagrams dropped for exceeding the manager's ``max_message_size``."""
+        self.send_dropped = 0
+        """Datagrams not sent because the socket's send buffer was full."""
         self._oversized_logged = 0  # self.oversized when the last warning went out
         self._oversized_log_at = float("-inf")  # time.monotonic() of that warning
+        self._stamped = _enable_timestamps(sock)
+        self._ancillary = socket.CMSG_SPACE(_TIMESPEC.size) if self._stamped else 0
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.local = socket_address(transport.get_extra_info("sockname"))
+    def _readable(self) -> None:
+        sock, ancillary = self.sock, self._ancillary
+        for _ in range(READ_BATCH):
+            try:
+                data, cmsgs, _flags, addr = sock.recvmsg(MAX_DATAGRAM + 1, ancillary)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error for an earlier sendto(), reported on a read; the
+                # transaction layer times out on its own: a debug line only.
+                log.debug("udp error", local=self.local, error=str(exc))
+                return
+            queued = _waited(cmsgs) if ancillary else 0.0
+            self._received(data, addr, queued)
+            if not self.open:
+                return
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def _received(self, data: bytes, addr: object, queued: float) -> None:
         if not data.strip(b"\r\n"):
             return
         try:
@@ -103,7 +143,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if len(data) > manager.max_message_size:
             self._oversized(len(data), remote, manager.max_message_size)
             return
-        manager.deliver(data, Flow("udp", remote, self.local))
+        manager.deliver(data, Flow("udp", remote, self.local), queued)
 
     def _oversized(self, size: int, remote: tuple[str, int], limit: int) -> None:
         """Count a datagram over the size limit; warn unless one did so lately."""
@@ -123,30 +163,50 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._oversized_logged = self.oversized
         self._oversized_log_at = now
 
-    def error_received(self, exc: Exception) -> None:
-        # Usually an ICMP error for an earlier sendto(); the transaction layer
-        # times out on its own, so this is only worth a debug line.
-        log.debug("udp error", local=self.local, error=str(exc))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(None)
-
-    def send(self, data: bytes, remote: tuple[str, int], limit: int) -> bool:
-        """``sendto`` unless closed, oversized, or ``limit`` octets are already queued."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or len(data) > MAX_DATAGRAM:
+    def send(self, data: bytes, remote: tuple[str, int]) -> bool:
+        """``sendto`` unless closed or oversized; False when the kernel's send
+        buffer is full too (dropped, as UDP would: the transaction layer
+        retransmits what needs it)."""
+        if not self.open or len(data) > MAX_DATAGRAM:
             return False
-        # Every event loop's datagram transport has it, though the ABC does not declare it.
-        queued: int = getattr(transport, "get_write_buffer_size", lambda: 0)()
-        if queued > limit:
-            return False  # the kernel is not keeping up: drop, as UDP would
         try:
-            transport.sendto(data, remote)
+            self.sock.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            self.send_dropped += 1
+            return False
         except (OSError, ValueError, TypeError) as exc:
             log.debug("udp send failed", local=self.local, remote=remote, error=str(exc))
             return False
         return True
+
+    def close(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram with its arrival time (Linux)."""
+    if _SO_TIMESTAMPNS is None:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _waited(cmsgs: list[tuple[int, int, bytes]]) -> float:
+    """Seconds the datagram waited in the receive queue, from its kernel stamp."""
+    for level, kind, data in cmsgs:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return max(0.0, time.time() - (int(seconds) + int(nanoseconds) / 1e9))
+    return 0.0
 
 
 def udp_socket(host: str, port: int) -> socket.socket:

@@ -49,8 +49,11 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: asyncio.Queue[tuple[bytes, Flow]] = asyncio.Queue()
         self.closed: asyncio.Queue[Flow] = asyncio.Queue()
+        self.queued: list[float] = []
+        """Seconds each message waited in the kernel (UDP), as the transport saw it."""
 
-    def on_message(self, data: bytes, flow: Flow) -> None:
+    def on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
+        self.queued.append(queued)
         self.messages.put_nowait((data, flow))
 
     def on_closed(self, flow: Flow) -> None:

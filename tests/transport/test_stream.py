@@ -118,7 +118,7 @@ def test_on_message_errors_do_not_break_the_connection(run: Runner[None]) -> Non
     async def main() -> None:
         inbox = Inbox()
 
-        def on_message(data: bytes, flow: Flow) -> None:
+        def on_message(data: bytes, flow: Flow, queued: float = 0.0) -> None:
             inbox.on_message(data, flow)
             if data == message(1):
                 raise RuntimeError("handler bug")
@@ -255,7 +255,7 @@ def test_answers_to_a_burst_leave_in_one_write(run: Runner[None]) -> None:
         manager: TransportManager
         answered: list[bytes] = []
 
-        def on_message(data: bytes, flow: Flow) -> None:
+        def on_message(data: bytes, flow: Flow, queued: float = 0.0) -> None:
             seq = data.split(b"CSeq: ", 1)[1].split(b" ", 1)[0]
             reply = b"SIP/2.0 200 OK\r\nCSeq: " + seq + b" MESSAGE\r\nContent-Length: 0\r\n\r\n"
             answered.append(reply)

@@ -29,7 +29,7 @@ def make(
 
 def test_table_indexes() -> None:
     async def main() -> None:
-        manager = TransportManager(on_message=lambda data, flow: None)
+        manager = TransportManager(on_message=lambda *_: None)
         table = ConnectionTable()
         inbound = make(manager, 1, SERVER)
         verified = make(manager, 2, SERVER, outbound=True, hostname="sip.example.test")

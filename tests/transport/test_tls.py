@@ -100,11 +100,11 @@ def test_connect_over_tls_with_mutual_auth(run: Runner[None], tls_files: TlsFile
 def test_client_rejects_wrong_name(run: Runner[None], tls_files: TlsFiles) -> None:
     async def main() -> None:
         server = TransportManager(
-            on_message=lambda data, flow: None,
+            on_message=lambda *_: None,
             server_ssl=server_context(tls_files.cert, tls_files.key),
         )
         client = TransportManager(
-            on_message=lambda data, flow: None,
+            on_message=lambda *_: None,
             client_ssl=client_context(tls_files.ca_cert),
         )
         address = await server.listen("tls", "127.0.0.1", 0)
@@ -144,7 +144,7 @@ def test_plain_tcp_to_tls_listener_fails_cleanly(run: Runner[None], tls_files: T
 def test_silent_tls_handshake_times_out(run: Runner[None], tls_files: TlsFiles) -> None:
     async def main() -> None:
         manager = TransportManager(
-            on_message=lambda data, flow: None,
+            on_message=lambda *_: None,
             server_ssl=server_context(tls_files.cert, tls_files.key),
             limits=TransportLimits(tls_handshake_timeout=0.2),
         )

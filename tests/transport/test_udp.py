@@ -114,7 +114,7 @@ def test_banned_source_is_dropped(run: Runner[None]) -> None:
 
 def test_listen_errors(run: Runner[None]) -> None:
     async def main() -> None:
-        manager = TransportManager(on_message=lambda data, flow: None)
+        manager = TransportManager(on_message=lambda *_: None)
         taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         taken.bind(("127.0.0.1", 0))
         try:
@@ -171,4 +171,23 @@ def test_datagram_over_max_message_size_is_dropped_counted_and_logged(run: Runne
 @pytest.mark.parametrize("size", [0, 64 * 1024 + 1])
 def test_max_message_size_is_bounded_by_the_hard_limit(size: int) -> None:
     with pytest.raises(ValueError, match="max_message_size"):
-        TransportManager(on_message=lambda data, flow: None, max_message_size=size)
+        TransportManager(on_message=lambda *_: None, max_message_size=size)
+
+
+def test_each_datagram_says_how_long_it_waited_in_the_kernel(run: Runner[None]) -> None:
+    # Overload control judges the queue where it forms: the receive buffer.
+    async def main() -> None:
+        inbox = Inbox()
+        manager = TransportManager(on_message=inbox.on_message)
+        server = await manager.listen("udp", "127.0.0.1", 0)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sender.sendto(OPTIONS, server)
+            time.sleep(0.2)  # the event loop is busy: the datagram waits unread
+            await inbox.message()
+            assert inbox.queued[-1] >= 0.15
+        finally:
+            sender.close()
+            await manager.close()
+
+    run(main())

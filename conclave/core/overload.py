@@ -1,0 +1,78 @@
+"""Overload control: answer what cannot be served in time, early and cheaply.
+
+A server that takes in more than it can serve builds a queue, and over UDP
+the queue is the kernel's receive buffer: every request then waits longer,
+clients retransmit (adding load), and the table fills. Conclave measures the
+queue where it forms: each UDP datagram carries the kernel's receive time
+(``SO_TIMESTAMPNS``), so the stack knows how long it waited before being
+read. Work that waited too long is answered ``503 Service Unavailable`` with
+``Retry-After`` (RFC 3261 §21.5.4) before it is parsed, by
+:func:`~conclave.sip.parser.salvage_error_response` over the raw bytes: a
+few microseconds instead of the hundreds a request costs to serve, so the
+server keeps serving what it admits at close to its full rate.
+
+What waits longest before being refused:
+
+* responses, ACKs and CANCELs are always admitted: they finish work already
+  taken on (and an ACK or CANCEL cannot be answered with a 503);
+* REGISTER and requests inside a dialog are admitted up to
+  :data:`PRIORITY_DELAY`: a refresh keeps a user reachable, an in-dialog
+  request belongs to a call already set up;
+* new work (an INVITE, a MESSAGE, a SUBSCRIBE out of dialog) up to
+  :data:`NEW_WORK_DELAY`.
+
+Streams (TCP, TLS) report no queueing time: their backlog stays in the
+kernel's socket buffers and TCP flow control slows the sender down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from conclave.sip.errors import RemoteProtocolError
+from conclave.sip.parser import peek_kind, salvage_error_response
+
+NEW_WORK_DELAY: Final = 0.05
+"""Seconds a new out-of-dialog request may have waited in the kernel and
+still be served. With the service time on top, an admitted request is
+answered well inside the 200 ms a UC client expects, and long before its
+first retransmission (T1 = 500 ms)."""
+
+PRIORITY_DELAY: Final = 0.15
+"""The same for REGISTER and in-dialog requests: three times the patience,
+so under overload new work is refused first."""
+
+RETRY_AFTER: Final = 2
+"""Seconds a refused client is asked to wait (RFC 3261 §20.33): long enough
+for a queue of :data:`PRIORITY_DELAY` to drain many times over."""
+
+OVERLOADED = RemoteProtocolError(
+    "Server overloaded", 503, headers=(("Retry-After", str(RETRY_AFTER)),)
+)
+
+
+@dataclass
+class Admission:
+    """Decides, from how long a message waited, whether to serve it."""
+
+    new_work_delay: float = NEW_WORK_DELAY
+    priority_delay: float = PRIORITY_DELAY
+    refused: int = 0
+    """Requests answered 503 because they waited too long."""
+
+    def refusal(self, data: bytes, queued: float) -> bytes | None:
+        """None: serve ``data``. Else the 503 to send back instead (empty if
+        nothing can be sent: the request is dropped)."""
+        if queued <= self.new_work_delay:
+            return None
+        kind = peek_kind(data)
+        if kind is None:
+            return None  # not SIP at all: the parser will say so
+        method, in_dialog = kind
+        if method in ("", "ACK", "CANCEL"):
+            return None
+        if (in_dialog or method == "REGISTER") and queued <= self.priority_delay:
+            return None
+        self.refused += 1
+        return salvage_error_response(data, OVERLOADED) or b""

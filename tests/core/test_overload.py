@@ -1,0 +1,62 @@
+"""Overload control (conclave.core.overload): what waited too long gets a 503."""
+
+from __future__ import annotations
+
+from conclave.core.overload import NEW_WORK_DELAY, PRIORITY_DELAY, Admission
+from conclave.sip.message import Response
+from conclave.sip.parser import parse_message, peek_kind
+
+
+def request(method: str, *, to_tag: bool = False) -> bytes:
+    tag = ";tag=b1" if to_tag else ""
+    return (
+        f"{method} sip:bob@example.test SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@example.test>;tag=a1\r\n"
+        f"To: <sip:bob@example.test>{tag}\r\n"
+        "Call-ID: c1\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_a_glance_before_parsing() -> None:
+    assert peek_kind(request("MESSAGE")) == ("MESSAGE", False)
+    assert peek_kind(request("BYE", to_tag=True)) == ("BYE", True)
+    assert peek_kind(b"SIP/2.0 200 OK\r\n\r\n") == ("", False)
+    assert peek_kind(b"garbage") is None
+
+
+def test_fresh_requests_are_served() -> None:
+    assert Admission().refusal(request("MESSAGE"), NEW_WORK_DELAY / 2) is None
+
+
+def test_new_work_that_waited_too_long_gets_a_cheap_503() -> None:
+    admission = Admission()
+    answer = admission.refusal(request("MESSAGE"), NEW_WORK_DELAY + 0.01)
+    assert answer
+    response = parse_message(answer)
+    assert isinstance(response, Response) and response.status == 503
+    assert response.headers.get("Retry-After") == "2"
+    assert response.to_tag  # §8.2.6.2, the same for a retransmission
+    assert (
+        parse_message(admission.refusal(request("MESSAGE"), 1.0) or b"").to_tag == response.to_tag
+    )  # type: ignore[union-attr]
+    assert admission.refused == 2
+
+
+def test_refreshes_and_dialogs_wait_longer_than_new_work() -> None:
+    admission = Admission()
+    between = (NEW_WORK_DELAY + PRIORITY_DELAY) / 2
+    assert admission.refusal(request("REGISTER"), between) is None
+    assert admission.refusal(request("BYE", to_tag=True), between) is None
+    assert admission.refusal(request("INVITE"), between)
+    assert admission.refusal(request("REGISTER"), PRIORITY_DELAY + 0.01)
+
+
+def test_what_finishes_work_is_never_refused() -> None:
+    admission = Admission()
+    for data in (request("ACK", to_tag=True), request("CANCEL"), b"SIP/2.0 200 OK\r\n\r\n"):
+        assert admission.refusal(data, 10.0) is None
+    assert admission.refused == 0
