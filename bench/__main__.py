@@ -2,7 +2,8 @@
 
 Scenarios (issue 8): 1 REGISTER (UDP, TLS), 2 MESSAGE, 3 call -- both
 servers, same sipp scenarios, same run; 4 presence fan-out and 5 capacity
--- Conclave only; 6 scale across processes -- not applicable yet.
+-- Conclave only; 6 scale across processes -- not applicable yet; 7 hold, overload at
+3x and recovery (MESSAGE, UDP) -- both servers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 from . import report
 from .capacity import add_contacts, raise_fd_limit, run_capacity
 from .kamailio_server import kamailio_binary, start_kamailio
+from .overload import HOLD_SECONDS, OVERLOAD_SECONDS, run_overload
+from .overload import as_dict as overload_dict
 from .presence import fanout
 from .profile import Profiler, summarise
 from .servers import ServerProcess, deploy_conclave, start_conclave, udp_drops
@@ -61,12 +64,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="multiply the user model's rates (5); 1 = real time")  # fmt: skip
     p.add_argument("--steady-seconds", type=float, default=60.0)
     p.add_argument("--profile", action="store_true", help="py-spy Conclave in each scenario")
+    p.add_argument("--overload-rates", default="",
+                   help="sustained MESSAGE rates for 7, e.g. conclave=1200,kamailio=2400 "
+                        "(default: scenario 2's, when it runs too)")  # fmt: skip
+    p.add_argument("--hold-seconds", type=float, default=HOLD_SECONDS)
+    p.add_argument("--overload-seconds", type=float, default=OVERLOAD_SECONDS)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.rates, args.step_seconds = 50, "5,10", 1.0
         args.fanout, args.rounds, args.capacity = "3", 2, "5"
         args.steady_seconds, args.compression = 2.0, 3600.0
+        args.hold_seconds, args.overload_seconds = 2.0, 2.0
     return args
 
 
@@ -132,6 +141,35 @@ def run_sipp_scenarios(
                 entry["profile"] = _profile_summary(profiler.output)
         entry["ratio"] = report.ratios(entry["servers"])
         out.append(entry)
+    return out
+
+
+def run_overload_scenario(
+    args: argparse.Namespace,
+    servers: list[ServerProcess | None],
+    sipp_results: list[dict[str, Any]],
+    work: Path,
+) -> list[dict[str, Any]]:
+    """Scenario 7 for each server, at its sustained MESSAGE rate (scenario 2's
+    headline in this run, or --overload-rates)."""
+    given = dict(item.split("=", 1) for item in args.overload_rates.split(",") if "=" in item)
+    measured = {
+        name: run["rate"]
+        for sc in sipp_results
+        if sc["key"] == "message-udp"
+        for name, run in sc["servers"].items()
+    }
+    csv = write_users_csv(work / "users-overload.csv", 0, args.users)
+    out = []
+    for server in servers:
+        if server is None:
+            continue
+        sustained = float(given.get(server.name, measured.get(server.name, 0.0)))
+        run = run_overload(
+            server, work / "overload" / server.name, sustained=sustained, users_csv=csv,
+            hold_seconds=args.hold_seconds, overload_seconds=args.overload_seconds, log=log,
+        )  # fmt: skip
+        out.append(overload_dict(run))
     return out
 
 
@@ -224,12 +262,17 @@ def run_main_server(
     with start_conclave(data, work / "conclave.log") as conclave:
         kamailio: ServerProcess | None = None
         try:
-            if "kamailio" in servers and wanted & {"1", "2", "3"}:
+            if "kamailio" in servers and wanted & {"1", "2", "3", "7"}:
                 kamailio = start_kamailio(work / "kamailio", args.users,
                                           data / "tls" / "server.crt",
                                           data / "tls" / "server.key")  # fmt: skip
             if wanted & {"1", "2", "3"}:
                 results["sipp"] = run_sipp_scenarios(args, conclave, kamailio, work, ca, wanted)
+            if "7" in wanted:
+                log("scenario 7. Hold, overload at 3x, recovery: MESSAGE over UDP")
+                results["overload"] = run_overload_scenario(
+                    args, [conclave, kamailio], results["sipp"], work
+                )
         finally:
             if kamailio is not None:
                 kamailio.stop()
@@ -246,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wanted = set(args.scenarios.split(","))
     servers = set(args.servers.split(","))
-    if sipp_binary() is None and wanted & {"1", "2", "3"}:
+    if sipp_binary() is None and wanted & {"1", "2", "3", "7"}:
         log("sipp is missing: run scripts/install-bench.sh (make bench does)")
         return 2
     if "kamailio" in servers and kamailio_binary() is None:
@@ -258,11 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(), "quick": args.quick,
         "settings": {k: str(v) for k, v in vars(args).items()},
-        "sipp": [], "presence": [], "capacity": [], "not_run": {},
+        "sipp": [], "presence": [], "capacity": [], "overload": [], "not_run": {},
     }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="conclave-bench-"))
     try:
-        if wanted & {"1", "2", "3", "4"}:
+        if wanted & {"1", "2", "3", "4", "7"}:
             run_main_server(args, results, work, wanted, servers)
         if "5" in wanted:
             log("scenario 5. Capacity under Lync's user model (Conclave only)")

@@ -70,8 +70,7 @@ def write_user_table(db_dir: Path, users: int) -> None:
     names = [user_name(i) for i in range(users)] + list(EXTRA_USERS)
     # key_type 0: a plain key; value_type 0: a string value; expires 0: never.
     rows = [
-        "id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string)"
-        " expires(int)"
+        "id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string) expires(int)"
     ]
     rows += [f"{i + 1}:{n}:0:0:{_ha1(n)}:0" for i, n in enumerate(names)]
     (db_dir / "htable").write_text("\n".join(rows) + "\n")

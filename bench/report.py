@@ -90,6 +90,17 @@ def table(results: dict[str, Any]) -> str:
                      _fmt(cap["p50_ms"]), _fmt(cap["p99_ms"]),
                      _fmt(cap.get("cpu_s_per_1k_requests"), 3),
                      _fmt(cap["peak_memory_kib"] / 1024), note))  # fmt: skip
+    for ov in results.get("overload", []):
+        for phase in ov.get("phases", []):
+            note = f"{phase['name']}: {phase['failed']} failed"
+            if phase["name"] == "overload":
+                note += f"; admitted {ov['admitted_share']:.0%} of sustained"
+            rows.append((f"overload-{phase['name']}", ov["server"],
+                         _fmt(phase["admitted_rate"]), "-", _fmt(phase["p50_ms"]),
+                         _fmt(phase["p99_ms"]), "-",
+                         _fmt(ov.get("rss_kib_after", 0) / 1024), note))  # fmt: skip
+        if ov.get("note"):
+            rows.append(("overload", ov["server"], "-", "-", "-", "-", "-", "-", ov["note"][:40]))
     for key, text in results.get("not_run", {}).items():
         rows.append((key, "-", "-", "-", "-", "-", "-", "-", text[:60]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
