@@ -3,7 +3,8 @@
 Scenarios (issue 8): 1 REGISTER (UDP, TLS), 2 MESSAGE, 3 call -- both
 servers, same sipp scenarios, same run; 4 presence fan-out and 5 capacity
 -- Conclave only; 6 scale across processes -- not applicable yet; 7 hold, overload at
-3x and recovery (MESSAGE, UDP) -- both servers.
+3x and recovery (MESSAGE, UDP) -- both servers; 8 a million mutated messages -- Conclave
+(not in the default run: ``--scenarios 8``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 from . import report
 from .capacity import add_contacts, raise_fd_limit, run_capacity
+from .fuzz import MESSAGES as FUZZ_MESSAGES
+from .fuzz import run_fuzz
 from .kamailio_server import kamailio_binary, start_kamailio
 from .overload import HOLD_SECONDS, OVERLOAD_SECONDS, run_overload
 from .overload import as_dict as overload_dict
@@ -48,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--servers", default="conclave,kamailio",
                    help="Conclave always runs (Kamailio uses its certificate); "
                         "leave kamailio out to skip the comparison")  # fmt: skip
-    p.add_argument("--scenarios", default="1,2,3,4,5,6", help="which of 1-6 to run")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,7", help="which of 1-8 to run")
     p.add_argument("--users", type=int, default=10_000, help="distinct users (scenario 1)")
     p.add_argument("--rates", default=LADDER, help="offered call rates per step (1-3)")
     p.add_argument("--step-seconds", type=float, default=5.0)
@@ -68,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sustained MESSAGE rates for 7, e.g. conclave=1200,kamailio=2400 "
                         "(default: scenario 2's, when it runs too)")  # fmt: skip
     p.add_argument("--hold-seconds", type=float, default=HOLD_SECONDS)
+    p.add_argument("--fuzz-messages", type=int, default=FUZZ_MESSAGES)
     p.add_argument("--overload-seconds", type=float, default=OVERLOAD_SECONDS)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -76,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.fanout, args.rounds, args.capacity = "3", 2, "5"
         args.steady_seconds, args.compression = 2.0, 3600.0
         args.hold_seconds, args.overload_seconds = 2.0, 2.0
+        args.fuzz_messages = 2_000
     return args
 
 
@@ -276,6 +281,9 @@ def run_main_server(
         finally:
             if kamailio is not None:
                 kamailio.stop()
+        if "8" in wanted:
+            log(f"scenario 8. {args.fuzz_messages} mutated messages over UDP (Conclave only)")
+            results["fuzz"] = run_fuzz(conclave, messages=args.fuzz_messages, log=log)
         if "4" in wanted:
             log("scenario 4. Presence fan-out (Conclave only)")
             results["presence"] = run_presence(args, conclave, ca)
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="conclave-bench-"))
     try:
-        if wanted & {"1", "2", "3", "4", "7"}:
+        if wanted & {"1", "2", "3", "4", "7", "8"}:
             run_main_server(args, results, work, wanted, servers)
         if "5" in wanted:
             log("scenario 5. Capacity under Lync's user model (Conclave only)")

@@ -101,6 +101,13 @@ def table(results: dict[str, Any]) -> str:
                          _fmt(ov.get("rss_kib_after", 0) / 1024), note))  # fmt: skip
         if ov.get("note"):
             rows.append(("overload", ov["server"], "-", "-", "-", "-", "-", "-", ov["note"][:40]))
+    fuzz = results.get("fuzz")
+    if fuzz:
+        ok = fuzz["alive"] and fuzz["answers_afterwards"]
+        rss = f"RSS {fuzz['rss_kib_start'] // 1024}->{fuzz['rss_kib_end'] // 1024} MiB"
+        note = f"{fuzz['messages']} mutated: {'still answers' if ok else 'FAILED'}; {rss}"
+        rows.append(("fuzz", "conclave", "-", "-", "-", "-", "-",
+                     _fmt(fuzz["rss_kib_end"] / 1024), note))  # fmt: skip
     for key, text in results.get("not_run", {}).items():
         rows.append((key, "-", "-", "-", "-", "-", "-", "-", text[:60]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]

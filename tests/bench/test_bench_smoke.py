@@ -34,7 +34,18 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
     _require_sipp()
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--servers", "conclave", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--servers",
+            "conclave",
+            "--scenarios",
+            "1,2,3,4,5,6,7,8",
+            "--out",
+            str(out),
+        ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -69,4 +80,9 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
     assert capacity["signed_in"] == capacity["users"] == capacity["subscribed"]
     assert capacity["error_count"] == 0, capacity
     assert "6-scale-out" in results["not_run"]
+    (overload,) = results["overload"]
+    assert [p["name"] for p in overload["phases"]] == ["hold", "overload", "recovery"]
+    assert overload["alive_after"] and overload["sustained_rate"] > 0
+    fuzz = results["fuzz"]
+    assert fuzz["alive"] and fuzz["answers_afterwards"], fuzz
     assert "register-udp" in proc.stdout  # the table
