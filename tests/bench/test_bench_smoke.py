@@ -45,7 +45,7 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
             "1,2,3,4,5,6,7,8",
             "--out",
             str(out),
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
