@@ -33,14 +33,14 @@ from typing import Final
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.parser import peek_kind, salvage_error_response
 
-NEW_WORK_DELAY: Final = 0.05
+NEW_WORK_DELAY: Final = 0.1
 """Seconds a new out-of-dialog request may have waited in the kernel and
 still be served. With the service time on top, an admitted request is
 answered well inside the 200 ms a UC client expects, and long before its
 first retransmission (T1 = 500 ms)."""
 
-PRIORITY_DELAY: Final = 0.15
-"""The same for REGISTER and in-dialog requests: three times the patience,
+PRIORITY_DELAY: Final = 0.2
+"""The same for REGISTER and in-dialog requests: twice the patience,
 so under overload new work is refused first."""
 
 RETRY_AFTER: Final = 2

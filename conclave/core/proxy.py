@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,7 +89,12 @@ class Branch:
     """One target of a proxied request; the owner of its client transaction."""
 
     proxy: Proxy
-    context: ProxyContext
+    _context: weakref.ref[ProxyContext]
+    """Weak: the context holds its branches, and a cycle between them would
+    outlive the request until a full collection, which the server runs only
+    every few minutes (conclave.ops.gcpause). The proxy holds the context
+    while the caller's transaction lives; a branch that answers later than
+    that has no one to answer."""
     target: Target
     request: Request
     dialog: RoutedDialog | None = None
@@ -104,6 +110,11 @@ class Branch:
     @property
     def done(self) -> bool:
         return self.final is not None
+
+    @property
+    def context(self) -> ProxyContext | None:
+        context: ProxyContext | None = self._context()
+        return context
 
     def on_response(self, txn: ClientTransaction, response: Response) -> None:
         self.proxy.branch_response(self, response)
@@ -174,7 +185,8 @@ class Proxy:
                     request, owner=sender, caller_flow=inbound, callee_flow=target.flow, now=now
                 )
             branch_req = self._branch_request(request, target, inbound, sender, opened or dialog)
-            context.branches.append(Branch(self, context, target, branch_req, opened))
+            branch = Branch(self, weakref.ref(context), target, branch_req, opened)
+            context.branches.append(branch)
         for branch in context.branches:
             try:
                 branch.txn = self.stack.send_request(branch.request, branch.target.flow, branch)
@@ -234,10 +246,12 @@ class Proxy:
     # -- responses -----------------------------------------------------------------------
     def branch_response(self, branch: Branch, response: Response) -> None:
         """A response on one of our branches (the branch owns its transaction)."""
-        context = branch.context
-        status = response.status
         if branch.dialog is not None:
             self.dialogs.on_response(branch.dialog, response, self.stack.now())
+        context = branch.context
+        if context is None:
+            return  # the caller's transaction is over: no one to answer
+        status = response.status
         if status < 200:
             if not branch.provisional:
                 branch.provisional = True
@@ -272,7 +286,8 @@ class Proxy:
             branch.final = make_response(branch.request, status, reason)
             if branch.dialog is not None:
                 self.dialogs.on_response(branch.dialog, branch.final, self.stack.now())
-        self._maybe_finish(branch.context)
+        if (context := branch.context) is not None:
+            self._maybe_finish(context)
 
     def on_stray_response(self, response: Response, flow: Flow) -> bool:
         """A response that matched no transaction. Only a 2xx to an INVITE whose
