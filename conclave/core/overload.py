@@ -15,11 +15,15 @@ What waits longest before being refused:
 
 * responses, ACKs and CANCELs are always admitted: they finish work already
   taken on (and an ACK or CANCEL cannot be answered with a 503);
-* REGISTER and requests inside a dialog are admitted up to
+* REGISTER, requests inside a dialog and requests that answer our
+  challenge (they carry credentials) are admitted up to
   :data:`PRIORITY_DELAY`: a refresh keeps a user reachable, an in-dialog
-  request belongs to a call already set up;
+  request belongs to a call already set up, and an answered challenge is
+  the second half of work already begun (refusing it would waste the
+  first: a MESSAGE costs a challenge, then the MESSAGE itself);
 * new work (an INVITE, a MESSAGE, a SUBSCRIBE out of dialog) up to
-  :data:`NEW_WORK_DELAY`.
+  :data:`NEW_WORK_DELAY`, and only up to :data:`BUSY_NEW_WORK_DELAY` while
+  the server is refusing work: then its capacity goes to what was begun.
 
 Streams (TCP, TLS) report no queueing time: their backlog stays in the
 kernel's socket buffers and TCP flow control slows the sender down.
@@ -43,6 +47,16 @@ PRIORITY_DELAY: Final = 0.2
 """The same for REGISTER and in-dialog requests: twice the patience,
 so under overload new work is refused first."""
 
+BUSY_NEW_WORK_DELAY: Final = 0.02
+"""While the server is refusing work (a refusal in the last :data:`BUSY_FOR`
+seconds), new work without credentials may have waited only this long: the
+capacity goes to the work already begun (answered challenges, dialogs,
+refreshes), so what is admitted also completes. A new MESSAGE costs a
+challenge first, and a challenge whose answer is then refused is wasted."""
+
+BUSY_FOR: Final = 1.0
+"""Seconds after a refusal during which the server counts as busy."""
+
 RETRY_AFTER: Final = 2
 """Seconds a refused client is asked to wait (RFC 3261 §20.33): long enough
 for a queue of :data:`PRIORITY_DELAY` to drain many times over."""
@@ -58,21 +72,26 @@ class Admission:
 
     new_work_delay: float = NEW_WORK_DELAY
     priority_delay: float = PRIORITY_DELAY
+    busy_new_work_delay: float = BUSY_NEW_WORK_DELAY
     refused: int = 0
     """Requests answered 503 because they waited too long."""
+    busy_until: float = 0.0
 
-    def refusal(self, data: bytes, queued: float) -> bytes | None:
-        """None: serve ``data``. Else the 503 to send back instead (empty if
-        nothing can be sent: the request is dropped)."""
-        if queued <= self.new_work_delay:
+    def refusal(self, data: bytes, queued: float, now: float) -> bytes | None:
+        """None: serve ``data``, which waited ``queued`` seconds, at monotonic
+        time ``now``. Else the 503 to send back instead (empty if nothing can
+        be sent: the request is dropped)."""
+        busy = now < self.busy_until
+        if queued <= (self.busy_new_work_delay if busy else self.new_work_delay):
             return None
-        kind = peek_kind(data)
-        if kind is None:
+        glance = peek_kind(data)
+        if glance is None:
             return None  # not SIP at all: the parser will say so
-        method, in_dialog = kind
-        if method in ("", "ACK", "CANCEL"):
+        if glance.method in ("", "ACK", "CANCEL"):
             return None
-        if (in_dialog or method == "REGISTER") and queued <= self.priority_delay:
+        ongoing = glance.in_dialog or glance.credentials or glance.method == "REGISTER"
+        if ongoing and queued <= self.priority_delay:
             return None
         self.refused += 1
+        self.busy_until = now + BUSY_FOR
         return salvage_error_response(data, OVERLOADED) or b""

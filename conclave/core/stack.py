@@ -181,7 +181,7 @@ class SipStack:
                     seconds=self.guard.ban_seconds,
                 )
             return
-        if queued and (refusal := self.admission.refusal(data, queued)) is not None:
+        if queued and (refusal := self.admission.refusal(data, queued, self.now())) is not None:
             self._shed(refusal, flow, queued)
             return
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .address import peek_name_addr
 from .errors import RemoteProtocolError
@@ -280,24 +281,38 @@ def _take_body(data: bytes, body_start: int, headers: Headers, datagram: bool) -
 _SALVAGE = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
 _TO_TAG = re.compile(r";\s*tag\s*=", re.IGNORECASE)
 _TO_LINE_TAGGED = re.compile(rb"\r\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+_CREDENTIALS_LINE = re.compile(rb"\r\n(?:proxy-)?authorization[ \t]*:", re.IGNORECASE)
 
 
-def peek_kind(data: bytes) -> tuple[str, bool] | None:
-    """A glance at a message before parsing it: ``(method, in_dialog)``, with
-    ``""`` as the method of a response and ``in_dialog`` true when the To
-    header carries a tag. None when the start line is not SIP at all. Cheap
-    (a few C-level searches), for deciding what to do under overload; it
-    judges nothing else, the parser does."""
+@dataclass(frozen=True, slots=True)
+class Glance:
+    """What :func:`peek_kind` saw."""
+
+    method: str
+    """The request method; ``""`` for a response."""
+    in_dialog: bool
+    """The To header carries a tag."""
+    credentials: bool
+    """An Authorization or Proxy-Authorization header is present."""
+
+
+def peek_kind(data: bytes) -> Glance | None:
+    """A glance at a message before parsing it. None when the start line is
+    not SIP at all. Cheap (a few C-level searches), for deciding what to do
+    under overload; it judges nothing, the parser does."""
     space = data.find(b" ", 0, 32)
     if space <= 0:
         return None
     first = data[:space]
     if first == b"SIP/2.0":
-        return "", False
+        return Glance("", False, False)
     head_end = data.find(b"\r\n\r\n", 0, MAX_HEADER_SECTION)
     head = data if head_end < 0 else data[:head_end]
-    method = first.decode("ascii", "replace")
-    return method, _TO_LINE_TAGGED.search(head) is not None
+    return Glance(
+        first.decode("ascii", "replace"),
+        _TO_LINE_TAGGED.search(head) is not None,
+        _CREDENTIALS_LINE.search(head) is not None,
+    )
 
 
 def salvage_error_response(data: bytes, error: RemoteProtocolError) -> bytes | None:

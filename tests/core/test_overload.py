@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from conclave.core.overload import NEW_WORK_DELAY, PRIORITY_DELAY, Admission
+from conclave.core.overload import (
+    BUSY_NEW_WORK_DELAY,
+    NEW_WORK_DELAY,
+    PRIORITY_DELAY,
+    Admission,
+)
 from conclave.sip.message import Response
-from conclave.sip.parser import parse_message, peek_kind
+from conclave.sip.parser import Glance, parse_message, peek_kind
 
 
 def request(method: str, *, to_tag: bool = False) -> bytes:
@@ -22,26 +27,29 @@ def request(method: str, *, to_tag: bool = False) -> bytes:
 
 
 def test_a_glance_before_parsing() -> None:
-    assert peek_kind(request("MESSAGE")) == ("MESSAGE", False)
-    assert peek_kind(request("BYE", to_tag=True)) == ("BYE", True)
-    assert peek_kind(b"SIP/2.0 200 OK\r\n\r\n") == ("", False)
+    assert peek_kind(request("MESSAGE")) == Glance("MESSAGE", False, False)
+    assert peek_kind(request("BYE", to_tag=True)) == Glance("BYE", True, False)
+    signed = request("MESSAGE").replace(b"Call-ID", b"Proxy-Authorization: Digest x\r\nCall-ID")
+    assert peek_kind(signed) == Glance("MESSAGE", False, True)
+    assert peek_kind(b"SIP/2.0 200 OK\r\n\r\n") == Glance("", False, False)
     assert peek_kind(b"garbage") is None
 
 
 def test_fresh_requests_are_served() -> None:
-    assert Admission().refusal(request("MESSAGE"), NEW_WORK_DELAY / 2) is None
+    assert Admission().refusal(request("MESSAGE"), NEW_WORK_DELAY / 2, 0.0) is None
 
 
 def test_new_work_that_waited_too_long_gets_a_cheap_503() -> None:
     admission = Admission()
-    answer = admission.refusal(request("MESSAGE"), NEW_WORK_DELAY + 0.01)
+    answer = admission.refusal(request("MESSAGE"), NEW_WORK_DELAY + 0.01, 0.0)
     assert answer
     response = parse_message(answer)
     assert isinstance(response, Response) and response.status == 503
     assert response.headers.get("Retry-After") == "2"
     assert response.to_tag  # §8.2.6.2, the same for a retransmission
     assert (
-        parse_message(admission.refusal(request("MESSAGE"), 1.0) or b"").to_tag == response.to_tag
+        parse_message(admission.refusal(request("MESSAGE"), 1.0, 0.0) or b"").to_tag
+        == response.to_tag
     )  # type: ignore[union-attr]
     assert admission.refused == 2
 
@@ -49,14 +57,29 @@ def test_new_work_that_waited_too_long_gets_a_cheap_503() -> None:
 def test_refreshes_and_dialogs_wait_longer_than_new_work() -> None:
     admission = Admission()
     between = (NEW_WORK_DELAY + PRIORITY_DELAY) / 2
-    assert admission.refusal(request("REGISTER"), between) is None
-    assert admission.refusal(request("BYE", to_tag=True), between) is None
-    assert admission.refusal(request("INVITE"), between)
-    assert admission.refusal(request("REGISTER"), PRIORITY_DELAY + 0.01)
+    assert admission.refusal(request("REGISTER"), between, 0.0) is None
+    assert admission.refusal(request("BYE", to_tag=True), between, 0.0) is None
+    # An answer to our challenge is the second half of work already begun.
+    signed = request("MESSAGE").replace(b"Call-ID", b"Proxy-Authorization: Digest x\r\nCall-ID")
+    assert admission.refusal(signed, between, 0.0) is None
+    assert admission.refusal(request("INVITE"), between, 0.0)
+    assert admission.refusal(request("REGISTER"), PRIORITY_DELAY + 0.01, 0.0)
 
 
 def test_what_finishes_work_is_never_refused() -> None:
     admission = Admission()
     for data in (request("ACK", to_tag=True), request("CANCEL"), b"SIP/2.0 200 OK\r\n\r\n"):
-        assert admission.refusal(data, 10.0) is None
+        assert admission.refusal(data, 10.0, 0.0) is None
     assert admission.refused == 0
+
+
+def test_while_refusing_new_work_waits_less() -> None:
+    # Capacity goes to work already begun: after a refusal, fresh-enough new
+    # work is refused too, for a second, while answered challenges still pass.
+    admission = Admission()
+    assert admission.refusal(request("MESSAGE"), NEW_WORK_DELAY + 0.01, 100.0)
+    assert admission.refusal(request("MESSAGE"), BUSY_NEW_WORK_DELAY + 0.01, 100.5)
+    signed = request("MESSAGE").replace(b"Call-ID", b"Proxy-Authorization: Digest x\r\nCall-ID")
+    assert admission.refusal(signed, NEW_WORK_DELAY, 100.5) is None
+    # A second after the last refusal the server is no longer busy.
+    assert admission.refusal(request("MESSAGE"), BUSY_NEW_WORK_DELAY + 0.01, 102.0) is None
