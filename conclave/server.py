@@ -45,6 +45,7 @@ from conclave.ops import log as logsetup
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.runtime import Operations
 from conclave.pki.identity import identity_from_peer_cert
+from conclave.pki.info import describe
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
@@ -121,7 +122,11 @@ class Server:
         )
         if self.tls is not None:  # a reload that brings a revocation closes what it condemns
             self.tls.peer_closer = self.transports.close_tls_connections
-        self.local = LocalEndpoint(host=config.server.host, domain=config.server.domain)
+        domain = config.server.domain
+        names = {f"sip.{domain}"}
+        if self.tls is not None:  # a client verifying our certificate uses one of its names
+            names.update(n for n in describe(self.tls.certificate).dns_names if "*" not in n)
+        self.local = LocalEndpoint(host=config.server.host, domain=domain, names=names)
         self.tasks: list[asyncio.Task[None]] = []
         self.features: dict[str, Feature] = {}  # set by _wire: the enabled ones, by name
 

@@ -17,15 +17,27 @@ class LocalEndpoint:
     ``host`` is the advertised name or address (config ``server.host``);
     ``ports`` maps each listening transport to its bound port;
     ``addresses`` are extra literal addresses that also mean "this server"
-    (the bound IPs). Record-Route entries carry a dialog id
-    (:mod:`conclave.core.dialogs`): in-dialog requests go to the flow the
-    dialog recorded for the other party, and nowhere else.
+    (the bound IPs);
+    ``names`` the other names it answers for (the SIP domain, ``sip.<domain>``,
+    the DNS names on its certificate): a client that verifies the certificate
+    by name uses one of those, so a Route naming any of them is ours.
+    Record-Route entries carry a dialog id (:mod:`conclave.core.dialogs`):
+    in-dialog requests go to the flow the dialog recorded for the other
+    party, and nowhere else.
     """
 
     host: str
     domain: str
     ports: dict[str, int] = field(default_factory=dict)
     addresses: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.names = {n.lower().rstrip(".") for n in self.names} | {self.domain.lower()}
+
+    def _mine(self, host: str) -> bool:
+        host = host.strip("[]").lower()
+        return host == self.host.strip("[]").lower() or host in self.addresses or host in self.names
 
     @property
     def wire_host(self) -> str:
@@ -55,8 +67,7 @@ class LocalEndpoint:
         """True when ``uri`` addresses this server (a Route or Request-URI host)."""
         if not isinstance(uri, SipURI):
             return False
-        host = uri.host.strip("[]").lower()
-        if host not in (self.host.strip("[]").lower(), *self.addresses):
+        if not self._mine(uri.host):
             return False
         port = uri.port
         if port is None:
@@ -67,7 +78,7 @@ class LocalEndpoint:
         """True when ``uri``'s host names this server, whatever the port."""
         if not isinstance(uri, SipURI):
             return False
-        return uri.host.strip("[]").lower() in (self.host.strip("[]").lower(), *self.addresses)
+        return self._mine(uri.host)
 
     def is_my_domain(self, uri: URI) -> bool:
         return isinstance(uri, SipURI) and uri.host.lower() == self.domain

@@ -91,3 +91,19 @@ def test_an_ipv6_host_is_bracketed_on_the_wire() -> None:
     assert via.sent_by.lower() in local.own_sent_by()
     rr = parse_uri(local.record_route(Flow("tls", ("::1", 4), ("::1", 5061), 1), "tok").strip("<>"))
     assert local.is_me(rr) and local.is_my_host(rr)
+
+
+def test_every_name_the_server_answers_for_is_itself() -> None:
+    # A client that verifies our certificate by name (Linphone) routes through
+    # sip.<domain> or another name on it, often with maddr: that Route is ours.
+    local = LocalEndpoint(
+        host="127.0.0.1", domain="example.test", ports={"tls": 5061}, names={"sip.example.test"}
+    )
+    for route in (
+        "sip:sip.example.test:5061;transport=tls;maddr=127.0.0.1;lr",
+        "sip:example.test;transport=tls;lr",
+        "sip:127.0.0.1:5061;transport=tls;lr",
+    ):
+        assert local.is_me(parse_uri(route)), route
+    assert not local.is_me(parse_uri("sip:other.example.test:5061;transport=tls;lr"))
+    assert local.is_my_host(parse_uri("sip:sip.example.test"))
