@@ -30,7 +30,7 @@ from conclave.store.database import Database
 from conclave.store.errors import NotFoundError
 from conclave.store.users import UserStore
 
-from .common import data_dir_option, fail, load, run_async
+from .common import Group, data_dir_option, fail, load, run_async
 
 
 class DateParam(click.ParamType[dt.datetime, object]):
@@ -70,7 +70,21 @@ def _directory(data_dir: Path) -> tuple[Config, Path]:
     return config, archive_directory(data_dir, config)
 
 
-@click.group("archive")
+def _archive(data_dir: Path, action: str) -> tuple[Config, Path]:
+    """The config and the archive directory ``action`` works on, or a one-line error
+    (archiving off and never on here, or no archive where the config says)."""
+    config, directory = _directory(data_dir)
+    if directory.is_dir():
+        return config, directory
+    if not config.archive.enabled:
+        raise fail(
+            f"archiving is off ([archive] enabled = false in {data_dir / 'conclave.toml'}): "
+            f"there is no archive to {action}"
+        )
+    raise fail(f"no archive at {directory} (the server creates it when it starts)")
+
+
+@click.group("archive", cls=Group)
 def archive_group() -> None:
     """Archived instant messages: verify, export, purge; archiving policies."""
 
@@ -80,8 +94,12 @@ def archive_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def archive_verify(data_dir: Path, as_json: bool) -> None:
     """Check the hash chain; exit 1 naming the first record changed, removed or reordered."""
-    _config, directory = _directory(data_dir)
-    report = verify(directory)
+    config, directory = _directory(data_dir)
+    if not config.archive.enabled:
+        _archive(data_dir, "verify")  # no archive while archiving is off: say so
+    report = verify(directory)  # archiving on and no archive: it is gone, verify FAILED
+    if not config.archive.enabled and not as_json:
+        click.echo(f"note: archiving is off; checking the archive left in {directory}", err=True)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -112,9 +130,7 @@ def archive_export(
     output: Path | None,
 ) -> None:
     """Export messages for eDiscovery, as JSON lines or an mbox file."""
-    config, directory = _directory(data_dir)
-    if not directory.is_dir():
-        raise fail(f"no archive at {directory}")
+    config, directory = _archive(data_dir, "export")
     aor = user_aor(user, config.server.domain) if user else None
     total = archive_size(directory)
     out: BinaryIO
@@ -150,7 +166,7 @@ def archive_export(
 @click.option("--before", type=DATE, required=True, help="Remove records older than DATE.")
 def archive_purge(data_dir: Path, before: dt.datetime) -> None:
     """Remove old records by whole segment, sealing a checkpoint so verify still passes."""
-    config, directory = _directory(data_dir)
+    config, directory = _archive(data_dir, "purge")
     try:
         result = purge(directory, before, segment_size=config.archive.segment_size)
     except (ArchiveError, OSError) as exc:

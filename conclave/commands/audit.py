@@ -9,10 +9,10 @@ import click
 
 from conclave.audit import RULES, render_surface, render_text, run_audit
 
-from .common import fail
+from .common import Command, fail
 
 
-@click.command("audit")
+@click.command("audit", cls=Command)
 @click.option(
     "--topology",
     "topology_path",

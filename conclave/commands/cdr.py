@@ -17,7 +17,7 @@ from conclave.store.cdr import KINDS, Cdr, CdrStore
 from conclave.store.database import Database
 
 from .archive import DATE, user_aor
-from .common import data_dir_option, fail, load, run_async
+from .common import Group, data_dir_option, fail, load, run_async
 
 DEFAULT_LIMIT = 1000
 
@@ -34,7 +34,7 @@ def _line(cdr: Cdr) -> str:
     )
 
 
-@click.group("cdr")
+@click.group("cdr", cls=Group)
 def cdr_group() -> None:
     """Call detail records: who registered, messaged and called whom, and how it ended."""
 

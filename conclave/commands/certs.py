@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import signal
 import sys
@@ -48,7 +49,16 @@ from conclave.sip.uri import is_ip_address
 from conclave.store.database import Database
 from conclave.store.users import UserStore
 
-from .common import PID_FILE, data_dir_option, fail, load, run_async, server_pid, signal_server
+from .common import (
+    PID_FILE,
+    Group,
+    data_dir_option,
+    fail,
+    load,
+    run_async,
+    server_pid,
+    signal_server,
+)
 
 RELOAD_WAIT = 15.0
 """Seconds ``certs reload`` waits for the server to report the outcome."""
@@ -59,9 +69,39 @@ key_type_option = click.option(
 passphrase_option = click.option(
     "--passphrase-stdin", is_flag=True, help="Read the CA key's passphrase from standard input."
 )
-days_option = click.option(
-    "--days", type=click.IntRange(min=1), default=None, help="Validity in days."
-)
+
+
+class DaysParam(click.ParamType[float, object]):
+    """A number of days; a bad value says what is expected, on one line."""
+
+    name = "DAYS"
+
+    def __init__(self, *, whole: bool, minimum: int) -> None:
+        self.whole = whole
+        self.minimum = minimum
+
+    def expected(self) -> str:
+        if self.whole:
+            return f"a whole number of days, {self.minimum} or more (such as 30)"
+        return f"a number of days, {self.minimum} or more (such as 30 or 0.5)"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number: float = value
+        else:
+            try:
+                number = int(str(value).strip()) if self.whole else float(str(value).strip())
+            except ValueError:
+                self.fail(f"expected {self.expected()}, not {value!r}", param, ctx)
+        if not math.isfinite(number) or number < self.minimum:
+            self.fail(f"expected {self.expected()}, not {value!r}", param, ctx)
+        return number
+
+
+VALIDITY_DAYS = DaysParam(whole=True, minimum=1)
+days_option = click.option("--days", type=VALIDITY_DAYS, default=None, help="Validity in days.")
 
 
 @contextlib.contextmanager
@@ -121,7 +161,7 @@ def _show_issued(kind: str, issued: IssuedCertificate, cert: Path, key: Path) ->
     click.echo(f"  key:         {key} (mode 0600)")
 
 
-@click.group("certs")
+@click.group("certs", cls=Group)
 def certs_group() -> None:
     """Certificates: the internal CA, issuance, renewal, revocation and reload."""
 
@@ -135,7 +175,7 @@ def ca_group() -> None:
 @data_dir_option
 @key_type_option
 @click.option("--common-name", default=None, help="The CA's name (default: from the domain).")
-@click.option("--days", type=click.IntRange(min=1), default=3650, show_default=True)
+@click.option("--days", type=VALIDITY_DAYS, default=3650, show_default=True, help="Validity.")
 @click.option("--passphrase-stdin", is_flag=True, help="Encrypt the CA key with a passphrase.")
 @click.option("--replace", is_flag=True, help="Retire an existing CA (kept in ca/retired/).")
 def ca_init(
@@ -178,10 +218,16 @@ def ca_init(
 
 @certs_group.command("issue")
 @data_dir_option
-@click.option("--name", "names", multiple=True, help="An extra DNS name (pool FQDN...).")
-@click.option("--ip", "ips", multiple=True, help="An IP address to name as well.")
-@click.option("--host", default=None, help="Issue for another server of the pool (its FQDN).")
-@click.option("--client", "client", default=None, help="Issue a client certificate for USER.")
+@click.option(
+    "--name", "names", multiple=True, metavar="NAME", help="An extra DNS name (pool FQDN...)."
+)
+@click.option("--ip", "ips", multiple=True, metavar="ADDRESS", help="An IP address to name too.")
+@click.option(
+    "--host", default=None, metavar="FQDN", help="Issue for another server of the pool (its FQDN)."
+)
+@click.option(
+    "--client", "client", default=None, metavar="USER", help="Issue a client certificate for USER."
+)
 @days_option
 @key_type_option
 @click.option("--out-cert", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -376,12 +422,24 @@ def list_certs(data_dir: Path, as_json: bool) -> None:
 
 @certs_group.command("check")
 @data_dir_option
-@click.option("--days", type=click.FloatRange(min=0), default=30, show_default=True)
-def check_certs(data_dir: Path, days: float) -> None:
+@click.option(
+    "--days",
+    type=DaysParam(whole=False, minimum=0),
+    default=30,
+    show_default=True,
+    help="Report certificates that expire within this many days.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: ok, days, problems.")
+def check_certs(data_dir: Path, days: float, as_json: bool) -> None:
     """Exit 1 if a certificate in use expires within DAYS, misses a name or is untrusted."""
     config = load(data_dir)
     with _errors():
         problems = check(data_dir, config, days, _now())
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, "days": days, "problems": problems}, indent=2))
+        if problems:
+            sys.exit(1)
+        return
     for problem in problems:
         click.echo(problem)
     if problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,51 @@ class CliError(click.ClickException):
 
 def fail(message: str) -> CliError:
     return CliError(message)
+
+
+class UsageLine(CliError):
+    """A usage error as one line, with click's exit status for usage errors (2)."""
+
+    exit_code = 2
+
+
+class Command(click.Command):
+    """A ``conclave`` command whose usage errors are one line.
+
+    An option that takes a value never takes another of the command's
+    options as that value: ``certs issue --client --dir d1`` is refused as
+    ``--client takes a value (--client USER), not the option --dir`` instead
+    of naming a user ``--dir`` and then missing ``--dir``. Click's usage
+    errors (a missing option, a bad value, an unknown option) keep their
+    text and exit status 2, on one line with where to find help.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _refuse_swallowed_options(self, ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise UsageLine(f"{exc.format_message()} (see `{ctx.command_path} --help`)") from None
+
+
+class Group(click.Group):
+    r"""A ``conclave`` command group: its commands and subgroups are :class:`Command`\ s."""
+
+    command_class = Command
+    group_class = type  # subgroups are of this class too
+
+
+def _refuse_swallowed_options(command: click.Command, ctx: click.Context, args: list[str]) -> None:
+    options = [p for p in command.get_params(ctx) if isinstance(p, click.Option)]
+    names = {name for p in options for name in (*p.opts, *p.secondary_opts)}
+    takes_value = {name: p for p in options if not p.is_flag and not p.count for name in p.opts}
+    for arg, following in itertools.pairwise(args):
+        if arg == "--":
+            return
+        option = takes_value.get(arg)
+        if option is not None and following.partition("=")[0] in names:
+            metavar = option.metavar or (option.name or "value").upper()
+            raise UsageLine(f"{arg} takes a value ({arg} {metavar}), not the option {following}")
 
 
 def load(data_dir: Path) -> Config:

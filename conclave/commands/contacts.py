@@ -27,7 +27,7 @@ from conclave.store.database import Database
 from conclave.store.errors import NotFoundError, StoreError
 from conclave.store.users import UserStore
 
-from .common import data_dir_option, load, notify_server, run_async
+from .common import Group, data_dir_option, load, notify_server, run_async
 
 T = TypeVar("T")
 
@@ -92,7 +92,7 @@ async def _target(db: Database, text: str, domain: str) -> tuple[str, str]:
     return key, kind
 
 
-@click.group("contacts")
+@click.group("contacts", cls=Group)
 def contacts_group() -> None:
     """Manage users' server-side contact lists (the lists clients subscribe to)."""
 
@@ -148,7 +148,7 @@ def contacts_list(user: str, data_dir: Path) -> None:
         click.echo(f"{group}\t{contact}")
 
 
-@click.group("privacy")
+@click.group("privacy", cls=Group)
 def privacy_group() -> None:
     """Manage who sees how much of a user's presence (docs/presence.md)."""
 

@@ -14,7 +14,7 @@ from conclave.sip.uri import is_ip_address
 from conclave.store.database import migrate
 from conclave.store.errors import StoreError
 
-from .common import data_dir_option, fail
+from .common import Command, data_dir_option, fail
 
 TRANSPORTS = ("tls", "tcp", "udp")
 
@@ -81,7 +81,7 @@ def _create(
         raise fail(str(exc).splitlines()[0]) from None
 
 
-@click.command("init")
+@click.command("init", cls=Command)
 @click.option("--domain", required=True, help="The SIP domain users sign in to.")
 @data_dir_option
 @click.option(

@@ -16,13 +16,13 @@ from conclave.ops.runtime import DEBUG_SIGNAL, controller_settings, split_endpoi
 from conclave.ops.trace import add_session, read_sessions, remove_sessions
 from conclave.pki.errors import PkiError
 
-from .common import data_dir_option, fail, load, signal_server
+from .common import Group, data_dir_option, fail, load, signal_server
 
 _SHOWN_FIRST = ("time", "host", "role", "level", "event")
 _HIDDEN = {*_SHOWN_FIRST, "logger", "message"}
 
 
-@click.group("logs")
+@click.group("logs", cls=Group)
 def logs_group() -> None:
     """Centralized logging: search every server's events, the controller, debug traces."""
 
@@ -159,7 +159,10 @@ def controller(data_dir: Path, listen: str | None, topology_path: Path | None) -
     except PkiError as exc:
         raise fail(str(exc).splitlines()[0]) from None
     except OSError as exc:
-        raise fail(f"cannot start the controller: {exc.strerror or exc}") from None
+        where = f"[{settings.host}]" if ":" in settings.host else settings.host
+        raise fail(
+            f"cannot start the controller on {where}:{settings.port}: {exc.strerror or exc}"
+        ) from None
 
 
 # --- debug sessions ------------------------------------------------------------------------

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
 import click
 
+from conclave.ops.admin import AdminListenError
 from conclave.pki.errors import PkiError
 from conclave.store.errors import StoreError
+from conclave.transport import TransportError
 
-from .common import fail, load
+from .common import CliError, fail, load, server_pid
 
 
 @click.command("serve")
@@ -51,6 +54,7 @@ def serve_command(
         raise click.UsageError("--topology needs --host NAME")
     from conclave.roles import RoleError, prepare, serve_host
 
+    plan = None
     try:
         plan = prepare(topology_path, host_name, data_dir)
         status = serve_host(plan, role)
@@ -58,8 +62,8 @@ def serve_command(
         raise fail(str(exc)) from None
     except (PkiError, StoreError) as exc:
         raise fail(str(exc).splitlines()[0]) from None
-    except OSError as exc:
-        raise fail(f"cannot start: {exc.strerror or exc}") from None
+    except (TransportError, OSError) as exc:
+        raise cannot_start(exc, plan.data_dir if plan else data_dir) from None
     if status:
         sys.exit(status)
 
@@ -72,5 +76,32 @@ def _serve_standard(data_dir: Path) -> None:
         serve(data_dir, config)
     except (PkiError, StoreError) as exc:
         raise fail(str(exc).splitlines()[0]) from None
-    except OSError as exc:
-        raise fail(f"cannot start: {exc.strerror or exc}") from None
+    except (TransportError, OSError) as exc:
+        raise cannot_start(exc, data_dir) from None
+
+
+def cannot_start(exc: TransportError | OSError, data_dir: Path | None) -> CliError:
+    """One line for a server that could not open its sockets (or another OS failure).
+
+    A busy address says whether this data directory's own server holds it
+    (``conclave.pid``, checked by :func:`~conclave.commands.common.server_pid`);
+    an address the machine does not have points at ``[transports] bind``.
+    """
+    section = "transports"
+    if isinstance(exc, TransportError):
+        text = str(exc)  # "cannot listen on tls 127.0.0.1:5061: Address already in use"
+    elif isinstance(exc, AdminListenError):
+        text, section = exc.strerror or str(exc), "admin"
+    else:
+        text = f"cannot start: {exc.strerror or exc}"
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    code = cause.errno if isinstance(cause, OSError) else None
+    config = "conclave.toml" if data_dir is None else str(data_dir / "conclave.toml")
+    if code == errno.EADDRINUSE:
+        pid = None if data_dir is None else server_pid(data_dir)
+        if pid is not None:
+            return fail(f"{text} (the server for {data_dir} is already running, pid {pid})")
+        return fail(f"{text} (by another program: choose another port in [{section}] of {config})")
+    if code == errno.EADDRNOTAVAIL:
+        return fail(f"{text} (not an address of this machine: see [{section}] bind in {config})")
+    return fail(text)

@@ -10,8 +10,10 @@ import click
 
 from conclave.sip.lint import judge
 
+from .common import Group
 
-@click.group("sip")
+
+@click.group("sip", cls=Group)
 def sip_group() -> None:
     """SIP protocol tools."""
 

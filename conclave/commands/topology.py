@@ -14,14 +14,14 @@ from conclave.topology.checks import check_topology, errors
 from conclave.topology.document import TopologyError, dumps_topology, load_topology
 from conclave.topology.model import Topology
 
-from .common import fail
+from .common import Group, fail
 
 topology_argument = click.argument(
     "topology_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path)
 )
 
 
-@click.group("topology")
+@click.group("topology", cls=Group)
 def topology_group() -> None:
     """Plan, check, publish, draw and provision a deployment's topology (topology.toml)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from conclave.store.database import Database
 from conclave.store.passwords import generate_password, password_policy_problems
 from conclave.store.users import UserRecord, UserStore
 
-from .common import data_dir_option, fail, load, notify_server, run_async
+from .common import Group, data_dir_option, fail, load, notify_server, run_async
 
 
 def _read_password(stdin: bool, name: str) -> tuple[str, bool]:
@@ -50,7 +51,7 @@ def _canonical(result: object, name: str) -> str:
     return result.name if isinstance(result, UserRecord) else name
 
 
-@click.group("user")
+@click.group("user", cls=Group)
 def user_group() -> None:
     """Manage user accounts."""
 
@@ -114,16 +115,30 @@ def user_remove(name: str, data_dir: Path) -> None:
 
 @user_group.command("list")
 @data_dir_option
-def user_list(data_dir: Path) -> None:
-    """List users: name, state and creation time."""
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of users.")
+def user_list(data_dir: Path, as_json: bool) -> None:
+    """List users: address, state and creation time."""
     config = load(data_dir)
     url = config.database_url(data_dir)
 
-    async def go() -> list[tuple[str, bool, str]]:
+    async def go() -> list[UserRecord]:
         async with Database(url) as db:
             await db.check_schema()
-            users = await UserStore(db).list(config.server.domain)
-            return [(u.address, u.disabled, u.created_at.isoformat()) for u in users]
+            return await UserStore(db).list(config.server.domain)
 
-    for address, disabled, created in run_async(go):
-        click.echo(f"{address}\t{'disabled' if disabled else 'enabled'}\t{created}")
+    users = run_async(go)
+    if as_json:
+        rows = [
+            {
+                "name": u.name,
+                "address": u.address,
+                "state": "disabled" if u.disabled else "enabled",
+                "created": u.created_at.isoformat(),
+            }
+            for u in users
+        ]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for u in users:
+        state = "disabled" if u.disabled else "enabled"
+        click.echo(f"{u.address}\t{state}\t{u.created_at.isoformat()}")

@@ -31,6 +31,7 @@ import contextlib
 import errno
 import ipaddress
 import json
+import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
@@ -69,6 +70,10 @@ _REASONS |= {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 _REASONS |= {503: "Service Unavailable"}
 
 
+class AdminListenError(OSError):
+    """The admin listener could not bind; ``strerror`` names its address and the reason."""
+
+
 class AdminServer:
     """Serve the admin pages on ``host:port``. ``await start()``, later ``await stop()``."""
 
@@ -97,8 +102,19 @@ class AdminServer:
         return len(self._connections)
 
     async def start(self) -> int:
-        """Listen; returns the bound port (logged as ``admin listening``)."""
-        self._sock = _listening_socket(self.host, self.port)
+        """Listen; returns the bound port (logged as ``admin listening``).
+
+        Raises :class:`AdminListenError` (an OSError with the errno) when the
+        address cannot be bound."""
+        try:
+            self._sock = _listening_socket(self.host, self.port)
+        except OSError as exc:
+            where = f"[{self.host}]" if ":" in self.host else self.host
+            # create_server adds "(while attempting to bind on address …)": say it once.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise AdminListenError(
+                exc.errno or 0, f"cannot listen on admin {where}:{self.port}: {reason}"
+            ) from exc
         self.port = int(self._sock.getsockname()[1])
         self._acceptor = asyncio.get_running_loop().create_task(self._accept_loop(self._sock))
         log.info("admin listening", address=self.host, port=self.port)

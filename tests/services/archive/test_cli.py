@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,59 @@ def test_bad_date_is_a_usage_error(data: Path) -> None:
     result = run("archive", "purge", "--before", "yesterday", "--dir", str(data))
     assert result.exit_code == 2
     assert "not a date" in result.output
+
+
+def test_archiving_off_is_said_not_failed(tmp_path: Path) -> None:
+    """With archiving off and no archive, verify, export and purge say archiving is
+    off (one line, exit 1) instead of reporting a failed verification."""
+    d = tmp_path / "data"
+    subprocess.run(
+        [*CONCLAVE, "init", "--domain", "example.test", "--dir", str(d)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    for args, action in (
+        (["verify"], "verify"),
+        (["verify", "--json"], "verify"),
+        (["export"], "export"),
+        (["purge", "--before", "2030-01-01"], "purge"),
+    ):
+        proc = subprocess.run(
+            [*CONCLAVE, "archive", *args, "--dir", str(d)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
+        assert proc.stderr.splitlines() == [
+            f"conclave: error: archiving is off ([archive] enabled = false in "
+            f"{d / 'conclave.toml'}): there is no archive to {action}"
+        ]
+    # An archive left from when archiving was on is still checked, with a note.
+    archive_of(d, 2)
+    proc = subprocess.run(
+        [*CONCLAVE, "archive", "verify", "--dir", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and "archive OK: 2 records" in proc.stdout
+    assert "note: archiving is off" in proc.stderr
+
+
+def test_archiving_on_and_the_archive_gone_fails_verify(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    subprocess.run(
+        [*CONCLAVE, "init", "--domain", "example.test", "--dir", str(d)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    config = d / "conclave.toml"
+    text, count = re.subn(
+        r"(?ms)^(\[archive\].*?^)enabled = false$", r"\1enabled = true", config.read_text(), count=1
+    )
+    assert count == 1
+    config.write_text(text)
+    proc = subprocess.run(
+        [*CONCLAVE, "archive", "verify", "--dir", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "archive verify FAILED" in proc.stdout, proc.stderr
