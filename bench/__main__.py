@@ -1,6 +1,6 @@
 """``python -m bench``: run the suite and write table, JSON and plot.
 
-Scenarios (issue 8): 1 REGISTER (UDP, TLS), 2 MESSAGE, 3 call -- both
+Scenarios: 1 REGISTER (UDP, TLS), 2 MESSAGE, 3 call -- both
 servers, same sipp scenarios, same run; 4 presence fan-out and 5 capacity
 -- Conclave only; 6 scale across processes -- not applicable yet; 7 hold, overload at
 3x and recovery (MESSAGE, UDP) -- both servers; 8 a million mutated messages -- Conclave

@@ -176,10 +176,9 @@ def _pools(topology: Topology) -> list[Problem]:
                     problems.append(
                         Problem(
                             f"{path}.members",
-                            f"{fes} Front Ends: they share the back end, but pool state "
-                            "(registrations, presence) is not shared between them yet "
-                            "(Redis pool state comes in a later issue); each Front End "
-                            "serves the users registered to it",
+                            f"{fes} Front Ends: they share the back end, but not pool state "
+                            "(registrations, presence: Conclave does not share it between "
+                            "servers); each Front End serves the users registered to it",
                             "warning",
                         )
                     )
