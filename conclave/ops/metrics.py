@@ -20,7 +20,7 @@ auth_failures_total                     counter    credentials that did not veri
 auth_lockouts_total                     counter    sources locked out after repeated failures
 source_bans_total                       counter    sources banned for exceeding the request rate
 tls_certificate_expiry_days             gauge      days until the server certificate expires
-archive_write_seconds                   histogram  time to write one archive record
+archive_write_seconds                   histogram  time to make one archive record durable
 archive_failures_total                  counter    archive records that could not be written
 log_events_forwarded_total              counter    events the controller confirmed (or the
                                                    syslog server accepted)
@@ -35,8 +35,9 @@ and :func:`observe_transaction`, each a dict lookup and one locked add on a
 cached child. Labels come only from fixed sets, so a peer cannot grow the
 number of series by sending odd methods.
 
-The archive calls :data:`ARCHIVE_WRITE_SECONDS` ``.observe(seconds)`` (or
-``.time()`` as a context manager) and :data:`ARCHIVE_FAILURES` ``.inc()``.
+The archive feature adds :func:`observe_archive_write` to its service's
+``observers``: each durable write is observed in :data:`ARCHIVE_WRITE_SECONDS`,
+each record that could not be written counts in :data:`ARCHIVE_FAILURES`.
 Gauges that read server state at scrape time are attached by the server with
 :meth:`StateGauges.attach`.
 """
@@ -183,6 +184,17 @@ def observe_transaction(method: str, seconds: float) -> None:
         if len(_latency_children) < 4 * len(METHODS):
             _latency_children[method] = child
     child.observe(seconds)
+
+
+def observe_archive_write(seconds: float, ok: bool) -> None:
+    """One archive write ended: durable after ``seconds`` (``ok``), or failed.
+
+    The archiving service's ``WriteObserver`` shape
+    (:data:`conclave.services.archive.service.WriteObserver`)."""
+    if ok:
+        ARCHIVE_WRITE_SECONDS.observe(seconds)
+    else:
+        ARCHIVE_FAILURES.inc()
 
 
 def _utc_now() -> dt.datetime:

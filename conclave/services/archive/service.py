@@ -34,6 +34,7 @@ from pathlib import Path
 import structlog
 
 from conclave.core.features import BEFORE_DELIVERY, Exchange, Feature, FeatureHost, Refusal
+from conclave.ops import metrics
 from conclave.sip.message import Request
 
 from .policy import ArchivePolicy, Override
@@ -151,6 +152,7 @@ class ArchiveService:
         try:
             await asyncio.wait_for(self._loaded.wait(), self.write_timeout)
         except TimeoutError:
+            self._observe(self.write_timeout, False)
             return self._failed("archiving policies not loaded yet")
         record = self._record(request, parties, session)
         if record is None:
@@ -245,6 +247,9 @@ class ArchiveFeature(Feature):
 
     def register(self, host: FeatureHost) -> None:
         host.registry.hook(BEFORE_DELIVERY, self.gate)
+        # conclave_archive_write_seconds and conclave_archive_failures_total
+        if metrics.observe_archive_write not in self.service.observers:
+            self.service.observers.append(metrics.observe_archive_write)
 
     def gate(self, exchange: Exchange) -> Coroutine[object, object, Refusal | None] | None:
         if exchange.method != "MESSAGE":

@@ -7,8 +7,12 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
-from conclave.services.archive import REFUSAL_REASON, ArchiveService
+from conclave.core.features import FeatureHost, Registry
+from conclave.ops import metrics
+from conclave.services.archive import REFUSAL_REASON, ArchiveFeature, ArchiveService
 from conclave.services.archive.policy import ArchivePolicy, Override, Switches
 from conclave.services.archive.segments import ArchiveLog
 from conclave.services.archive.verify import verify
@@ -280,3 +284,49 @@ def test_writer_stop_fails_queued_records(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert len(records(tmp_path)) == 1
+
+
+def test_the_feature_records_write_times_and_failures_in_metrics(tmp_path: Path) -> None:
+    """conclave_archive_write_seconds and conclave_archive_failures_total move (they
+    stayed 0 while the service's observers list was empty)."""
+    directory = tmp_path / "archive"
+    svc = service(directory)
+    feature = ArchiveFeature(svc)
+    registry = Registry()
+    feature.register(cast(FeatureHost, SimpleNamespace(registry=registry)))
+    feature.register(cast(FeatureHost, SimpleNamespace(registry=Registry())))  # once only
+    assert svc.observers == [metrics.observe_archive_write]
+
+    def sample(name: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name) or 0.0
+
+    writes = sample("conclave_archive_write_seconds_count")
+    failures = sample("conclave_archive_failures_total")
+
+    async def body() -> None:
+        assert (await send(svc, im(1))).delivered
+        assert (await send(svc, im(2))).delivered
+        moved = break_archive(directory)
+        assert (await send(svc, im(3))).refused is not None
+        restore_archive(directory, moved)
+
+    asyncio.run(with_writer(svc, body))
+    assert sample("conclave_archive_write_seconds_count") == writes + 2
+    assert sample("conclave_archive_failures_total") == failures + 1
+
+
+def test_policies_never_loaded_count_as_a_failure(tmp_path: Path) -> None:
+    async def never() -> list[Override]:
+        await asyncio.Event().wait()
+        return []
+
+    svc = service(tmp_path, load=never, timeout=0.05)
+    failed: list[bool] = []
+    svc.observers.append(lambda _seconds, ok: failed.append(not ok))
+
+    async def main() -> None:
+        outcome = await send(svc, im(1))
+        assert outcome.refused is not None and outcome.refused[0] == 503
+
+    asyncio.run(main())
+    assert failed == [True]
