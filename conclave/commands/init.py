@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from conclave.config import ConfigError, write_default_config
+from conclave.config import ConfigError, config_from_mapping, write_config, write_default_config
 from conclave.pki import create_ca
 from conclave.pki.errors import PkiError
 from conclave.sip.uri import is_ip_address
@@ -30,20 +30,37 @@ def initialise(
     transports: tuple[str, ...],
     tls_port: int,
     sip_port: int,
+    admin: str | None = None,
 ) -> None:
     """Create everything a Standard Edition server needs in ``data_dir``.
 
+    ``admin`` (``host:port``) turns the admin listener (``/metrics``,
+    ``/health``, ``/ready``) on there; by default it stays off.
     Everything is created private (umask 077 while we work): ``conclave.toml``
     names every file and secret-bearing setting, ``conclave.db`` holds digest
     HA1 values (password equivalents). Certificates are made 0644 explicitly.
     """
     if (data_dir / "conclave.toml").exists():
         raise fail(f"{data_dir} already holds a deployment (conclave.toml exists)")
+    if admin is not None:  # checked before anything is written
+        try:
+            config_from_mapping(
+                {
+                    "server": {"domain": "example.test", "host": "127.0.0.1"},  # valid
+                    "admin": {"enabled": True, "bind": admin},
+                },
+                source="--admin",
+            )
+        except ConfigError:
+            raise fail(
+                f"--admin: must be HOST:PORT such as 127.0.0.1:9464 (IPv6 as [::1]:9464), "
+                f"not {admin!r}"
+            ) from None
     previous = os.umask(PRIVATE_UMASK)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        _create(data_dir, domain, host, transports, tls_port, sip_port)
+        _create(data_dir, domain, host, transports, tls_port, sip_port, admin)
     finally:
         os.umask(previous)
 
@@ -55,6 +72,7 @@ def _create(
     transports: tuple[str, ...],
     tls_port: int,
     sip_port: int,
+    admin: str | None,
 ) -> None:
     try:
         config = write_default_config(
@@ -68,6 +86,11 @@ def _create(
             # fresh install exposes only what was asked for.
             bind=host if is_ip_address(host) else None,
         )
+        if admin is not None:
+            data = config.model_dump(mode="python")
+            data["admin"] = {"enabled": True, "bind": admin}
+            config = config_from_mapping(data, source="--admin")
+            write_config(data_dir, config)
         ca = create_ca(
             config.path(data_dir, str(Path(config.tls.ca).parent)),
             common_name=f"Conclave CA for {domain}",
@@ -98,6 +121,12 @@ def _create(
     show_default=True,
     help="The server's FQDN or IP address (named in its certificate; an IP is also bound).",
 )
+@click.option(
+    "--admin",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve /metrics, /health and /ready there (e.g. 127.0.0.1:9464); off by default.",
+)
 def init_command(
     domain: str,
     data_dir: Path,
@@ -105,6 +134,7 @@ def init_command(
     tls_port: int,
     sip_port: int,
     host: str,
+    admin: str | None,
 ) -> None:
     """Create a new deployment: config, internal CA, server certificate, database."""
     chosen = tuple(t.strip().lower() for t in transports.split(",") if t.strip())
@@ -120,8 +150,11 @@ def init_command(
         transports=chosen,
         tls_port=tls_port,
         sip_port=sip_port,
+        admin=admin,
     )
     click.echo(f"Initialised {domain} in {data_dir}")
     click.echo(f"  CA certificate (trust this in clients): {data_dir / 'ca' / 'ca.crt'}")
     click.echo(f"  Transports: {', '.join(chosen)}")
+    if admin is not None:
+        click.echo(f"  Monitoring: http://{admin}/metrics, /health and /ready")
     click.echo(f"Next: conclave user add NAME --dir {data_dir}; conclave serve --dir {data_dir}")

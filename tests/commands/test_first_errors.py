@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conclave.config import load_config
+
 CONCLAVE = [sys.executable, "-m", "conclave"]
 
 
@@ -136,3 +138,32 @@ def test_certs_check_json(data: Path) -> None:
     failed = json.loads(proc.stdout)
     assert failed["ok"] is False and failed["days"] == 36500
     assert any("within the 36500-day threshold" in p for p in failed["problems"])
+
+
+# -- init --admin: monitoring on at a known address -----------------------------------------
+
+
+def test_init_admin_turns_monitoring_on(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    out = ok("init", "--domain", "example.test", "--dir", str(d), "--admin", "127.0.0.1:9464")
+    assert "  Monitoring: http://127.0.0.1:9464/metrics, /health and /ready" in out.splitlines()
+    admin = load_config(d).admin
+    assert admin.enabled and admin.bind == "127.0.0.1:9464"
+    assert not load_config(_plain(tmp_path)).admin.enabled  # off unless asked for
+
+
+def _plain(tmp_path: Path) -> Path:
+    d = tmp_path / "plain"
+    ok("init", "--domain", "example.test", "--dir", str(d))
+    return d
+
+
+def test_init_admin_bad_address_writes_nothing(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    message = one_line_error(
+        run("init", "--domain", "example.test", "--dir", str(d), "--admin", "9464")
+    )
+    assert message == (
+        "--admin: must be HOST:PORT such as 127.0.0.1:9464 (IPv6 as [::1]:9464), not '9464'"
+    )
+    assert not d.exists()
