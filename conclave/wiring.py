@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from conclave.core.features import Feature, FeatureHost
-from conclave.services import archive, calls, cdr, im, registrar
+from conclave.services import activity, archive, calls, cdr, im, registrar
 from conclave.services.presence import feature as presence
 from conclave.services.setup import Setup
 
@@ -24,6 +24,7 @@ FEATURES: tuple[Builder, ...] = (
     archive.build,
     cdr.build,
     calls.build,
+    activity.build,
     presence.build,
 )
 

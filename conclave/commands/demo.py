@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -14,6 +16,8 @@ from .user import _store_call
 
 DEMO_DOMAIN = "example.test"
 DEMO_USERS = ("alice", "bob")
+DEMO_ADMIN = "127.0.0.1:9464"
+"""Where the demo's admin listener serves /metrics, /health and /ready (loopback only)."""
 
 
 @click.command("demo")
@@ -36,6 +40,7 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
             transports=("tls",),
             tls_port=tls_port,
             sip_port=5060,
+            admin=DEMO_ADMIN,
         )
         config = load(data_dir)
         click.echo(f"Created a demo deployment for {DEMO_DOMAIN} in {data_dir}.")
@@ -50,16 +55,31 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
     click.echo("")
     click.echo(f"CA certificate to trust: {ca}")
     click.echo(f"Server: SIP over TLS on {host}:{port}")
+    if config.admin.enabled:
+        click.echo(f"Monitoring: http://{config.admin.bind}/metrics (Prometheus), /health, /ready")
+    else:
+        click.echo(
+            f'Monitoring is off: set [admin] enabled = true and bind = "{DEMO_ADMIN}" '
+            f"in {data_dir / 'conclave.toml'}"
+        )
+    command = os.path.relpath(Path(sys.executable).parent / "conclave")
+    click.echo(
+        f"The conclave command is {command} (not on your PATH; or run "
+        f"`. {Path(command).parent}/activate` first), e.g."
+    )
+    click.echo(f"  {command} user list --dir {data_dir}")
     click.echo("")
     click.echo("baresip: in ~/.baresip/config set   sip_cafile " + str(ca))
     click.echo("         and add to ~/.baresip/accounts:")
     click.echo(
         f"  <sip:alice@{DEMO_DOMAIN}>;auth_pass=PASSWORD;"
-        f'outbound="sip:{host}:{port};transport=tls";regint=600'
+        f'outbound="sip:{host}:{port};transport=tls";regint=600;pubint=600'
     )
     click.echo("         (the TLS transport goes on the outbound proxy, not on the address)")
     click.echo(
         f"Linphone: SIP address sip:alice@{DEMO_DOMAIN}, server "
-        f"<sip:{host}:{port};transport=tls>, transport TLS; import the CA certificate above."
+        f"<sip:sip.{DEMO_DOMAIN}:{port};transport=tls;maddr={host}>, transport TLS; "
+        "import the CA certificate above (Linphone verifies the server by name: "
+        f"sip.{DEMO_DOMAIN} is on its certificate, maddr saves a DNS entry)."
     )
     click.echo("")

@@ -28,3 +28,27 @@ def test_baresip_needs_no_md5_setting() -> None:
     assert listed == AuthSection().md5_only_user_agents
     assert "md5_only_user_agents" in note
     assert any("baresip v1.0.0".startswith(prefix) for prefix in listed)
+
+
+def test_the_demo_prints_what_the_readme_promises(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conclave.config import load_config
+
+    data = tmp_path / "demo"
+    out = subprocess.run(
+        [sys.executable, "-m", "conclave", "demo", "--dir", str(data), "--tls-port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    admin = load_config(data).admin
+    assert admin.enabled and admin.bind == "127.0.0.1:9464"
+    assert "http://127.0.0.1:9464/metrics" in out
+    assert "bin/conclave" in out
+    assert "pubint=" in out  # baresip publishes presence
+    assert "sip.example.test" in out and "maddr=127.0.0.1" in out  # Linphone verifies by name
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "http://127.0.0.1:9464/health" in readme
