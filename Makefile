@@ -40,7 +40,7 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-## bench: the benchmark suite against Kamailio (issue 8; see BENCHMARKS.md).
+## bench: the benchmark suite against Kamailio (see BENCHMARKS.md).
 ## Installs kamailio, sipp and stunnel (as root) and the bench extras, then runs
 ## every scenario; writes bench/results/results.json and latency.png.
 ## BENCH_ARGS passes options, e.g. BENCH_ARGS="--scenarios 1,2 --profile".

@@ -1,4 +1,4 @@
-"""Conclave's benchmark suite against Kamailio (issue 8).
+"""Conclave's benchmark suite against Kamailio.
 
 ``python -m bench`` (or ``make bench``) deploys both servers on 127.0.0.1,
 drives them with the same sipp scenarios in the same run, and writes a
