@@ -5,18 +5,11 @@ from __future__ import annotations
 import sqlite3
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CONCLAVE = [sys.executable, "-m", "conclave"]
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CONCLAVE, *args], input=stdin, capture_output=True, text=True, timeout=60
-    )
+from .processes import run
 
 
 @pytest.fixture

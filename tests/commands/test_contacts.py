@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CONCLAVE = [sys.executable, "-m", "conclave"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CONCLAVE, *args], capture_output=True, text=True, timeout=60)
-
-
-def ok(*args: str) -> str:
-    proc = run(*args)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+from .processes import ok, run
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

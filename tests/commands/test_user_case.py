@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conclave.store.passwords import ha1
 
-CONCLAVE = [sys.executable, "-m", "conclave"]
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CONCLAVE, *args], input=stdin, capture_output=True, text=True, timeout=60
-    )
-
-
-def ok(*args: str, stdin: str | None = None) -> str:
-    proc = run(*args, stdin=stdin)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+from .processes import ok, run
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
