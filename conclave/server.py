@@ -332,6 +332,7 @@ class Server:
         self.location.purge_expired(time.time())
 
     def _on_closed(self, flow: Flow) -> None:
+        self.local.forget_reach(flow)
         removed = self.location.remove_flow(flow)
         if removed:
             log.info("flow closed; bindings removed", flow=str(flow), removed=removed)

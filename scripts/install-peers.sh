@@ -12,6 +12,7 @@ declare -A want=(
   [testssl]=testssl.sh    # TLS scanner: tests/e2e/test_tls_testssl.py
   [dot]=graphviz          # renders `conclave topology diagram` (SVG, PNG)
   [rsyslogd]=rsyslog      # syslog receiver: tests/e2e/test_logging_rsyslog.py
+  [linphonec]=linphone-cli  # Linphone's console client: tests/e2e/test_linphone.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(

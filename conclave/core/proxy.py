@@ -223,7 +223,7 @@ class Proxy:
         # (after its transaction ended) can be traced back to the dialog.
         unique = new_branch() if dialog is None else dialog_branch(dialog)
         branch = f"{unique}.{loop_hash(request)}"
-        headers.prepend("Via", self.local.via(target.flow.transport, branch))
+        headers.prepend("Via", self.local.via(target.flow, branch))
         return Request(request.method, target.uri, headers, request.body, request.version)
 
     def is_loop(self, request: Request) -> bool:
@@ -236,7 +236,7 @@ class Proxy:
         """
         current = loop_hash(request)
         for via in request.vias:
-            if via.sent_by.lower() not in self.local.own_sent_by():
+            if not self.local.is_own_via(via.host, via.port):
                 continue
             branch = via.branch or ""
             if branch.rpartition(".")[2] == current:
@@ -301,10 +301,7 @@ class Proxy:
         except RemoteProtocolError:
             return False
         branch = top.branch or ""
-        if (
-            not branch.startswith(MAGIC_COOKIE)
-            or top.sent_by.lower() not in self.local.own_sent_by()
-        ):
+        if not branch.startswith(MAGIC_COOKIE) or not self.local.is_own_via(top.host, top.port):
             return False
         token = branch[len(MAGIC_COOKIE) : len(MAGIC_COOKIE) + DIALOG_ID_LENGTH]
         destination = self.dialogs.for_stray_2xx(token, response, flow, self.stack.now())

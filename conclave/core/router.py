@@ -140,7 +140,7 @@ class Router:
             # RFC 3261 §26.2.2: a SIPS request must travel over TLS on every hop.
             self.stack.respond(txn, 403, "SIPS requires TLS")
             return
-        token = self._pop_own_routes(request)
+        token = self._pop_own_routes(request, flow)
         if request.headers.get("Route") is not None:
             self.stack.respond(txn, 403, "Relaying to other servers is not enabled")
             return
@@ -153,14 +153,16 @@ class Router:
         else:
             self._out_of_dialog(txn, request, flow)
 
-    def _pop_own_routes(self, request: Request) -> str | None:
-        """Remove our own Route entries (§16.4); return the first one's dialog id."""
+    def _pop_own_routes(self, request: Request, flow: Flow) -> str | None:
+        """Remove our own Route entries (§16.4); return the first one's dialog id.
+        The last one is how the sender reaches us: remembered for its flow."""
         routes = request.routes
         ours = 0
         while ours < len(routes) and self.local.is_me(routes[ours].uri):
             ours += 1
         if ours == 0:
             return None
+        self.local.remember_reach(flow, routes[ours - 1].uri)
         # Entries, not header lines: a client may put several in one line.
         request.headers.remove("Route")
         for route in routes[ours:]:
@@ -429,7 +431,7 @@ class Router:
 
         An ACK cannot be challenged, so it must come on its sender's recorded
         flow; anything else is dropped."""
-        token = self._pop_own_routes(request)
+        token = self._pop_own_routes(request, flow)
         if token is None or request.headers.get("Route") is not None:
             return
         hop = self.dialogs.check(token, request, flow, self.stack.now())
@@ -444,7 +446,7 @@ class Router:
         if remaining == 0:
             return
         request.headers.set("Max-Forwards", str(remaining - 1))
-        request.headers.prepend("Via", self.local.via(target.transport, new_branch()))
+        request.headers.prepend("Via", self.local.via(target, new_branch()))
         self.stack.send_stateless(request, target)
 
     # -- responses -----------------------------------------------------------------------

@@ -51,8 +51,8 @@ class Sender(Protocol):
     ) -> ClientTransaction: ...
 
 
-ViaFactory = Callable[[str, str], str]
-"""(transport, branch) -> our Via value."""
+ViaFactory = Callable[[Flow, str], str]
+"""(flow, branch) -> our Via value for a request sent on that flow."""
 
 
 @dataclass
@@ -114,7 +114,7 @@ class OfflineMessages:
     async def _send(self, aor: str, contact: Contact, message: StoredMessage) -> int:
         assert contact.flow is not None
         headers = Headers()
-        headers.add("Via", self.via(contact.flow.transport, "z9hG4bK" + os.urandom(12).hex()))
+        headers.add("Via", self.via(contact.flow, "z9hG4bK" + os.urandom(12).hex()))
         headers.add("Max-Forwards", "70")
         headers.add("From", message.sender)
         headers.add("To", f"<{aor}>")

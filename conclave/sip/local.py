@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from .flow import Flow
 from .uri import URI, SipURI
 
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+MAX_REMEMBERED_REACHES = 100_000
+"""Flows whose way of reaching us is remembered (a short string each); past
+it the oldest are forgotten and get our host instead."""
 
 
 @dataclass
@@ -31,6 +36,9 @@ class LocalEndpoint:
     ports: dict[str, int] = field(default_factory=dict)
     addresses: set[str] = field(default_factory=set)
     names: set[str] = field(default_factory=set)
+    _reach: OrderedDict[Flow, tuple[str, str | None]] = field(
+        default_factory=OrderedDict, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.names = {n.lower().rstrip(".") for n in self.names} | {self.domain.lower()}
@@ -49,19 +57,55 @@ class LocalEndpoint:
     def sent_by(self, transport: str) -> str:
         return f"{self.wire_host}:{self.ports[transport]}"
 
-    def own_sent_by(self) -> set[str]:
-        """Every ``host:port`` our Via headers carry."""
-        return {f"{self.wire_host}:{port}".lower() for port in self.ports.values()}
+    def is_own_via(self, host: str, port: int | None) -> bool:
+        """True when a Via's sent-by (``host``, ``port``) is one we write."""
+        return self._mine(host) and port in self.ports.values()
 
-    def via(self, transport: str, branch: str) -> str:
-        return f"SIP/2.0/{transport.upper()} {self.sent_by(transport)};branch={branch};rport"
+    def via(self, flow: Flow, branch: str) -> str:
+        """Our Via for a request sent on ``flow``, naming us as that side
+        reaches us (:meth:`reach`): a client that matches its connections by
+        name answers on the one it has, and verifies the same name."""
+        hostport, maddr = self._reach_of(flow)
+        extra = f";maddr={maddr}" if maddr else ""
+        return f"SIP/2.0/{flow.transport.upper()} {hostport};branch={branch};rport{extra}"
+
+    def remember_reach(self, flow: Flow, route: URI) -> None:
+        """The client on ``flow`` reached us through ``route`` (one of ours, its
+        outbound proxy): the URIs we give that client say the same, so it can
+        verify our certificate by the same name and reach us without a DNS
+        entry (its ``maddr``), on the connection it already has."""
+        if not isinstance(route, SipURI) or (route.port is None and flow.transport != "udp"):
+            return
+        port = route.port if route.port is not None else self.ports.get(flow.transport)
+        maddr = route.params.get("maddr")
+        self._reach[flow] = (f"{route.host}:{port}", maddr or None)
+        self._reach.move_to_end(flow)
+        while len(self._reach) > MAX_REMEMBERED_REACHES:
+            self._reach.popitem(last=False)
+
+    def forget_reach(self, flow: Flow) -> None:
+        self._reach.pop(flow, None)
+
+    def _reach_of(self, flow: Flow) -> tuple[str, str | None]:
+        remembered = self._reach.get(flow)
+        if remembered is not None:
+            return remembered
+        return self.sent_by(flow.transport), None
+
+    def reach(self, flow: Flow) -> str:
+        """``host:port;transport=…[;maddr=…]``: us as the client on ``flow``
+        reaches us (what it used, :meth:`remember_reach`, else our host)."""
+        hostport, maddr = self._reach_of(flow)
+        extra = f";maddr={maddr}" if maddr else ""
+        return f"{hostport};transport={flow.transport}{extra}"
 
     def record_route(self, flow: Flow, token: str) -> str:
         """Our Record-Route URI as seen from ``flow``'s side, carrying the id of
         the dialog it belongs to (:mod:`conclave.core.dialogs`), which is what
-        binds in-dialog requests to the dialog's parties and flows."""
-        t = flow.transport
-        return f"<sip:{token}@{self.sent_by(t)};transport={t};lr>"
+        binds in-dialog requests to the dialog's parties and flows. It names
+        us as that side reaches us (RFC 5658: each side gets the entry it can
+        use; :meth:`reach`)."""
+        return f"<sip:{token}@{self.reach(flow)};lr>"
 
     def is_me(self, uri: URI) -> bool:
         """True when ``uri`` addresses this server (a Route or Request-URI host)."""

@@ -87,9 +87,10 @@ def test_an_ipv6_host_is_bracketed_on_the_wire() -> None:
     from conclave.sip.fields import parse_via
 
     local = LocalEndpoint(host="::1", domain="example.test", ports={"tls": 5061})
-    via = parse_via(local.via("tls", "z9hG4bKx"))
-    assert via.sent_by.lower() in local.own_sent_by()
-    rr = parse_uri(local.record_route(Flow("tls", ("::1", 4), ("::1", 5061), 1), "tok").strip("<>"))
+    flow = Flow("tls", ("::1", 4), ("::1", 5061), 1)
+    via = parse_via(local.via(flow, "z9hG4bKx"))
+    assert local.is_own_via(via.host, via.port)
+    rr = parse_uri(local.record_route(flow, "tok").strip("<>"))
     assert local.is_me(rr) and local.is_my_host(rr)
 
 
@@ -107,3 +108,29 @@ def test_every_name_the_server_answers_for_is_itself() -> None:
         assert local.is_me(parse_uri(route)), route
     assert not local.is_me(parse_uri("sip:other.example.test:5061;transport=tls;lr"))
     assert local.is_my_host(parse_uri("sip:sip.example.test"))
+
+
+def test_a_client_is_given_us_as_it_reaches_us() -> None:
+    # Linphone reaches us by name with maddr (it verifies the certificate by
+    # name and has no DNS entry): our Via, Record-Route and Contact toward it
+    # say the same, so it stays on the connection it has.
+    from conclave.sip.fields import parse_via
+
+    local = LocalEndpoint(
+        host="127.0.0.1", domain="example.test", ports={"tls": 5061}, names={"sip.example.test"}
+    )
+    linphone = Flow("tls", ("127.0.0.1", 40000), ("127.0.0.1", 5061), 1)
+    other = Flow("tls", ("127.0.0.1", 40001), ("127.0.0.1", 5061), 2)
+    local.remember_reach(
+        linphone, parse_uri("sip:sip.example.test:5061;transport=tls;maddr=127.0.0.1;lr")
+    )
+    via = parse_via(local.via(linphone, "z9hG4bKx"))
+    assert (via.host, via.port, via.params.get("maddr")) == ("sip.example.test", 5061, "127.0.0.1")
+    assert local.is_own_via(via.host, via.port)
+    rr = parse_uri(local.record_route(linphone, "tok").strip("<>"))
+    assert rr.host == "sip.example.test" and rr.params.get("maddr") == "127.0.0.1"  # type: ignore[union-attr]
+    assert local.is_me(rr)
+    # Another client gets our host; a forgotten flow too.
+    assert parse_uri(local.record_route(other, "tok").strip("<>")).host == "127.0.0.1"  # type: ignore[union-attr]
+    local.forget_reach(linphone)
+    assert local.reach(linphone) == "127.0.0.1:5061;transport=tls"

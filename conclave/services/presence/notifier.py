@@ -75,14 +75,15 @@ class NotifyStack(Protocol):
     ) -> ClientTransaction: ...
 
 
-def server_contact(local: LocalEndpoint, transport: str) -> str:
+def server_contact(local: LocalEndpoint, flow: Flow) -> str:
     """Our Contact in subscription dialogs: refreshes come back to this server.
 
     The router hands in-dialog requests whose Request-URI ``local.is_me`` to
-    the service that owns the method, so this URI must name our host and
-    the port of the transport the subscriber uses.
+    the service that owns the method, so this URI names us as the
+    subscriber reaches us (:meth:`LocalEndpoint.reach`: its outbound proxy's
+    name and address, else our host and the port of its transport).
     """
-    return f"<sip:presence@{local.sent_by(transport)};transport={transport}>"
+    return f"<sip:presence@{local.reach(flow)}>"
 
 
 Fields = tuple[tuple[str, str], ...]
@@ -101,7 +102,9 @@ class NotifyTemplate:
     target: URI
     """The subscription's remote target this was made from (compared by identity)."""
     transport: str
-    """The transport of the subscriber's flow: our Via and Contact name it."""
+    """The transport of the subscriber's flow: our Via names it."""
+    flow: Flow
+    """The subscriber's flow this was made for: our Contact names us as it reaches us."""
     uri: URI
     """Our own copy of the target: the Request-URI of every NOTIFY of the dialog."""
     before_cseq: Fields
@@ -117,6 +120,7 @@ class NotifyTemplate:
         return cls(
             target=sub.target,
             transport=transport,
+            flow=sub.flow,
             uri=sub.target.copy(),
             before_cseq=(
                 ("Max-Forwards", "70"),
@@ -125,13 +129,13 @@ class NotifyTemplate:
                 ("To", sub.remote),
                 ("Call-ID", sub.key[0]),
             ),
-            after_cseq=(("Contact", server_contact(local, transport)), ("Event", sub.event)),
+            after_cseq=(("Contact", server_contact(local, sub.flow)), ("Event", sub.event)),
             after_state=(("Require", "eventlist"),) if sub.kind is Kind.LIST else (),
         )
 
     def fits(self, sub: Subscription) -> bool:
         """Still right for ``sub``: a refresh replaces the target (never edits it in place)."""
-        return self.target is sub.target and self.transport == sub.flow.transport
+        return self.target is sub.target and self.flow == sub.flow
 
 
 class Notifier:
@@ -282,7 +286,7 @@ class Notifier:
         )
         headers = Headers(
             (
-                ("Via", self.local.via(template.transport, self.new_branch())),
+                ("Via", self.local.via(template.flow, self.new_branch())),
                 *template.before_cseq,
                 ("CSeq", f"{sub.local_cseq} NOTIFY"),
                 *template.after_cseq,

@@ -315,7 +315,7 @@ class Subscriptions:
     def _ok(self, sub: Subscription, expires: int) -> Answer:
         headers = [
             ("Expires", str(expires)),
-            ("Contact", server_contact(self.local, sub.flow.transport)),
+            ("Contact", server_contact(self.local, sub.flow)),
         ]
         if sub.kind is Kind.LIST:
             headers.append(("Require", "eventlist"))
