@@ -34,12 +34,9 @@ from pathlib import Path
 import structlog
 
 from conclave.config import Config
-from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
-from conclave.core.dialogs import DialogTable
-from conclave.core.features import Feature, FeatureHost, Registry
-from conclave.core.proxy import Proxy
-from conclave.core.router import SUPPORTED, Router
-from conclave.core.signin import SignIn
+from conclave.core.auth import CredentialCache, UserCredentials
+from conclave.core.features import Feature
+from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
@@ -50,7 +47,6 @@ from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.services.location import MemoryLocationService
-from conclave.services.setup import Setup
 from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.transaction import TransactionLayer
@@ -60,7 +56,7 @@ from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.guard import SourceGuard
 from conclave.transport.manager import TransportManager
-from conclave.wiring import build_features
+from conclave.wiring import assemble
 
 log = structlog.get_logger("conclave.server")
 
@@ -194,34 +190,22 @@ class Server:
             self.local.addresses.add(str(ipaddress.ip_address(self.config.server.host)))
 
     def _wire(self) -> None:
-        """Build the core and every enabled feature (:data:`conclave.wiring.FEATURES`)."""
+        """Build the core and every enabled feature (:func:`conclave.wiring.assemble`)."""
         c = self.config
-        host = FeatureHost(
-            registry=Registry(),
+        built = assemble(
+            c,
+            self.data_dir,
+            self.db,
             stack=self.stack,
             local=self.local,
             location=self.location,
             users=self.users,
-        )
-        setup = Setup(c, self.data_dir, self.db, host, self.location)
-        self.features = build_features(setup, host)
-        self.host = host
-        self.proxy = Proxy(self.stack, self.local, DialogTable())
-        auth = Authenticator(
-            realm=c.server.domain,
-            users=self.users,
-            nonce_lifetime=c.auth.nonce_lifetime,
-            algorithms=tuple(c.auth.algorithms),
-            md5_only_agents=tuple(c.auth.md5_only_user_agents),
-        )
-        signin = SignIn(
-            self.stack,
-            auth,
-            self.users,
-            self.guard,
+            guard=self.guard,
+            reach=self,
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
         )
-        self.router = Router(host=host, proxy=self.proxy, signin=signin, reach=self)
+        self.host, self.features = built.host, built.features
+        self.proxy, self.router = built.proxy, built.router
         self.stack.attach(self.router, self.transports)
 
     def usable(self, flow: Flow) -> Flow | None:

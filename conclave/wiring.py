@@ -10,11 +10,24 @@ point, which run in this order.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from conclave.core.features import Feature, FeatureHost
+from conclave.config import Config
+from conclave.core.auth import Authenticator, CredentialCache
+from conclave.core.dialogs import DialogTable
+from conclave.core.features import Feature, FeatureHost, Registry
+from conclave.core.proxy import Proxy
+from conclave.core.router import Reach, Router
+from conclave.core.signin import CertificateUser, SignIn
+from conclave.core.stack import SipStack
 from conclave.services import activity, archive, calls, cdr, im, registrar
+from conclave.services.location import MemoryLocationService
 from conclave.services.presence import feature as presence
 from conclave.services.setup import Setup
+from conclave.sip.local import LocalEndpoint
+from conclave.store.database import Database
+from conclave.transport.guard import SourceGuard
 
 Builder = Callable[[Setup], Feature | None]
 
@@ -38,3 +51,46 @@ def build_features(setup: Setup, host: FeatureHost) -> dict[str, Feature]:
         feature.register(host)
         setup.built[feature.name] = feature
     return setup.built
+
+
+@dataclass
+class Assembly:
+    """A Front End's request path, as :func:`assemble` built it."""
+
+    host: FeatureHost
+    features: dict[str, Feature]
+    proxy: Proxy
+    router: Router
+
+
+def assemble(
+    config: Config,
+    data_dir: Path,
+    db: Database,
+    *,
+    stack: SipStack,
+    local: LocalEndpoint,
+    location: MemoryLocationService,
+    users: CredentialCache,
+    guard: SourceGuard,
+    reach: Reach,
+    certificate_user: CertificateUser | None = None,
+) -> Assembly:
+    """Build the core (sign-in, proxy, router) and every enabled feature around
+    ``stack``: what a Front End process runs (``Server._wire``) and what the
+    in-memory core tests run, from one place. Attach the router to the stack."""
+    host = FeatureHost(
+        registry=Registry(), stack=stack, local=local, location=location, users=users
+    )
+    features = build_features(Setup(config, data_dir, db, host, location), host)
+    proxy = Proxy(stack, local, DialogTable())
+    auth = Authenticator(
+        realm=config.server.domain,
+        users=users,
+        nonce_lifetime=config.auth.nonce_lifetime,
+        algorithms=tuple(config.auth.algorithms),
+        md5_only_agents=tuple(config.auth.md5_only_user_agents),
+    )
+    signin = SignIn(stack, auth, users, guard, certificate_user=certificate_user)
+    router = Router(host=host, proxy=proxy, signin=signin, reach=reach)
+    return Assembly(host, features, proxy, router)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -261,11 +261,3 @@ def uri_matches(digest_uri: str, request: Request) -> bool:
         return parse_uri(digest_uri).equivalent(request.uri)
     except RemoteProtocolError:
         return False
-
-
-def credentials_from_rows(rows: Iterable[tuple[str, str, str, bool]]) -> dict[str, UserCredentials]:
-    """Build the cache map from ``(name, ha1_md5, ha1_sha256, disabled)`` rows."""
-    return {
-        name: UserCredentials({"MD5": md5, "SHA-256": sha256}, disabled)
-        for name, md5, sha256, disabled in rows
-    }

@@ -44,16 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from conclave.config import Config, config_from_mapping
-from conclave.core.auth import Authenticator, CredentialCache, UserCredentials
-from conclave.core.dialogs import DialogTable
-from conclave.core.features import Feature, FeatureHost, Registry
-from conclave.core.proxy import Proxy
-from conclave.core.router import SUPPORTED, Router
-from conclave.core.signin import SignIn
+from conclave.core.auth import CredentialCache, UserCredentials
+from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops.metrics import REGISTRY
 from conclave.services.location import Contact, MemoryLocationService
-from conclave.services.setup import Setup
 from conclave.sip.address import peek_name_addr
 from conclave.sip.digest import authorization_value, ha1_by_algorithm, parse_challenge
 from conclave.sip.flow import Flow
@@ -65,7 +60,7 @@ from conclave.sip.transaction import TransactionLayer, make_cancel
 from conclave.sip.uri import parse_uri
 from conclave.store import Database, migrate
 from conclave.transport.guard import SourceGuard
-from conclave.wiring import build_features
+from conclave.wiring import assemble
 
 DOMAIN = "example.test"
 SERVER_IP = "10.0.0.1"
@@ -230,7 +225,8 @@ def migrated_database(directory: Path) -> Path:
 
 
 class Core:
-    """The real stack, router, proxy and features, wired as ``Server._wire`` wires them."""
+    """The real stack, router, proxy and features, built by :func:`conclave.wiring.assemble`
+    as ``Server._wire`` builds them."""
 
     def __init__(self, db: Database, data_dir: Path, config: Config | None = None) -> None:
         self.db = db
@@ -253,20 +249,20 @@ class Core:
                 for name, password in PASSWORDS.items()
             }
         )
-        self.host = FeatureHost(
-            registry=Registry(),
+        built = assemble(
+            self.config,
+            data_dir,
+            db,
             stack=self.stack,
             local=self.local,
             location=self.location,
             users=self.users,
+            guard=self.guard,
+            reach=self.network,
         )
-        setup = Setup(self.config, data_dir, db, self.host, self.location)
-        self.features: dict[str, Feature] = build_features(setup, self.host)
-        self.dialogs = DialogTable()
-        self.proxy = Proxy(self.stack, self.local, self.dialogs)
-        auth = Authenticator(realm=DOMAIN, users=self.users)
-        signin = SignIn(self.stack, auth, self.users, self.guard)
-        self.router = Router(host=self.host, proxy=self.proxy, signin=signin, reach=self.network)
+        self.host, self.features = built.host, built.features
+        self.proxy, self.router = built.proxy, built.router
+        self.dialogs = self.proxy.dialogs
         self.stack.attach(self.router, self.network, self.clock)
         self.network.on_closed.append(self._on_closed)
         self._ports = itertools.count(1)
@@ -343,6 +339,18 @@ def call_both(core: Core) -> tuple[UserAgent, UserAgent, UserAgent, Request]:
         device.sign_in()
     invite = alice.send_signed(alice.invite("bob"))
     return alice, phone, desk, invite
+
+
+def established_call(caller: UserAgent, callee: UserAgent) -> tuple[Request, Request, Dialog]:
+    """``caller`` calls ``callee`` (both signed in), who answers 200; the ACK
+    reaches the callee. The INVITE as sent and as received, and the caller's dialog."""
+    invite = caller.send_signed(caller.invite(callee.user))
+    ringing = callee.expect_request("INVITE")
+    callee.answer(ringing, 200)
+    dialog = caller.dialog_as_caller(invite, caller.expect_response(200))
+    caller.send(caller.in_dialog(dialog, "ACK"))
+    callee.expect_request("ACK")
+    return invite, ringing, dialog
 
 
 def play(template: Path, data_dir: Path, script: Callable[[Core], Awaitable[None]]) -> None:

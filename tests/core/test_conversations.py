@@ -25,6 +25,7 @@ from .network import (
     DOMAIN,
     NOTHING_LEFT,
     Core,
+    established_call,
     is_server_via,
 )
 
@@ -258,11 +259,7 @@ def test_graceful_stop_refuses_new_work_but_not_calls(converse: Converse) -> Non
         alice, bob = core.agent("alice"), core.agent("bob")
         alice.sign_in()
         bob.sign_in()
-        invite = alice.send_signed(alice.invite("bob"))
-        bob.answer(bob.expect_request("INVITE"), 200)
-        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
-        alice.send(alice.in_dialog(dialog, "ACK"))
-        bob.expect_request("ACK")
+        _, _, dialog = established_call(alice, bob)
 
         core.stack.draining = True  # what a graceful stop does first
         alice.send_signed(alice.message("bob", "one more thing"))

@@ -16,6 +16,7 @@ from .network import (
     SERVER_IP,
     Core,
     call_both,
+    established_call,
     stray_dropped,
 )
 
@@ -111,12 +112,7 @@ def test_re_invite_within_the_call(converse: Converse) -> None:
         alice, bob = core.agent("alice"), core.agent("bob")
         alice.sign_in()
         bob.sign_in()
-        invite = alice.send_signed(alice.invite("bob"))
-        ringing = bob.expect_request("INVITE")
-        bob.answer(ringing, 200)
-        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
-        alice.send(alice.in_dialog(dialog, "ACK"))
-        bob.expect_request("ACK")
+        _, ringing, dialog = established_call(alice, bob)
 
         # Bob puts Alice on hold: a re-INVITE along the dialog, answered and ACKed.
         bobs = bob.dialog_as_callee(ringing)
@@ -148,12 +144,7 @@ def test_in_dialog_request_toward_a_closed_connection(converse: Converse) -> Non
         alice, bob = core.agent("alice"), core.agent("bob")
         alice.sign_in()
         bob.sign_in()
-        invite = alice.send_signed(alice.invite("bob"))
-        ringing = bob.expect_request("INVITE")
-        bob.answer(ringing, 200)
-        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
-        alice.send(alice.in_dialog(dialog, "ACK"))
-        bob.expect_request("ACK")
+        _, ringing, dialog = established_call(alice, bob)
 
         core.network.close(bob.flow)
         alice.send(alice.in_dialog(dialog, "INFO"))

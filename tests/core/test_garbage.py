@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 
 from .conftest import Converse
-from .network import NOTHING_LEFT, Core
+from .network import NOTHING_LEFT, Core, established_call
 
 
 def test_a_relayed_message_leaves_no_cycles(converse: Converse) -> None:
@@ -42,12 +42,7 @@ def test_a_call_leaves_no_cycles(converse: Converse) -> None:
         gc.disable()
         try:
             for _ in range(5):
-                invite = alice.send_signed(alice.invite("bob"))
-                ringing = bob.expect_request("INVITE")
-                bob.answer(ringing, 200)
-                dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
-                alice.send(alice.in_dialog(dialog, "ACK"))
-                bob.expect_request("ACK")
+                _, _, dialog = established_call(alice, bob)
                 alice.send(alice.in_dialog(dialog, "BYE"))
                 bob.answer(bob.expect_request("BYE"), 200)
                 alice.expect_response(200)
