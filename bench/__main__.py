@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,9 +24,11 @@ from typing import Any
 
 from . import report
 from .capacity import add_contacts, raise_fd_limit, run_capacity
+from .cpus import SERVER_CORE, pin_load_generators
+from .floor import start_floor
 from .fuzz import MESSAGES as FUZZ_MESSAGES
 from .fuzz import run_fuzz
-from .kamailio_server import kamailio_binary, start_kamailio
+from .kamailio_server import free_port, kamailio_binary, start_kamailio
 from .overload import HOLD_SECONDS, OVERLOAD_SECONDS, run_overload
 from .overload import as_dict as overload_dict
 from .presence import fanout
@@ -48,9 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny rates and user counts, seconds long (CI)")  # fmt: skip
-    p.add_argument("--servers", default="conclave,kamailio",
+    p.add_argument("--servers", default="conclave,kamailio,floor",
                    help="Conclave always runs (Kamailio uses its certificate); "
-                        "leave kamailio out to skip the comparison")  # fmt: skip
+                        "leave kamailio out to skip the comparison; floor is the do-nothing "
+                        "Python responder of bench/floor.py (scenario 1, UDP)")  # fmt: skip
     p.add_argument("--scenarios", default="1,2,3,4,5,6,7", help="which of 1-8 to run")
     p.add_argument("--users", type=int, default=10_000, help="distinct users (scenario 1)")
     p.add_argument("--rates", default=LADDER, help="offered call rates per step (1-3)")
@@ -73,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hold-seconds", type=float, default=HOLD_SECONDS)
     p.add_argument("--fuzz-messages", type=int, default=FUZZ_MESSAGES)
     p.add_argument("--overload-seconds", type=float, default=OVERLOAD_SECONDS)
+    p.add_argument("--no-pin", action="store_true",
+                   help="let the servers and the load generators share every core "
+                        "(default: each server alone on one core, see bench/cpus.py)")  # fmt: skip
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
@@ -144,6 +151,12 @@ def run_sipp_scenarios(
             entry["servers"][server.name] = vars(run)
             if profiler is not None:
                 entry["profile"] = _profile_summary(profiler.output)
+        if sc.key == "register-udp" and "floor" in args.servers.split(","):
+            with start_floor(free_port(socket.SOCK_DGRAM), work / "floor.log") as floor:
+                run = run_ladder(sc, floor, work / sc.key / "floor", rates=rates,
+                                 step_seconds=args.step_seconds, users_csv=csv, ca_file=ca,
+                                 log=log)  # fmt: skip
+            entry["servers"]["floor"] = vars(run)
         entry["ratio"] = report.ratios(entry["servers"])
         out.append(entry)
     return out
@@ -304,10 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         log("kamailio is missing: run scripts/install-bench.sh, or pass --servers conclave")
         return 2
     raise_fd_limit()
+    pinned = False if args.no_pin else pin_load_generators()
+    log(f"server on core {SERVER_CORE}, load generators on the others" if pinned
+        else "not pinned: servers and load generators share the cores")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine(), "quick": args.quick,
+        "machine": machine(), "quick": args.quick, "server_pinned": pinned,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "sipp": [], "presence": [], "capacity": [], "overload": [], "not_run": {},
     }  # fmt: skip

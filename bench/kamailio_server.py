@@ -16,6 +16,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from .cpus import server_prefix
 from .servers import (
     DOMAIN,
     EXTRA_USERS,
@@ -124,8 +125,9 @@ def start_kamailio(run_dir: Path, users: int, cert: Path, key: Path) -> ServerPr
     server = ServerProcess("kamailio", log_path=log_path)
     with log_path.open("wb") as log:
         server.proc = subprocess.Popen(
-            [binary, "-DD", "-E", "-f", str(cfg), "-P", str(run_dir / "kamailio.pid"),
-             "-Y", str(run_dir), "-m", str(SHM_MB), "-M", str(PKG_MB)],
+            [*server_prefix(), binary, "-DD", "-E", "-f", str(cfg),
+             "-P", str(run_dir / "kamailio.pid"), "-Y", str(run_dir),
+             "-m", str(SHM_MB), "-M", str(PKG_MB)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
     try:

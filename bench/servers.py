@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from .cpus import server_prefix
 from .procstat import Meter, process_tree
 
 HOST = "127.0.0.1"
@@ -227,7 +228,8 @@ def start_conclave(data_dir: Path, log_path: Path, *, also: str | None = None) -
     server = ServerProcess("conclave", log_path=log_path)
     with log_path.open("wb") as log:
         server.proc = subprocess.Popen(
-            [sys.executable, *_cprofile(), "-m", "conclave", "serve", "--dir", str(data_dir)],
+            [*server_prefix(), sys.executable, *_cprofile(), "-m", "conclave", "serve",
+             "--dir", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
         )  # fmt: skip

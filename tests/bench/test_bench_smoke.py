@@ -40,7 +40,7 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
             "bench",
             "--quick",
             "--servers",
-            "conclave",
+            "conclave,floor",
             "--scenarios",
             "1,2,3,4,5,6,7,8",
             "--out",
@@ -54,6 +54,7 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["quick"] is True
+    assert results["server_pinned"] is (len(os.sched_getaffinity(0)) >= 2)
     assert results["machine"]["cpus"] >= 1
 
     keys = {sc["key"]: sc for sc in results["sipp"]}
@@ -69,6 +70,10 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
             assert step["successful"] == step["calls"], (key, step)
             assert step["cpu_seconds"] is not None
         assert run["peak_memory_kib"] > 0
+    # The do-nothing responder of bench/floor.py answers sipp's REGISTERs too.
+    floor = keys["register-udp"]["servers"]["floor"]
+    assert floor["steps"] and all(s["successful"] == s["calls"] for s in floor["steps"])
+    assert set(keys["message-udp"]["servers"]) == {"conclave"}
 
     fanouts = results["presence"]
     assert {f["transport"] for f in fanouts} == {"tls", "udp"}
