@@ -61,7 +61,10 @@ def unquote(text: str) -> str:
 
     ``text`` must already match :data:`QUOTED_STRING`; the caller checks that.
     """
-    return _UNQUOTE_RE.sub(r"\1", text[1:-1])
+    inner = text[1:-1]
+    if "\\" not in inner:  # the common case: no quoted-pair to resolve
+        return inner
+    return _UNQUOTE_RE.sub(r"\1", inner)
 
 
 def quote(text: str) -> str:
