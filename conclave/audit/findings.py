@@ -196,6 +196,53 @@ _RULES = (
         "Pair it with a pool of the same edition in another site: pools.NAME.paired_with.",
     ),
     Rule(
+        "POOL-SINGLE-FRONTEND",
+        "medium",
+        "High availability is required but a pool has one Front End",
+        "Pool pairing only helps when a whole site fails; losing the one Front End of a pool "
+        "stops every user homed there until someone fails the pool over by hand.",
+        "Make the pool an Enterprise pool with at least two Front Ends (`conclave topology "
+        "plan` sizes one spare), or drop requirements.high_availability if it is not needed.",
+    ),
+    Rule(
+        "FEDERATION-NO-PARTNERS",
+        "medium",
+        "Federation is on but no partner is allowed",
+        "It fails closed, yet the edge still opens its federation port to the internet for "
+        "nobody: surface to attack with nothing gained.",
+        "Add partner domains to policies.federation.allow, or set "
+        "policies.federation.enabled = false.",
+    ),
+    Rule(
+        "CERT-LIFETIME-LONG",
+        "low",
+        "A certificate is valid far longer than needed",
+        "A long-lived certificate keeps a stolen key useful for years and lets old names, "
+        "algorithms and mistakes live on; public CAs issue server certificates for at most "
+        "398 days.",
+        "Issue server certificates for at most 398 days (Conclave's CA issues 397 by default "
+        "and renews them itself) and the CA for its default of 3650 days or less: "
+        "`conclave certs renew`, `conclave certs ca init --replace`.",
+    ),
+    Rule(
+        "LOGGING-COLLOCATED",
+        "medium",
+        "The logging controller shares its host with a role users reach",
+        "The host that keeps every server's logs is where an incident is traced; a role on it "
+        "that users or the internet reach is a way in, and whoever gets in can erase the "
+        "evidence of every server.",
+        "Give the logging-controller role a host of its own (`conclave topology plan` does).",
+    ),
+    Rule(
+        "REMOTE-NO-DIRECTOR",
+        "low",
+        "Remote access to an Enterprise deployment without a Director",
+        "Sign-ins from the internet reach the Front End pools directly: a flood of failed "
+        "sign-ins lands on the servers that hold the users' state (Lync recommends the "
+        "Director as defence in depth).",
+        "Add a pool of hosts with the director role (`conclave topology plan` adds one).",
+    ),
+    Rule(
         "LOGGING-NO-CONTROLLER",
         "medium",
         "No logging controller",

@@ -29,7 +29,19 @@ def audit_topology(topology: Topology, topology_path: Path, now: dt.datetime) ->
         Finding("TOPOLOGY-INVALID", problem.message, f"{source}: {problem.path}")
         for problem in errors(check_topology(topology, topology_path))
     ]
-    for rule in (_requirements, _unused_roles, _policies, _lockout, _pools, _archiving):
+    rules = (
+        _requirements,
+        _unused_roles,
+        _policies,
+        _federation_without_partners,
+        _lockout,
+        _pools,
+        _single_frontend,
+        _logging_host,
+        _director,
+        _archiving,
+    )
+    for rule in rules:
         findings += [
             Finding(f.rule, f.found, f"{source}: {f.where}", f.severity) for f in rule(topology)
         ]
@@ -172,6 +184,92 @@ def _policies(topology: Topology) -> list[Finding]:
             )
         )
     return findings
+
+
+USER_FACING_ROLES = ("frontend", "edge", "director", "mediation", "chat")
+"""Roles that users, partners or the internet connect to (the rest serve other servers)."""
+
+
+def _federation_without_partners(topology: Topology) -> list[Finding]:
+    federation = topology.policies.federation
+    if not federation.enabled or federation.allow or federation.open:
+        return []
+    if federation.partner_discovery:
+        return []  # FEDERATION-DISCOVERY says worse
+    edges = [ref for ref in topology.hosts() if "edge" in ref.host.roles]
+    if edges:
+        ports = sorted({ref.host.ports.edge_federation_tls for ref in edges})
+        opened = (
+            f"edge {', '.join(ref.name for ref in edges)} still opens its federation port "
+            f"(TCP {', '.join(map(str, ports))}) to the internet"
+        )
+    else:
+        opened = "the federation port is planned on an edge"
+    return [
+        Finding(
+            "FEDERATION-NO-PARTNERS",
+            f"federation is on with an empty allow-list: no partner can federate, yet {opened}",
+            "policies.federation.allow",
+        )
+    ]
+
+
+def _single_frontend(topology: Topology) -> list[Finding]:
+    wanted = topology.requirements
+    if wanted is None or not wanted.high_availability:
+        return []
+    findings: list[Finding] = []
+    for name, pool in topology.pools.items():
+        frontends = [h.name for h in pool.members if "frontend" in h.roles]
+        if len(frontends) == 1:
+            findings.append(
+                Finding(
+                    "POOL-SINGLE-FRONTEND",
+                    f"pool {name} has one Front End ({frontends[0]}) while high availability "
+                    "is required: losing that server stops the pool",
+                    f"pools.{name}.members",
+                )
+            )
+    return findings
+
+
+def _logging_host(topology: Topology) -> list[Finding]:
+    findings: list[Finding] = []
+    for ref in topology.hosts():
+        if "logging-controller" not in ref.host.roles:
+            continue
+        shared = [role for role in USER_FACING_ROLES if role in ref.host.roles]
+        if shared:
+            findings.append(
+                Finding(
+                    "LOGGING-COLLOCATED",
+                    f"logging controller {ref.name} also runs {', '.join(shared)}, "
+                    "which users reach",
+                    f"{ref.path}.roles",
+                )
+            )
+    return findings
+
+
+def _director(topology: Topology) -> list[Finding]:
+    hosts = topology.hosts()
+    enterprise = any(
+        pool.edition == "enterprise" and any("frontend" in h.roles for h in pool.members)
+        for pool in topology.pools.values()
+    )
+    remote = topology.policies.external_access.remote_users and any(
+        "edge" in ref.host.roles for ref in hosts
+    )
+    if not (enterprise and remote) or any("director" in ref.host.roles for ref in hosts):
+        return []
+    return [
+        Finding(
+            "REMOTE-NO-DIRECTOR",
+            "remote users sign in through the edge straight to the Enterprise Front End "
+            "pools: no director in between",
+            "pools",
+        )
+    ]
 
 
 def _lockout(topology: Topology) -> list[Finding]:

@@ -16,11 +16,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from conclave.pki import PkiError, describe, load_certificates
+from conclave.pki.ca import CA_DEFAULT_DAYS
 from conclave.pki.tls import bare_server_context
 
 from .findings import Finding
 
 EXPIRY_WARNING = dt.timedelta(days=30)
+MAX_SERVER_LIFETIME = dt.timedelta(days=398)
+"""Longest validity for a server certificate: the public web's limit (CA/Browser Forum
+baseline requirements, since September 2020). Conclave's CA issues SERVER_DEFAULT_DAYS (397)."""
+MAX_CA_LIFETIME = dt.timedelta(days=CA_DEFAULT_DAYS + 1)
+"""Longest validity for the CA: its documented default (a day of slack for the backdated start)."""
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
 WEAK_HASHES = frozenset({"sha1", "md5"})
@@ -108,6 +114,20 @@ def certificate_findings(
                 "CERT-EXPIRING",
                 f"{label} expires in {info.days_left(now):.0f} days "
                 f"({info.not_after:%Y-%m-%d} UTC)",
+                where,
+            )
+        )
+    lifetime = info.not_after - info.not_before
+    longest, limit = (
+        (MAX_CA_LIFETIME, f"the CA's default is {CA_DEFAULT_DAYS}")
+        if info.is_ca
+        else (MAX_SERVER_LIFETIME, f"at most {MAX_SERVER_LIFETIME.days} for a server")
+    )
+    if lifetime > longest:
+        findings.append(
+            Finding(
+                "CERT-LIFETIME-LONG",
+                f"{label} is valid for {lifetime.days} days ({limit})",
                 where,
             )
         )

@@ -151,13 +151,22 @@ def _ask() -> dict[str, object]:
     users = click.prompt("How many users", type=click.IntRange(1, 10_000_000))
     sites_text = click.prompt("Sites, comma-separated", default="main")
     sites = list(dict.fromkeys(site_name(s) for s in sites_text.split(",") if s.strip()))
+    remote_access = click.confirm("Do users sign in from the internet", default=False)
+    federation = click.confirm("Federation with partner organisations", default=False)
+    partners: list[str] = []
+    if federation:
+        typed = click.prompt(
+            "Partner domains to allow, comma-separated (none: federation stays off)", default=""
+        )
+        partners = list(dict.fromkeys(p.strip().lower() for p in typed.split(",") if p.strip()))
     return {
         "organisation": organisation,
         "domain": domain,
         "users": users,
         "sites": sites or ["main"],
-        "remote_access": click.confirm("Do users sign in from the internet", default=False),
-        "federation": click.confirm("Federation with partner organisations", default=False),
+        "remote_access": remote_access,
+        "federation": federation,
+        "partners": partners,
         "high_availability": click.confirm("High availability", default=False),
         "compliance_archiving": click.confirm("Compliance archiving of IM", default=False),
     }

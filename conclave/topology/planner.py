@@ -16,12 +16,16 @@ Sizing rules:
   :data:`FRONTENDS_PER_POOL`;
 * high availability also pairs the sites' pools two by two (pairing needs
   pools in different sites);
-* remote access or federation adds an edge pool in the first site, sized
-  for every user being remote at once (conservative), plus one spare with
-  high availability; remote access of an Enterprise deployment adds a
-  director pool of the same size in front of the Front Ends;
-* every site gets a logging controller: collocated on a Standard Edition
-  server, else a host of its own;
+* remote access, or federation with at least one partner domain, adds an
+  edge pool in the first site, sized for every user being remote at once
+  (conservative), plus one spare with high availability; remote access of
+  an Enterprise deployment adds a director pool of the same size in front
+  of the Front Ends;
+* federation is turned on only with partners to allow (``partners``): on
+  with an empty allow-list it would open the edge's federation port for
+  nobody, so without partners it stays off and the notes say so;
+* every site gets a logging controller on a host of its own (the host that
+  keeps every server's logs runs nothing users reach);
 * compliance archiving archives everything, in critical mode.
 
 Addresses are placeholders from documentation ranges (10.S.0.x internal,
@@ -83,6 +87,8 @@ class Answers(BaseModel):
     """users per site; by default users are spread evenly"""
     remote_access: Annotated[bool, Strict()] = False
     federation: Annotated[bool, Strict()] = False
+    partners: Annotated[list[DnsName], Field(max_length=1000)] = []
+    """partner domains to federate with (the allow-list); federation stays off without"""
     high_availability: Annotated[bool, Strict()] = False
     compliance_archiving: Annotated[bool, Strict()] = False
     users_per_frontend: Annotated[int, Strict(), Field(ge=1)] = USERS_PER_FRONTEND
@@ -161,15 +167,14 @@ def plan(answers: Answers) -> Plan:
             pools[name] = {
                 "site": site,
                 "edition": "standard",
-                "members": [
-                    _host(f"fe-{site}", domain, f"10.{s}.0.10", ["frontend", "logging-controller"])
-                ],
+                "members": [_host(f"fe-{site}", domain, f"10.{s}.0.10", ["frontend"])],
             }
             sizing.append(
                 f"{site}: {users} users fit one Front End ({per_fe}/FE): Standard Edition "
-                f"server fe-{site}, with the site's logging controller"
+                f"server fe-{site}"
             )
             frontend_pools.append((name, site))
+            _logging_pool(pools, sizing, site, s, domain)
             continue
         enterprise = True
         count = _count(users, per_fe, ha)
@@ -195,14 +200,10 @@ def plan(answers: Answers) -> Plan:
             }
             made += size
             frontend_pools.append((name, site))
-        pools[f"log-{site}"] = {
-            "site": site,
-            "edition": "enterprise",  # a Standard Edition pool is a Front End
-            "members": [_host(f"log-{site}", domain, f"10.{s}.0.5", ["logging-controller"])],
-        }
-        sizing.append(f"{site}: one logging controller host, log-{site}")
+        _logging_pool(pools, sizing, site, s, domain)
     first_site = answers.sites[0]
-    edge_needed = answers.remote_access or answers.federation
+    federation = answers.federation and bool(answers.partners)
+    edge_needed = answers.remote_access or federation
     if edge_needed:
         remote = answers.users
         count = _count(remote, USERS_PER_EDGE, ha)
@@ -253,7 +254,7 @@ def plan(answers: Answers) -> Plan:
             )
     policies: dict[str, Any] = {
         "external_access": {"remote_users": answers.remote_access},
-        "federation": {"enabled": answers.federation},
+        "federation": {"enabled": federation, "allow": list(answers.partners)},
         "archiving": {"mode": "all" if answers.compliance_archiving else "off", "critical": True},
         "lockout": {
             "threshold": 10 if answers.directory_lockout_threshold == 0 else
@@ -262,8 +263,12 @@ def plan(answers: Answers) -> Plan:
             "directory_threshold": answers.directory_lockout_threshold,
         },
     }  # fmt: skip
-    if answers.federation:
-        notes.append("federation: add partner domains to policies.federation.allow")
+    if answers.federation and not federation:
+        notes.append(
+            "federation: left off, as no partner domain was given; list them in "
+            "policies.federation.allow and set policies.federation.enabled = true "
+            "(an edge is needed for it)"
+        )
     if enterprise:
         notes.append("replace each Enterprise pool's database URL with your PostgreSQL back end")
     notes.append("addresses are placeholders from documentation ranges: replace them with yours")
@@ -281,6 +286,18 @@ def plan(answers: Answers) -> Plan:
         "policies": policies,
     }
     return Plan(topology_from_mapping(document, source="plan"), sizing, notes)
+
+
+def _logging_pool(
+    pools: dict[str, Any], sizing: list[str], site: str, index: int, domain: str
+) -> None:
+    """The site's logging controller, on a host of its own."""
+    pools[f"log-{site}"] = {
+        "site": site,
+        "edition": "enterprise",  # a Standard Edition pool is a Front End
+        "members": [_host(f"log-{site}", domain, f"10.{index}.0.5", ["logging-controller"])],
+    }
+    sizing.append(f"{site}: one logging controller host, log-{site}")
 
 
 def _host(name: str, domain: str, address: str, roles: list[str]) -> dict[str, Any]:

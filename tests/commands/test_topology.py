@@ -139,6 +139,15 @@ def test_plan_asks_when_there_are_no_answers(tmp_path: Path) -> None:
     assert topology.policies.archiving.mode == "all"
 
 
+def test_plan_asks_for_partners_when_federation_is_wanted(tmp_path: Path) -> None:
+    output = tmp_path / "t.toml"
+    typed = "Example Ltd\nexample.test\n800\nHQ\nn\ny\nPartner.test, other.test\nn\nn\n"
+    result = conclave("topology", "plan", "--output", str(output), stdin=typed)
+    assert result.exit_code == 0, result.output
+    federation = load_topology(output).policies.federation
+    assert federation.enabled and federation.allow == ["partner.test", "other.test"]
+
+
 def test_plan_bad_answers(tmp_path: Path) -> None:
     answers = tmp_path / "a.json"
     answers.write_text(json.dumps({"domain": "example.test", "users": -3}))

@@ -29,6 +29,7 @@ MEDIUM = {
     "sites": ["london", "paris"],
     "remote_access": True,
     "federation": True,
+    "partners": ["partner.test"],
     "high_availability": True,
     "compliance_archiving": True,
 }
@@ -56,11 +57,13 @@ def test_plans_pass_the_check_and_round_trip(answers: dict[str, object]) -> None
     assert result.sizing
 
 
-def test_small_is_one_standard_edition_server_with_its_logging_controller() -> None:
+def test_small_is_one_standard_edition_server_and_a_logging_controller() -> None:
     topology = plan(answers_from_mapping(SMALL)).topology
-    [ref] = topology.hosts()
+    [ref, logs] = topology.hosts()
     assert ref.pool.edition == "standard"
-    assert ref.roles == ("frontend", "logging-controller")
+    assert ref.roles == ("frontend",)
+    # the host that keeps every server's logs runs nothing users reach
+    assert logs.roles == ("logging-controller",)
     policies = topology.policies
     assert not policies.federation.enabled and not policies.external_access.remote_users
     assert policies.archiving.mode == "off"
@@ -81,6 +84,7 @@ def test_medium_is_sized_from_the_figures() -> None:
     assert len(edges) == math.ceil(12_000 / USERS_PER_EDGE) + 1
     assert sum(1 for r in topology.hosts() if "director" in r.roles) == len(edges)
     assert sum(1 for r in topology.hosts() if "logging-controller" in r.roles) == 2
+    assert topology.policies.federation.allow == ["partner.test"]
     assert topology.policies.archiving.mode == "all" and topology.policies.archiving.critical
     assert topology.policies.federation.enabled and not topology.policies.federation.open
     assert topology.requirements is not None and topology.requirements.compliance_archiving
@@ -101,7 +105,7 @@ def test_large_splits_sites_into_pools_of_at_most_twelve() -> None:
 
 def test_measured_figures_override_the_assumption() -> None:
     answers = answers_from_mapping({**SMALL, "users": 9_000, "users_per_frontend": 10_000})
-    [ref] = plan(answers).topology.hosts()
+    [ref] = [r for r in plan(answers).topology.hosts() if "frontend" in r.roles]
     assert ref.pool.edition == "standard"
 
 
@@ -116,7 +120,7 @@ def test_answers_from_toml_and_json(tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text(
         'domain = "example.test"\nusers = 12000\nsites = ["london", "paris"]\n'
         "remote_access = true\nfederation = true\nhigh_availability = true\n"
-        "compliance_archiving = true\n"
+        'compliance_archiving = true\npartners = ["partner.test"]\n'
     )
     assert load_answers(tmp_path / "a.json") == load_answers(tmp_path / "a.toml")
 
@@ -140,3 +144,17 @@ def test_bad_answers_name_the_key(answers: dict[str, object], path: str) -> None
 def test_site_names_typed_by_people() -> None:
     assert site_name(" New York ") == "new-york"
     assert site_name("São Paulo") == "s-o-paulo"
+
+
+def test_federation_without_partners_stays_off_and_says_so() -> None:
+    """On with an empty allow-list it would open the edge's federation port for nobody."""
+    answers = answers_from_mapping({**SMALL, "federation": True})
+    result = plan(answers)
+    federation = result.topology.policies.federation
+    assert not federation.enabled and federation.allow == []
+    assert not any("edge" in r.roles for r in result.topology.hosts())
+    assert any("no partner domain was given" in note for note in result.notes)
+    with_partner = plan(answers_from_mapping({**SMALL, "federation": True, "partners": ["p.test"]}))
+    federation = with_partner.topology.policies.federation
+    assert federation.enabled and federation.allow == ["p.test"]
+    assert any("edge" in r.roles for r in with_partner.topology.hosts())
