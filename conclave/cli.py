@@ -11,6 +11,7 @@ from conclave.commands.certs import certs_group
 from conclave.commands.contacts import contacts_group, privacy_group
 from conclave.commands.demo import demo_command
 from conclave.commands.init import init_command
+from conclave.commands.lockout import lockout_group
 from conclave.commands.logs import logs_group
 from conclave.commands.serve import serve_command
 from conclave.commands.sip import sip_group
@@ -33,6 +34,7 @@ main.add_command(certs_group)
 main.add_command(contacts_group)
 main.add_command(privacy_group)
 main.add_command(logs_group)
+main.add_command(lockout_group)
 main.add_command(archive_group)
 main.add_command(cdr_group)
 main.add_command(topology_group)

@@ -377,6 +377,43 @@ class LimitsSection(_Section):
     """largest SIP message with its body (1KiB-64KiB): more closes a stream, drops a datagram"""
 
 
+class LockoutSection(_Section):
+    """Account lockout, split by familiar and unfamiliar sources (docs/security.md)."""
+
+    threshold: Annotated[Int, _within(int, 1, 1000)] = 5
+    """failed sign-ins of one kind (familiar or unfamiliar) that lock that kind of access"""
+    window: Annotated[Duration, _within(parse_duration, "1s", "1d")] = 600
+    """failures count toward the threshold within this long of the first one"""
+    duration: Annotated[Duration, _within(parse_duration, "1s", "1d")] = 600
+    """how long a kind of access to the account stays locked"""
+    familiar_days: Annotated[Int, _within(int, 1, 365)] = 30
+    """an address that signed in as the account stays familiar this many days"""
+    internal_networks: tuple[Str, ...] = ()
+    """networks whose addresses are always familiar (the offices), such as 10.0.0.0/8"""
+    directory_threshold: Annotated[Int, _within(int, 0)] = 0
+    """the user directory's own lockout threshold (0: none); threshold must be below it"""
+
+    @field_validator("internal_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for text in value:
+            try:
+                out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _below_directory(self) -> LockoutSection:
+        if self.directory_threshold and self.threshold >= self.directory_threshold:
+            raise ValueError(
+                f"threshold {self.threshold} must be below directory_threshold "
+                f"{self.directory_threshold}: the directory would lock accounts first"
+            )
+        return self
+
+
 class AuthSection(_Section):
     """SIP digest authentication (RFC 8760, RFC 7616)."""
 
@@ -540,6 +577,7 @@ class Config(_Section):
     im: ImSection = ImSection()
     presence: PresenceSection = PresenceSection()
     limits: LimitsSection = LimitsSection()
+    lockout: LockoutSection = LockoutSection()
     auth: AuthSection = AuthSection()
     logging: LoggingSection = LoggingSection()
     logging_controller: LoggingControllerSection = LoggingControllerSection()

@@ -40,6 +40,7 @@ from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
+from conclave.ops.lockout import LockoutKeeper
 from conclave.ops.runtime import Operations
 from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.info import describe
@@ -141,6 +142,7 @@ class Server:
             asyncio.create_task(self.location.run_persistence(1.0)),
             asyncio.create_task(self._every(USER_POLL_INTERVAL, self._poll_users)),
             asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
+            asyncio.create_task(self.lockout.run()),
         ]
         for feature in self.features.values():
             self.tasks += [asyncio.create_task(job) for job in feature.jobs()]
@@ -206,6 +208,11 @@ class Server:
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
+        self.lockout = LockoutKeeper(self.data_dir, built.signin.lockout)
+        built.signin.on_lock_change = self.lockout.changed
+        restored = self.lockout.load()
+        if restored:
+            log.info("lockout state restored", accounts=restored)
         self.stack.attach(self.router, self.transports)
 
     def usable(self, flow: Flow) -> Flow | None:
@@ -235,6 +242,7 @@ class Server:
         certificate (a bad one is refused and logged)."""
         if self.tls is not None:
             self.tls.reload("signal")
+        self.lockout.apply_resets()  # `conclave lockout reset`
         # A failure keeps the old copy; if a write moved the counter, the next poll retries.
         try:
             await self.user_reloader.reload()
@@ -265,6 +273,7 @@ class Server:
         for feature in self.features.values():
             await feature.close()
         await self.host.settle()
+        self.lockout.save()
         try:
             written = await self.location.flush()
         except Exception as exc:  # the store is gone: say so, keep stopping

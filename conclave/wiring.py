@@ -17,6 +17,7 @@ from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache
 from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
+from conclave.core.lockout import AccountLockout
 from conclave.core.proxy import Proxy
 from conclave.core.router import Reach, Router
 from conclave.core.signin import CertificateUser, SignIn
@@ -61,6 +62,7 @@ class Assembly:
     features: dict[str, Feature]
     proxy: Proxy
     router: Router
+    signin: SignIn
 
 
 def assemble(
@@ -91,6 +93,14 @@ def assemble(
         algorithms=tuple(config.auth.algorithms),
         md5_only_agents=tuple(config.auth.md5_only_user_agents),
     )
-    signin = SignIn(stack, auth, users, guard, certificate_user=certificate_user)
+    locks = config.lockout
+    lockout = AccountLockout(
+        threshold=locks.threshold,
+        window=locks.window,
+        duration=locks.duration,
+        familiar_days=locks.familiar_days,
+        internal_networks=locks.internal_networks,
+    )
+    signin = SignIn(stack, auth, users, guard, certificate_user=certificate_user, lockout=lockout)
     router = Router(host=host, proxy=proxy, signin=signin, reach=reach)
-    return Assembly(host, features, proxy, router)
+    return Assembly(host, features, proxy, router, signin)

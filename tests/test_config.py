@@ -310,6 +310,7 @@ def test_model_has_every_documented_section() -> None:
         "im",
         "presence",
         "limits",
+        "lockout",
         "auth",
         "logging",
         "logging_controller",

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from conclave.config import CONFIG_FILENAME, Config, ConfigError, load_config
+from conclave.ops.lockout import STATE_FILE as LOCKOUT_STATE_FILE
 from conclave.ops.logbuffer import BUFFER_DIR
 from conclave.ops.logbuffer import DB_FILE as BUFFER_DB_FILE
 from conclave.store.database import SQLITE_SIDE_FILES, sqlite_path
@@ -76,6 +77,7 @@ def private_files(data_dir: Path, config: Config) -> list[tuple[str, Path]]:
         ("private key", config.path(data_dir, config.tls.key)),
         ("private key", data_dir / "ca" / "ca.key"),
         ("configuration", data_dir / CONFIG_FILENAME),
+        ("lockout state", data_dir / LOCKOUT_STATE_FILE),
     ]
     databases: list[tuple[str, Path | None]] = [
         ("database", sqlite_path(config.database_url(data_dir))),

@@ -124,10 +124,13 @@ class Authenticated:
 @dataclass(frozen=True)
 class Challenge401:
     """Answer with a challenge. ``failed`` is True when credentials were tried
-    and did not verify (counted against the source for throttling)."""
+    and did not verify (counted against the source for throttling). ``user``
+    names the existing account whose password was tried and was wrong (for the
+    account lockout); None for an unknown name or when no password was tried."""
 
     headers: list[tuple[str, str]]
     failed: bool = False
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,8 @@ class Authenticator:
             ha1 = self._decoy_ha1(creds.username, creds.algorithm)
         good = verify_response(creds, ha1, request.method) and user is not None
         if not good:
-            return Challenge401(challenge(), failed=True)
+            tried = self.users.canonical(creds.username) if user is not None else None
+            return Challenge401(challenge(), failed=True, user=tried)
         if status is NonceStatus.STALE or not self._counter.accept(creds.nonce, creds.nc or 0):
             # The client knows the password; its nonce is old or the count was
             # used before. stale=true lets it retry without asking the user.
@@ -212,6 +216,16 @@ class Authenticator:
         # The HA1 binds the name as spelled, so only the stored spelling can
         # get here; answer with it all the same, it is the identity.
         return Authenticated(self.users.canonical(creds.username) or creds.username)
+
+    def refuse(
+        self, request: Request, *, proxy: bool, now: float, bound_to: str = ""
+    ) -> Challenge401:
+        """The answer to a sign-in that may not succeed now (its account is locked
+        for its kind of source): what a wrong password gets, a fresh challenge."""
+        headers = self.challenge_headers(
+            proxy=proxy, now=now, algorithms=self.offered(request), bound_to=bound_to
+        )
+        return Challenge401(headers, failed=True)
 
     def offered(self, request: Request) -> tuple[str, ...]:
         """The algorithms to challenge ``request``'s client with."""

@@ -4,8 +4,11 @@
 the local user the request is authenticated as (its stored spelling), or it
 has already answered the request: 401/407 with a challenge, 400 for malformed
 credentials. Failed attempts count against the *source*, never the user
-(:class:`~conclave.transport.guard.SourceGuard`), so outsiders cannot lock a
-user out.
+(:class:`~conclave.transport.guard.SourceGuard`) and against the *account*
+only for the kind of source they come from
+(:class:`~conclave.core.lockout.AccountLockout`): familiar or unfamiliar. An
+outsider's guesses lock outsiders out of the account; the user keeps signing
+in from familiar places. A locked sign-in is answered as a wrong password is.
 
 Over UDP the source address may be forged, so nonces are bound to it and a
 challenge is sent once, with no retransmissions and no transaction kept (RFC
@@ -28,6 +31,7 @@ from conclave.sip.uri import SipURI
 from conclave.transport.guard import SourceGuard
 
 from .auth import Authenticated, Authenticator, BadCredentials, CredentialCache
+from .lockout import AccountLockout
 from .stack import SipStack
 
 log = structlog.get_logger("conclave.signin")
@@ -45,7 +49,10 @@ class SignIn:
     certificate_user: CertificateUser | None = None
     """Set when ``[tls] client_auth`` is on: a user whose client certificate
     verified needs no digest."""
+    lockout: AccountLockout = field(default_factory=AccountLockout)
     wall_clock: Callable[[], float] = field(default=time.time)
+    on_lock_change: Callable[[], None] | None = None
+    """Told when an account is locked (the server saves the lockout state)."""
 
     def identify(
         self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
@@ -62,14 +69,23 @@ class SignIn:
         now = self.wall_clock()
         bound_to = flow.remote[0] if flow.transport == "udp" else ""
         outcome = self.auth.authenticate(request, proxy=proxy, now=now, bound_to=bound_to)
+        source = flow.remote[0]
         if isinstance(outcome, Authenticated):
-            structlog.contextvars.bind_contextvars(user=outcome.user)
-            return outcome.user
+            if not self.lockout.is_locked(outcome.user, source, now):
+                self.lockout.success(outcome.user, source, now)
+                structlog.contextvars.bind_contextvars(user=outcome.user)
+                return outcome.user
+            # The right password, but this kind of access to the account is
+            # locked: refused exactly as a wrong password is, and not counted.
+            log.debug("sign-in refused: account locked", user=outcome.user, source=source)
+            outcome = self.auth.refuse(request, proxy=proxy, now=now, bound_to=bound_to)
         if isinstance(outcome, BadCredentials):
             self.stack.respond(txn, 400, f"Malformed credentials: {outcome.reason}")
             return None
         if outcome.failed:
             self._failed(flow, now)
+            if outcome.user is not None:
+                self._account_failed(outcome.user, source, now)
         once = flow.transport == "udp"
         self.stack.respond(txn, 407 if proxy else 401, headers=outcome.headers, once=once)
         return None
@@ -95,3 +111,19 @@ class SignIn:
                 reason="authentication failures",
                 seconds=self.guard.ban_seconds,
             )
+
+    def _account_failed(self, user: str, source: str, now: float) -> None:
+        locked = self.lockout.failure(user, source, now)
+        if locked is None:
+            return
+        metrics.ACCOUNT_LOCKS.labels(access=locked.access.value).inc()
+        log.warning(
+            "account locked",
+            user=user,
+            access=locked.access.value,
+            source=source,
+            failures=locked.failures,
+            seconds=self.lockout.duration,
+        )
+        if self.on_lock_change is not None:
+            self.on_lock_change()

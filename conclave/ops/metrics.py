@@ -103,6 +103,18 @@ AUTH_LOCKOUTS: Final = Counter(
     "Sources locked out after repeated authentication failures",
     registry=REGISTRY,
 )
+ACCOUNT_LOCKS: Final = Counter(
+    "conclave_account_locks",
+    "Accounts locked for one kind of access (familiar or unfamiliar sources) after "
+    "repeated failed sign-ins",
+    ["access"],
+    registry=REGISTRY,
+)
+ACCOUNT_UNLOCKS: Final = Counter(
+    "conclave_account_unlocks",
+    "Locked accounts unlocked by an administrator (conclave lockout reset)",
+    registry=REGISTRY,
+)
 SOURCE_BANS: Final = Counter(
     "conclave_source_bans", "Sources banned for exceeding the request rate", registry=REGISTRY
 )

@@ -58,6 +58,13 @@ def _ip(value: str) -> str:
         raise ValueError(f"must be an IP address, not {value!r}") from None
 
 
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"must be an IP network such as 10.0.0.0/8, not {value!r}") from None
+
+
 def _endpoint(value: str) -> str:
     """``ip:port`` (IPv6 as ``[::1]:port``), or empty for none."""
     text = value.strip()
@@ -93,6 +100,7 @@ Str = Annotated[str, Strict()]
 Name = Annotated[Str, AfterValidator(_name)]
 DnsName = Annotated[Str, AfterValidator(_dns_name)]
 Address = Annotated[Str, AfterValidator(_ip)]
+Network = Annotated[Str, AfterValidator(_network)]
 Endpoint = Annotated[Str, AfterValidator(_endpoint)]
 Port = Annotated[int, Strict(), Field(ge=1, le=65535)]
 Text = Annotated[Str, AfterValidator(_not_blank)]
@@ -298,12 +306,16 @@ class PresencePolicy(_Model):
 
 
 class Lockout(_Model):
-    """Password-guessing protection: a source that fails too often is banned."""
+    """Password-guessing protection: a source that fails too often is banned, and an
+    account that fails too often is locked for the kind of source that failed."""
 
     threshold: Annotated[int, Strict(), Field(ge=1, le=1000)] = 10
-    """failed authentications per source per minute before a ban"""
+    """failed authentications per source per minute before a ban, and per account (from
+    familiar or from unfamiliar sources, counted apart) before that kind of access locks"""
     duration: Duration = 600
-    """how long a banned source is refused"""
+    """how long a banned source, or a locked kind of access, is refused"""
+    internal_networks: Annotated[list[Network], AfterValidator(_unique)] = []
+    """the organisation's own networks: sign-ins from them are always familiar"""
     directory_threshold: Annotated[int, Strict(), Field(ge=0)] = 0
     """the user directory's own account lockout threshold (0: none stated); ours must be
     lower so that guessing through Conclave cannot lock accounts in the directory"""

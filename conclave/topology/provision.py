@@ -90,6 +90,13 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
             "auth_failures_per_minute": policies.lockout.threshold,
             "ban_seconds": policies.lockout.duration,
         }
+        settings["lockout"] = {
+            "threshold": policies.lockout.threshold,
+            "window": policies.lockout.duration,
+            "duration": policies.lockout.duration,
+            "internal_networks": list(policies.lockout.internal_networks),
+            "directory_threshold": policies.lockout.directory_threshold,
+        }
     if pool.edition == "enterprise" and pool.database:
         settings["database"] = {"url": pool.database}
     controller = logging_controller_for(ref, topology)

@@ -92,6 +92,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[ConclaveServer, ControllerProce
             "admin": {"enabled": True},
             "archive": {"enabled": True},
             "limits": {"auth_failures_per_minute": 2},
+            "lockout": {"threshold": 2},
             "logging": {"controller": f"127.0.0.1:{controller.port}", "buffer_max": "1MiB"},
         },
     )
@@ -160,6 +161,14 @@ def test_every_documented_metric_moves(
     server.wait_for(
         lambda e: e.get("event") == "source banned" and e.get("reason") == "authentication failures"
     )
+    # ... which also locked alice's account for unfamiliar sources (alice signed in from
+    # 127.0.0.1 above); an administrator lifts the lock.
+    server.wait_for(lambda e: e.get("event") == "account locked" and e.get("user") == "alice")
+    unlocked = subprocess.run(
+        [*CONCLAVE, "lockout", "reset", "alice", "--dir", str(server.data_dir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert unlocked.stdout.strip() == "alice: unlocked", unlocked.stderr
 
     # A flood over the request rate (default: 20/s, burst 50).
     flooder = SipClient("udp", server.ports["udp"], host="127.0.0.4")
@@ -224,6 +233,8 @@ def test_every_documented_metric_moves(
         and total(during, "conclave_connections") >= 2,
         "conclave_auth_failures_total": grew["conclave_auth_failures_total"] >= 3,
         "conclave_auth_lockouts_total": grew["conclave_auth_lockouts_total"] == 1,
+        "conclave_account_locks_total": grew["conclave_account_locks_total"] == 1,
+        "conclave_account_unlocks_total": grew["conclave_account_unlocks_total"] == 1,
         "conclave_source_bans_total": grew["conclave_source_bans_total"] == 1,
         "conclave_overload_refused_total": grew["conclave_overload_refused_total"] == 3,
         "conclave_stray_responses_dropped_total": grew["conclave_stray_responses_dropped_total"]

@@ -39,6 +39,8 @@ def test_a_standard_edition_host(tmp_path: Path) -> None:
     assert config.logging.controller == "10.0.0.5:6514"
     assert config.logging.controller_name == "log1.example.test"
     assert config.limits.auth_failures_per_minute == 10 and config.limits.ban_seconds == 600
+    lockout = config.lockout  # the account lockout follows the same policy
+    assert (lockout.threshold, lockout.duration, lockout.directory_threshold) == (10, 600, 50)
     assert config.tls.auto_renew is False  # no CA key on the host
     assert config.database.url == "sqlite:///conclave.db" and (data / "conclave.db").exists()
     info = describe(load_certificate(data / "tls" / "server.crt"))
