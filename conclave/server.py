@@ -163,7 +163,8 @@ class Server:
             listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
             database=self.db,
         )
-        gc_watch = PauseWatch()
+        admission = self.stack.admission
+        gc_watch = PauseWatch(on_pause=lambda s: admission.paused(s, self.stack.now()))
         gc_watch.install()
         thresholds = tune_collector()
         self.tasks.append(asyncio.create_task(run_full_collections()))

@@ -57,6 +57,13 @@ challenge first, and a challenge whose answer is then refused is wasted."""
 BUSY_FOR: Final = 1.0
 """Seconds after a refusal during which the server counts as busy."""
 
+PAUSE_DRAIN_FACTOR: Final = 4.0
+"""After the process stood still for a known pause (a garbage collection) of P
+seconds, waits are excused by up to P for this many times P afterwards: the
+backlog the pause left is served at the spare capacity, which at 75% load
+takes three times the pause. A pause is not overload; what persists after
+its backlog drained is."""
+
 RETRY_AFTER: Final = 2
 """Seconds a refused client is asked to wait (RFC 3261 §20.33): long enough
 for a queue of :data:`PRIORITY_DELAY` to drain many times over."""
@@ -76,11 +83,22 @@ class Admission:
     refused: int = 0
     """Requests answered 503 because they waited too long."""
     busy_until: float = 0.0
+    excused: float = 0.0
+    """Seconds of waiting a recent pause of the whole process accounts for."""
+    excused_until: float = 0.0
+
+    def paused(self, seconds: float, now: float) -> None:
+        """The process stood still for ``seconds`` until monotonic time ``now``
+        (a garbage collection): the queue that built up then is no overload."""
+        self.excused = max(seconds, self.excused if now < self.excused_until else 0.0)
+        self.excused_until = now + PAUSE_DRAIN_FACTOR * self.excused
 
     def refusal(self, data: bytes, queued: float, now: float) -> bytes | None:
         """None: serve ``data``, which waited ``queued`` seconds, at monotonic
         time ``now``. Else the 503 to send back instead (empty if nothing can
         be sent: the request is dropped)."""
+        if now < self.excused_until:
+            queued = max(0.0, queued - self.excused)
         busy = now < self.busy_until
         if queued <= (self.busy_new_work_delay if busy else self.new_work_delay):
             return None

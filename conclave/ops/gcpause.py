@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import structlog
@@ -103,8 +104,12 @@ def settle_heap() -> int:
 class PauseWatch:
     """Times collections through ``gc.callbacks``; :meth:`install` / :meth:`remove`."""
 
-    def __init__(self, slow: float = SLOW_PAUSE) -> None:
+    def __init__(
+        self, slow: float = SLOW_PAUSE, on_pause: Callable[[float], None] | None = None
+    ) -> None:
         self.slow = slow
+        self.on_pause = on_pause
+        """Told every pause's length in seconds (overload control excuses the wait)."""
         self._started = 0.0
         self._children = [GC_PAUSE_SECONDS.labels(generation=str(g)) for g in range(3)]
 
@@ -123,6 +128,8 @@ class PauseWatch:
         pause = time.perf_counter() - self._started
         generation = int(info.get("generation", 2))
         self._children[min(max(generation, 0), 2)].observe(pause)
+        if self.on_pause is not None:
+            self.on_pause(pause)
         if pause > self.slow:
             log.warning(
                 "slow garbage collection",

@@ -83,3 +83,14 @@ def test_while_refusing_new_work_waits_less() -> None:
     assert admission.refusal(signed, NEW_WORK_DELAY, 100.5) is None
     # A second after the last refusal the server is no longer busy.
     assert admission.refusal(request("MESSAGE"), BUSY_NEW_WORK_DELAY + 0.01, 102.0) is None
+
+
+def test_the_queue_a_garbage_collection_left_is_not_overload() -> None:
+    """A 130 ms collection makes the next datagrams look 130 ms old; that backlog is
+    served, not refused, while it drains. Waits beyond the pause still count."""
+    admission = Admission()
+    admission.paused(0.13, now=10.0)
+    assert admission.refusal(request("MESSAGE"), 0.13 + NEW_WORK_DELAY / 2, 10.01) is None
+    assert admission.refusal(request("MESSAGE"), 0.13 + NEW_WORK_DELAY * 2, 10.02) is not None
+    # Long after the pause, the excuse is gone.
+    assert admission.refusal(request("MESSAGE"), 0.15, 12.5) is not None
