@@ -552,6 +552,24 @@ class ArchiveSection(_Section):
     """longest a message waits for its archive write before it is refused (100ms-60s)"""
 
 
+class MediaRelaySection(_Section):
+    """Credentials for a TURN media relay (coturn with use-auth-secret), for signed-in users."""
+
+    enabled: Bool = False
+    """answer SERVICE requests for media relay credentials (docs/media-relay.md)"""
+    secret_file: RelPath = "relay.secret"
+    """the secret shared with the relay (coturn's static-auth-secret); made if missing"""
+    servers: tuple[Str, ...] = ()
+    """the relays users are given, as host:port (UDP and TCP)"""
+    lifetime: Annotated[Duration, _within(parse_duration, "1m", "1d")] = 8 * 3600
+    """how long issued credentials work (a client may ask for less)"""
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_endpoint(v) for v in value)
+
+
 class CdrSection(_Section):
     """Call detail records: registrations, IM and calls (conclave cdr ...)."""
 
@@ -585,6 +603,7 @@ class Config(_Section):
     database: DatabaseSection = DatabaseSection()
     archive: ArchiveSection = ArchiveSection()
     cdr: CdrSection = CdrSection()
+    media_relay: MediaRelaySection = MediaRelaySection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

@@ -22,7 +22,7 @@ from conclave.core.proxy import Proxy
 from conclave.core.router import Reach, Router
 from conclave.core.signin import CertificateUser, SignIn
 from conclave.core.stack import SipStack
-from conclave.services import activity, archive, calls, cdr, im, registrar
+from conclave.services import activity, archive, calls, cdr, im, registrar, relay
 from conclave.services.location import MemoryLocationService
 from conclave.services.presence import feature as presence
 from conclave.services.setup import Setup
@@ -40,6 +40,7 @@ FEATURES: tuple[Builder, ...] = (
     calls.build,
     activity.build,
     presence.build,
+    relay.build,
 )
 
 

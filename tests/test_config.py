@@ -318,6 +318,7 @@ def test_model_has_every_documented_section() -> None:
         "database",
         "archive",
         "cdr",
+        "media_relay",
     }
 
 

@@ -78,6 +78,7 @@ def private_files(data_dir: Path, config: Config) -> list[tuple[str, Path]]:
         ("private key", data_dir / "ca" / "ca.key"),
         ("configuration", data_dir / CONFIG_FILENAME),
         ("lockout state", data_dir / LOCKOUT_STATE_FILE),
+        ("media relay secret", config.path(data_dir, config.media_relay.secret_file)),
     ]
     databases: list[tuple[str, Path | None]] = [
         ("database", sqlite_path(config.database_url(data_dir))),

@@ -183,20 +183,30 @@ def _ask() -> dict[str, object]:
 )
 def publish_command(topology_path: Path, as_json: bool, output: Path | None) -> None:
     """What the network must provide: DNS records, firewall rules per zone, certificates."""
+    from conclave.pki import PkiError
+    from conclave.pki.files import write_private_file
     from conclave.topology.publish import publish, render_json
+    from conclave.topology.relay import relay_secret, relays_in_use, turnserver_conf
 
     topology = _load_checked(topology_path)
     publication = publish(topology, topology_path)
     if output is None:
         click.echo(render_json(publication) if as_json else publication.to_text(), nl=False)
         return
+    written = [output / "publish.txt", output / "publish.json"]
     try:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "publish.txt").write_text(publication.to_text(), encoding="utf-8")
-        (output / "publish.json").write_text(render_json(publication), encoding="utf-8")
-    except OSError as exc:
-        raise fail(f"cannot write to {output}: {exc.strerror or exc}") from None
-    click.echo(f"Wrote {output / 'publish.txt'} and {output / 'publish.json'}")
+        written[0].write_text(publication.to_text(), encoding="utf-8")
+        written[1].write_text(render_json(publication), encoding="utf-8")
+        relays = relays_in_use(topology)
+        secret = relay_secret(topology_path) if relays else ""
+        for ref in relays:  # coturn for each edge; it holds the shared secret: 0600
+            path = output / f"turnserver-{ref.name}.conf"
+            write_private_file(path, turnserver_conf(topology, ref, secret).encode())
+            written.append(path)
+    except (OSError, PkiError) as exc:
+        raise fail(f"cannot write to {output}: {getattr(exc, 'strerror', None) or exc}") from None
+    click.echo("Wrote " + ", ".join(str(p) for p in written))
 
 
 @topology_group.command("diagram")

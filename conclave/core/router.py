@@ -67,8 +67,9 @@ METHOD_ORDER = (
 )  # fmt: skip
 """How Allow lists methods: these first, in this order, then the rest sorted."""
 
-KNOWN_METHODS = frozenset((*METHOD_ORDER, "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER"))
-"""Methods we know but may not have enabled: 405 with Allow, not 501 (§21.4.6)."""
+KNOWN_METHODS = frozenset((*METHOD_ORDER, "SUBSCRIBE", "NOTIFY", "PUBLISH", "REFER", "SERVICE"))
+"""Methods we know but may not have enabled: 405 with Allow, not 501 (§21.4.6).
+SERVICE is Lync's, for media relay credentials ([MS-AVEDGEA])."""
 
 SUPPORTED = ("path", "outbound")
 

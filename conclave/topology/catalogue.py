@@ -92,11 +92,17 @@ class Listener:
     purpose: str
     path: str
     """the setting's path in the document, for error messages"""
+    port_max: int | None = None
+    """the last port of a range that starts at ``port`` (a relay's media ports)"""
+
+    @property
+    def ports(self) -> str:
+        return f"{self.port}-{self.port_max}" if self.port_max else str(self.port)
 
     @property
     def endpoint(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"{self.protocol.upper()} {host}:{self.port}"
+        return f"{self.protocol.upper()} {host}:{self.ports}"
 
 
 def is_loopback(address: str) -> bool:
@@ -136,6 +142,11 @@ def _frontend(ref: HostRef, topology: Topology) -> list[Listener]:
     return found
 
 
+RELAY_PORTS = (49152, 65535)
+"""The media relay's own ports (coturn's default range, RFC 6335's dynamic ports):
+one per relayed stream, so the range must be wide."""
+
+
 def _edge(ref: HostRef, topology: Topology) -> list[Listener]:
     edge = ref.host.edge
     ports, path = ref.host.ports, f"{ref.path}.ports"
@@ -165,6 +176,22 @@ def _edge(ref: HostRef, topology: Topology) -> list[Listener]:
                     ports.edge_federation_tls, "external", "SIP/TLS",
                     "mutual TLS with federated partners and public IM providers",
                     f"{path}.edge_federation_tls",
+                )
+            )  # fmt: skip
+        if policies.external_access.remote_users or policies.federation.enabled:
+            address = edge.external.address
+            found += [
+                Listener(
+                    "edge", "turn", protocol, address, ports.turn, "external", "TURN",
+                    "media relay allocations from signed-in users (coturn)", f"{path}.turn",
+                )
+                for protocol in ("udp", "tcp")
+            ]  # fmt: skip
+            found.append(
+                Listener(
+                    "edge", "turn_relay", "udp", address, RELAY_PORTS[0], "external", "RTP/SRTP",
+                    "relayed media (the relay's ports)", f"{path}.turn",
+                    port_max=RELAY_PORTS[1],
                 )
             )  # fmt: skip
     return found

@@ -176,6 +176,8 @@ class Ports(_Model):
     """edge, external interface: SIP over TLS for remote users"""
     edge_federation_tls: Port = 5061
     """edge, external interface: SIP over mutual TLS with federated partners"""
+    turn: Port = 3478
+    """edge, external interface: the media relay (TURN over UDP and TCP, RFC 8656)"""
 
 
 class ExtraPort(_Model):

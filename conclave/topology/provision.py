@@ -38,6 +38,7 @@ from conclave.pki import (
     load_ca,
     load_certificate,
 )
+from conclave.pki.files import write_private_file
 from conclave.pki.validate import uncovered
 from conclave.store.database import migrate
 
@@ -45,6 +46,7 @@ from .catalogue import AVAILABLE_ROLES, logging_controller_for
 from .certs import internal_names
 from .layout import ca_dir, host_dir
 from .model import HostRef, Topology
+from .relay import relay_secret, relay_servers
 
 RENEW_WITHIN = dt.timedelta(days=30)
 """A provisioned certificate this close to expiry is issued again."""
@@ -97,6 +99,9 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
             "internal_networks": list(policies.lockout.internal_networks),
             "directory_threshold": policies.lockout.directory_threshold,
         }
+    servers = relay_servers(topology)
+    if "frontend" in host.roles:  # the Front Ends hand out the edges' relay credentials
+        settings["media_relay"] = {"enabled": bool(servers), "servers": list(servers)}
     if pool.edition == "enterprise" and pool.database:
         settings["database"] = {"url": pool.database}
     controller = logging_controller_for(ref, topology)
@@ -189,6 +194,10 @@ def provision(
     shutil.copyfile(ca.crl_path, config.path(target, config.tls.crl))
     result.actions.append("copied the CA certificate and a fresh CRL")
     _certificate(ca, config, target, internal_names(ref, topology), now, result)
+    if config.media_relay.enabled:
+        secret = relay_secret(topology_path).encode("ascii") + b"\n"
+        write_private_file(config.path(target, config.media_relay.secret_file), secret)
+        result.actions.append("wrote the media relay secret shared with the edges")
     if "frontend" in ref.host.roles:
         url = config.database_url(target)
         migrate(url)

@@ -56,6 +56,12 @@ class FirewallRule:
     protocol: str
     port: int
     purpose: str
+    port_max: int | None = None
+    """the last port of a range starting at ``port``"""
+
+    @property
+    def ports(self) -> str:
+        return f"{self.port}-{self.port_max}" if self.port_max else str(self.port)
 
     @property
     def direction(self) -> str:
@@ -242,6 +248,8 @@ def _sources(ref: HostRef, listener: Listener, topology: Topology) -> list[tuple
         return [(r.zone, f"{r.name} {r.host.address}") for r in next_hops_of_edge(topology)]
     if key == "edge_access_tls":
         return [("internet", "remote users (any address)")]
+    if key in ("turn", "turn_relay"):
+        return [("internet", "remote users and federated partners' clients (media)")]
     if key == "edge_federation_tls":
         federation = topology.policies.federation
         if federation.open or federation.partner_discovery:
@@ -282,6 +290,7 @@ def firewall_rules(topology: Topology) -> list[FirewallRule]:
                         listener.protocol.upper(),
                         listener.port,
                         f"{listener.service}: {listener.purpose}",
+                        listener.port_max,
                     )
                 )
         rules += _outbound(ref, topology)
@@ -355,7 +364,7 @@ def render_text(publication: Publication) -> str:
         lines.append(f"{firewall} firewall:" + ("" if rules else " (none)"))
         for rule in rules:
             lines.append(
-                f"  allow {rule.protocol} {rule.port:<5} {rule.source_zone} -> "
+                f"  allow {rule.protocol} {rule.ports:<5} {rule.source_zone} -> "
                 f"{rule.destination_zone}: from {rule.source} to {rule.destination}; "
                 f"{rule.purpose}"
             )

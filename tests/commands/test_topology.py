@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from conclave.cli import main
 from conclave.config import load_config
 from conclave.topology import check_topology, load_topology
 from conclave.topology.checks import errors
+from tests.topology.helpers import base, with_edge, write
 
 EXAMPLE = """
 [organisation]
@@ -171,6 +173,21 @@ def test_publish_text_json_and_files(example: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert json.loads((out / "publish.json").read_text()) == data
     assert (out / "publish.txt").read_text() == text.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["publish.json", "publish.txt"]  # no edge
+
+
+def test_publish_writes_each_edges_relay_configuration(tmp_path: Path) -> None:
+    path = write(tmp_path, with_edge(base()))
+    out = tmp_path / "published"
+    result = conclave("topology", "publish", str(path), "--output", str(out))
+    assert result.exit_code == 0, result.output
+    conf = out / "turnserver-edge1.conf"
+    assert str(conf) in result.stdout
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600  # it holds the shared secret
+    secret = (tmp_path / "relay.secret").read_text().strip()
+    assert f"static-auth-secret={secret}" in conf.read_text()
+    again = conclave("topology", "publish", str(path), "--output", str(out))
+    assert again.exit_code == 0 and f"static-auth-secret={secret}" in conf.read_text()
 
 
 def test_publish_refuses_a_broken_topology(example: Path) -> None:

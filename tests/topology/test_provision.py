@@ -152,3 +152,36 @@ def test_serve_lays_the_topology_over_the_file(tmp_path: Path) -> None:
     applied = topology_owned(on_disk, topology, ref, source="test")
     assert applied.transports.udp is False
     assert differences(on_disk, applied) == ["transports.udp"]
+
+
+def test_front_ends_share_the_edges_relay_secret(tmp_path: Path) -> None:
+    """With an edge in use, each Front End hands out credentials for the edge's relay,
+    signed with the secret coturn's published configuration holds."""
+    from conclave.topology.relay import relays_in_use, secret_path, turnserver_conf
+
+    path = write(tmp_path, with_edge(base()))
+    topology = load_topology(path)
+    ref = topology.host("fe1")
+    assert ref is not None
+    provision(topology, path, ref)
+    data = tmp_path / "hosts" / "fe1"
+    relay = load_config(data).media_relay
+    assert relay.enabled and relay.servers == ("sip.example.test:3478",)
+    shared = secret_path(path)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o600
+    copy = data / relay.secret_file
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    secret = copy.read_text().strip()
+    assert secret == shared.read_text().strip() and len(secret) == 64
+    [edge] = relays_in_use(topology)
+    conf = turnserver_conf(topology, edge, secret)
+    assert f"static-auth-secret={secret}\n" in conf and "use-auth-secret\n" in conf
+    assert "listening-ip=203.0.113.10\n" in conf and "\nallow-loopback-peers" not in conf
+    assert "denied-peer-ip=10.0.0.0-10.255.255.255\n" in conf
+
+    # Without an edge in use there is no relay to hand out.
+    (tmp_path / "plain").mkdir()
+    alone = load_topology(write(tmp_path / "plain", base()))
+    fe1 = alone.host("fe1")
+    assert fe1 is not None
+    assert host_settings(alone, fe1)["media_relay"] == {"enabled": False, "servers": []}

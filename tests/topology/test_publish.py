@@ -78,7 +78,11 @@ def test_firewall_rules_open_exactly_the_listeners() -> None:
         for r in rules
         if r.firewall == "external" and r.source_zone == "internet"
     }
-    assert inbound_ports == {(443, "TCP"), (5061, "TCP")}
+    # sign-in, federation, and the media relay: TURN (UDP, TCP) and its relay ports
+    assert inbound_ports == {(443, "TCP"), (5061, "TCP"), (3478, "UDP"), (3478, "TCP"),
+                             (49152, "UDP")}  # fmt: skip
+    [relay] = [r for r in rules if r.port == 49152]
+    assert relay.ports == "49152-65535" and "allow UDP 49152-65535" in publish(topology).to_text()
     edge_to_pool = [
         r for r in rules if r.source_zone == "perimeter" and r.destination_zone == "internal"
     ]
