@@ -17,11 +17,11 @@ from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache
 from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
-from conclave.core.lockout import AccountLockout
 from conclave.core.proxy import Proxy
 from conclave.core.router import Reach, Router
 from conclave.core.signin import CertificateUser, SignIn
 from conclave.core.stack import SipStack
+from conclave.ops.lockout import lockout_from_config
 from conclave.services import activity, archive, calls, cdr, im, registrar, relay
 from conclave.services.location import MemoryLocationService
 from conclave.services.presence import feature as presence
@@ -94,14 +94,7 @@ def assemble(
         algorithms=tuple(config.auth.algorithms),
         md5_only_agents=tuple(config.auth.md5_only_user_agents),
     )
-    locks = config.lockout
-    lockout = AccountLockout(
-        threshold=locks.threshold,
-        window=locks.window,
-        duration=locks.duration,
-        familiar_days=locks.familiar_days,
-        internal_networks=locks.internal_networks,
-    )
+    lockout = lockout_from_config(config.lockout)
     signin = SignIn(stack, auth, users, guard, certificate_user=certificate_user, lockout=lockout)
     router = Router(host=host, proxy=proxy, signin=signin, reach=reach)
     return Assembly(host, features, proxy, router, signin)

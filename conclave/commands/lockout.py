@@ -24,6 +24,7 @@ from conclave.ops.lockout import (
     STATE_FILE,
     LockoutFileError,
     load_state,
+    lockout_from_config,
     request_reset,
     save_state,
 )
@@ -35,14 +36,7 @@ RESET_WAIT = 10.0
 
 
 def _lockout(config: Config, data_dir: Path) -> AccountLockout:
-    c = config.lockout
-    lockout = AccountLockout(
-        threshold=c.threshold,
-        window=c.window,
-        duration=c.duration,
-        familiar_days=c.familiar_days,
-        internal_networks=c.internal_networks,
-    )
+    lockout = lockout_from_config(config.lockout)
     try:
         state = load_state(data_dir)
     except LockoutFileError as exc:

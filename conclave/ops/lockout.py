@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import structlog
 
+from conclave.config import LockoutSection
 from conclave.core.lockout import AccountLockout
 from conclave.ops import metrics
 from conclave.pki import PkiError
@@ -43,6 +44,17 @@ is saved at once): a crash forgets at most this long of learning where users sig
 MAX_RESET_REQUESTS: Final = 10_000
 """Names taken from one reset file: a runaway script cannot make the server read
 an unbounded file."""
+
+
+def lockout_from_config(section: LockoutSection) -> AccountLockout:
+    """The account lockout ``[lockout]`` describes (the server's, and the command's view)."""
+    return AccountLockout(
+        threshold=section.threshold,
+        window=section.window,
+        duration=section.duration,
+        familiar_days=section.familiar_days,
+        internal_networks=section.internal_networks,
+    )
 
 
 class LockoutFileError(Exception):
