@@ -32,6 +32,20 @@ def write_public_file(path: Path, data: bytes) -> None:
     _write_atomic(path, data, PUBLIC_MODE)
 
 
+def shared_secret(path: Path, octets: int = 32) -> str:
+    """The secret in ``path``, made (``octets`` random octets, hex, mode 0600) when the
+    file does not exist yet; it is never replaced once made."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    secret = os.urandom(octets).hex()
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -41,6 +40,7 @@ import structlog
 
 from conclave.core.features import Exchange, Feature, FeatureHost
 from conclave.core.stack import SipStack
+from conclave.pki.files import shared_secret
 from conclave.sip.address import aor_of
 from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.uri import parse_uri
@@ -91,15 +91,10 @@ def relay_credentials(secret: bytes, user: str, now: float, lifetime: float) -> 
 
 def load_secret(path: Path) -> bytes:
     """The shared secret in ``path``, made (mode 0600) when there is none yet."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(os.urandom(SECRET_BYTES).hex() + "\n")
+    made = not path.exists()
+    secret = shared_secret(path, SECRET_BYTES)
+    if made:
         log.info("media relay secret created", path=str(path))
-    secret = path.read_text(encoding="utf-8").strip()
     if len(secret) < MIN_SECRET_CHARS:
         raise ValueError(f"{path}: the relay secret must be at least {MIN_SECRET_CHARS} characters")
     return secret.encode("utf-8")

@@ -23,9 +23,10 @@ the first publish; every later publish and provision reuses it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Final
+
+from conclave.pki.files import shared_secret
 
 from .catalogue import RELAY_PORTS
 from .layout import base_dir
@@ -87,15 +88,7 @@ def secret_path(topology_path: Path) -> Path:
 
 def relay_secret(topology_path: Path) -> str:
     """The secret shared by the relays and the Front Ends; made (0600) at first use."""
-    path = secret_path(topology_path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    secret = os.urandom(SECRET_BYTES).hex()
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secret + "\n")
-    return secret
+    return shared_secret(secret_path(topology_path), SECRET_BYTES)
 
 
 def turnserver_conf(topology: Topology, ref: HostRef, secret: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import subprocess
 import sys
@@ -39,13 +38,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert conclave("init", "--domain", "example.test", "--dir", str(d)).exit_code == 0
     added = conclave("user", "add", "alice", "--dir", str(d), "--password-stdin", stdin=PASSWORD)
     assert added.exit_code == 0, added.output
-    return d
-
-
-@pytest.fixture
-def data(template: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "data"
-    shutil.copytree(template, d)
     return d
 
 

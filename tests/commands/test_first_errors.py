@@ -4,7 +4,6 @@ traceback, a non-zero exit; and the listing commands' ``--json``."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,13 +30,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ok("user", "add", "alice", "--dir", str(d), "--password-stdin", stdin="Wonder-Land-123456\n")
     ok("user", "add", "bob", "--dir", str(d))
     ok("user", "disable", "bob", "--dir", str(d))
-    return d
-
-
-@pytest.fixture
-def data(template: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "data"
-    shutil.copytree(template, d)
     return d
 
 

@@ -7,9 +7,24 @@ second, which the overload benchmark (issue 14, scenario 7) showed."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 
 from .conftest import Converse
 from .network import NOTHING_LEFT, Core, established_call
+
+
+def assert_no_cycles(core: Core, work: Callable[[], None], what: str) -> None:
+    """Run ``work`` with the collector off; once the core is quiet, nothing it did
+    may be left in a reference cycle."""
+    gc.collect()
+    gc.disable()
+    try:
+        work()
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+        assert gc.collect() == 0, f"finished {what} left reference cycles"
+    finally:
+        gc.enable()
 
 
 def test_a_relayed_message_leaves_no_cycles(converse: Converse) -> None:
@@ -17,18 +32,14 @@ def test_a_relayed_message_leaves_no_cycles(converse: Converse) -> None:
         alice, bob = core.agent("alice"), core.agent("bob")
         alice.sign_in()
         bob.sign_in()
-        gc.collect()
-        gc.disable()
-        try:
+
+        def messages() -> None:
             for n in range(20):
                 alice.send_signed(alice.message("bob", f"message {n}"))
                 bob.answer(bob.expect_request("MESSAGE"), 200)
                 alice.expect_response(200)
-            core.quiet()
-            assert core.leaks() == NOTHING_LEFT
-            assert gc.collect() == 0, "finished requests left reference cycles"
-        finally:
-            gc.enable()
+
+        assert_no_cycles(core, messages, "requests")
 
     converse(script)
 
@@ -38,17 +49,14 @@ def test_a_call_leaves_no_cycles(converse: Converse) -> None:
         alice, bob = core.agent("alice"), core.agent("bob")
         alice.sign_in()
         bob.sign_in()
-        gc.collect()
-        gc.disable()
-        try:
+
+        def calls() -> None:
             for _ in range(5):
                 _, _, dialog = established_call(alice, bob)
                 alice.send(alice.in_dialog(dialog, "BYE"))
                 bob.answer(bob.expect_request("BYE"), 200)
                 alice.expect_response(200)
-            core.quiet()
-            assert gc.collect() == 0, "finished calls left reference cycles"
-        finally:
-            gc.enable()
+
+        assert_no_cycles(core, calls, "calls")
 
     converse(script)

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from conclave import wiring
 from conclave.services import activity
-from tests.core.network import DOMAIN, Core, migrated_database, play
+from tests.core.network import DOMAIN, Core, established_call, migrated_database, play
 
 ALICE, BOB = f"sip:alice@{DOMAIN}", f"sip:bob@{DOMAIN}"
 SECRET = "the text of this message is nobody's business"
@@ -96,11 +96,7 @@ def test_a_call_set_up_and_ended_and_one_that_failed(
         alice, bob = core.agent("alice"), core.agent("bob")
         alice.sign_in()
         bob.sign_in()
-        invite = alice.send_signed(alice.invite("bob"))
-        bob.answer(bob.expect_request("INVITE"), 200)
-        dialog = alice.dialog_as_caller(invite, alice.expect_response(200))
-        alice.send(alice.in_dialog(dialog, "ACK"))
-        bob.expect_request("ACK")
+        _, _, dialog = established_call(alice, bob)
         alice.send(alice.in_dialog(dialog, "BYE"))
         bob.answer(bob.expect_request("BYE"), 200)
         alice.expect_response(200)
