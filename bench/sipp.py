@@ -204,13 +204,15 @@ class SippUAS:
         self.scenario, self.user, self.workdir, self.port = scenario, user, workdir, port
         self.guard = guard
         self.proc: subprocess.Popen[bytes] | None = None
+        self.registrar: str | None = None
 
-    def register(self, registrar: str) -> StepResult:
+    def register(self, registrar: str, expires: int = 3600) -> StepResult:
         self.workdir.mkdir(parents=True, exist_ok=True)
         csv = write_one_user_csv(self.workdir / "uas-user.csv", self.user)
-        return run_step("register", registrar, self.workdir / "register", rate=10, calls=1,
-                        local_port=self.port, csv=csv, auth_uri=DOMAIN,
-                        keys={"contact_port": str(self.port)})  # fmt: skip
+        self.registrar = registrar if expires else None
+        return run_step("register", registrar, self.workdir / f"register-{expires}", rate=10,
+                        calls=1, local_port=self.port, csv=csv, auth_uri=DOMAIN,
+                        keys={"contact_port": str(self.port), "expires": str(expires)})  # fmt: skip
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -226,14 +228,20 @@ class SippUAS:
                  lambda: proc.poll() is None)  # fmt: skip
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        """Stop the UAS, then remove its binding (from the same port): a later
+        scenario's UAS for the same user must be the only contact, or a server
+        that forks to every binding (Conclave) would also send each request to
+        this dead port and retransmit it for 32 s, while one that routes to the
+        newest binding only (Kamailio's ``lookup``) would not: unequal work."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.registrar is not None:
+            self.register(self.registrar, expires=0)
 
     def __enter__(self) -> SippUAS:
         self.start()
