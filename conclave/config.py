@@ -365,7 +365,9 @@ class LimitsSection(_Section):
     burst: Annotated[Int, _within(int, 1)] = 50
     """requests a source may send at once above the rate"""
     ban_seconds: Duration = 600
-    """how long an abusive source is refused"""
+    """how long an abusive source is refused the first time"""
+    max_ban_seconds: Duration = 86_400
+    """a source banned again within a day of its last ban is banned twice as long, up to this"""
     auth_failures_per_minute: Annotated[Int, _within(int, 1)] = 10
     """failed authentications per source before a ban"""
     # Bounded by the SIP core's own limits (conclave.sip.limits), which also
@@ -375,6 +377,15 @@ class LimitsSection(_Section):
         _within(parse_size, format_size(MIN_MESSAGE_SIZE_SETTING), format_size(MAX_MESSAGE_SIZE)),
     ] = MAX_MESSAGE_SIZE
     """largest SIP message with its body (1KiB-64KiB): more closes a stream, drops a datagram"""
+
+    @model_validator(mode="after")
+    def _ban_lengths(self) -> LimitsSection:
+        if self.max_ban_seconds < self.ban_seconds:
+            raise ValueError(
+                f"max_ban_seconds ({self.max_ban_seconds:g}s) must be at least "
+                f"ban_seconds ({self.ban_seconds:g}s): escalation only lengthens bans"
+            )
+        return self
 
 
 class LockoutSection(_Section):

@@ -39,6 +39,7 @@ from conclave.core.features import Feature
 from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
+from conclave.ops import metrics
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.lockout import LockoutKeeper
 from conclave.ops.runtime import Operations
@@ -74,6 +75,11 @@ users table (on the event loop: 6% of the call benchmark's CPU with 10,000
 users when it ran every 5 s, BENCHMARKS.md) runs only when the counter moved."""
 PURGE_INTERVAL = 10.0
 """Seconds between sweeps of expired registrations."""
+BAN_SWEEP_INTERVAL = 1.0
+"""Seconds between collections of ended source bans (logged, counted)."""
+MAX_BAN_END_LINES = 100
+"""Ended bans logged one line each per sweep; beyond this, one summary line,
+so that the end of a mass ban does not become a log flood."""
 
 
 class Server:
@@ -94,6 +100,7 @@ class Server:
             rate=limits.requests_per_second,
             burst=limits.burst,
             ban_seconds=limits.ban_seconds,
+            max_ban_seconds=limits.max_ban_seconds,
             auth_failures_per_minute=limits.auth_failures_per_minute,
         )
         self.layer = TransactionLayer()
@@ -142,6 +149,7 @@ class Server:
             asyncio.create_task(self.location.run_persistence(1.0)),
             asyncio.create_task(self._every(USER_POLL_INTERVAL, self._poll_users)),
             asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
+            asyncio.create_task(self._every(BAN_SWEEP_INTERVAL, self._ended_bans)),
             asyncio.create_task(self.lockout.run()),
         ]
         for feature in self.features.values():
@@ -324,6 +332,16 @@ class Server:
 
     async def _purge(self) -> None:
         self.location.purge_expired(time.time())
+
+    async def _ended_bans(self) -> None:
+        ended = self.guard.ended_bans(time.time())
+        if not ended:
+            return
+        metrics.SOURCE_UNBANS.inc(len(ended))
+        for source in ended[:MAX_BAN_END_LINES]:
+            log.info("source ban ended", source=source)
+        if len(ended) > MAX_BAN_END_LINES:
+            log.info("source bans ended", count=len(ended) - MAX_BAN_END_LINES, more=True)
 
     def _on_closed(self, flow: Flow) -> None:
         self.local.forget_reach(flow)

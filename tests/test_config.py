@@ -602,3 +602,11 @@ def test_bounds_accept_their_limits_and_name_the_key_beyond(
 )
 def test_enabled_transports_in_listening_order(text: str, enabled: list[tuple[str, int]]) -> None:
     assert loads_config(f"{SERVER}[transports]\n{text}").transports.enabled() == enabled
+
+
+def test_limits_max_ban_below_the_first_ban_is_refused() -> None:
+    problems = problems_of(SERVER + '[limits]\nban_seconds = "2h"\nmax_ban_seconds = "1h"\n')
+    assert any(
+        p.startswith("limits: max_ban_seconds (3600s) must be at least ban_seconds (7200s)")
+        for p in problems
+    ), problems

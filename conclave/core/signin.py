@@ -109,7 +109,7 @@ class SignIn:
                 "source banned",
                 source=source,
                 reason="authentication failures",
-                seconds=self.guard.ban_seconds,
+                seconds=self.guard.ban_length(source),
             )
 
     def _account_failed(self, user: str, source: str, now: float) -> None:

@@ -178,7 +178,7 @@ class SipStack:
                     "source banned",
                     source=ip,
                     reason="request rate",
-                    seconds=self.guard.ban_seconds,
+                    seconds=self.guard.ban_length(ip),
                 )
             return
         if queued and (refusal := self.admission.refusal(data, queued, self.now())) is not None:

@@ -19,6 +19,7 @@ connections                             gauge      open stream connections (TCP,
 auth_failures_total                     counter    credentials that did not verify
 auth_lockouts_total                     counter    sources locked out after repeated failures
 source_bans_total                       counter    sources banned for exceeding the request rate
+source_unbans_total                     counter    source bans (of either kind) that ended
 tls_certificate_expiry_days             gauge      days until the server certificate expires
 archive_write_seconds                   histogram  time to make one archive record durable
 archive_failures_total                  counter    archive records that could not be written
@@ -117,6 +118,11 @@ ACCOUNT_UNLOCKS: Final = Counter(
 )
 SOURCE_BANS: Final = Counter(
     "conclave_source_bans", "Sources banned for exceeding the request rate", registry=REGISTRY
+)
+SOURCE_UNBANS: Final = Counter(
+    "conclave_source_unbans",
+    "Source bans that ended (rate or authentication failures)",
+    registry=REGISTRY,
 )
 OVERLOAD_REFUSED: Final = Counter(
     "conclave_overload_refused",

@@ -13,7 +13,12 @@ Theory of operation. Each tracked source has:
   answer LIMITED, so a caller that prefers to shed load gently (503 with
   Retry-After, RFC 3261 §21.5.4) can, and a source that backs off recovers;
 - a ban deadline. While banned, :meth:`SourceGuard.is_banned` is true: the
-  transport refuses its connections and drops its datagrams;
+  transport refuses its connections and drops its datagrams. Bans escalate:
+  a source banned again within :data:`BAN_MEMORY` of its last ban's end is
+  banned twice as long as the time before, up to ``max_ban_seconds``, so an
+  attacker who simply waits out each ban loses more time at every round,
+  while a client that misbehaved once starts afresh the next day. Ended bans
+  are collected by :meth:`SourceGuard.ended_bans` (for the log and metrics);
 - a leaky counter of authentication failures that drains at
   ``auth_failures_per_minute`` per minute. A failure that takes it above that
   figure bans the source: more than that many failures in quick succession,
@@ -47,6 +52,21 @@ MAX_TRACKED_SOURCES: Final = 100_000
 stays near 20 MB even when a spoofed UDP flood shows us a new address every
 packet, while a pool's real clients (tens of thousands behind far fewer NATs)
 fit with room to spare."""
+
+MAX_BAN_SECONDS: Final = 86_400.0
+"""Longest an escalated ban lasts (a day): doubling from 10 minutes reaches it
+at the 9th ban. Longer would let an attacker who shares a NAT or an IPv6 /64
+with real users (or who spoofs their UDP source address) shut them out for
+days; an operator who wants a source out for good blocks it in the firewall."""
+
+BAN_MEMORY: Final = 86_400.0
+"""Seconds after a ban ends during which a new ban of the same source counts
+as a repeat (and lasts twice as long as the last). A source that stays clean
+this long is back to the first ban's length."""
+
+MAX_BAN_DOUBLINGS: Final = 20
+"""Cap on the repeat count kept per source, so the length computation stays a
+small float however long an attack lasts (2**20 x any ban is past the cap)."""
 
 EVICTION_SCAN: Final = 64
 """Least recently seen entries examined for a decayed one before evicting the
@@ -104,13 +124,16 @@ class Verdict(enum.Enum):
 
 
 class _Source:
-    __slots__ = ("auth_level", "auth_stamp", "banned_until", "stamp", "strikes", "tokens")
+    __slots__ = (
+        "auth_level", "auth_stamp", "banned_until", "repeats", "stamp", "strikes", "tokens",
+    )  # fmt: skip
 
     def __init__(self, tokens: float, now: float) -> None:
         self.tokens = tokens
         self.stamp = now  # when tokens were last refilled
         self.strikes = 0
-        self.banned_until = float("-inf")
+        self.banned_until = float("-inf")  # also, after it passed: when the last ban ended
+        self.repeats = 0  # bans so far that escalate the next one (see BAN_MEMORY)
         self.auth_level = 0.0
         self.auth_stamp = now
 
@@ -119,7 +142,8 @@ class SourceGuard:
     """Token-bucket rate limiting and banning per source IP.
 
     ``rate``: requests per second a source may sustain. ``burst``: requests it
-    may make at once (the bucket size). ``ban_seconds``: how long a ban lasts.
+    may make at once (the bucket size). ``ban_seconds``: how long a first ban
+    lasts; each repeat doubles it, up to ``max_ban_seconds``.
     ``auth_failures_per_minute``: failed authentications tolerated per minute.
     ``limited_before_ban``: requests refused as LIMITED before a source that
     keeps exceeding its bucket is banned. ``exempt``: IP addresses never limited
@@ -136,6 +160,7 @@ class SourceGuard:
         rate: float = 50.0,
         burst: int = 200,
         ban_seconds: float = 300.0,
+        max_ban_seconds: float = MAX_BAN_SECONDS,
         auth_failures_per_minute: int = 10,
         limited_before_ban: int = 0,
         exempt: Iterable[str] = (),
@@ -148,6 +173,7 @@ class SourceGuard:
         self.rate = float(rate)
         self.burst = int(burst)
         self.ban_seconds = float(ban_seconds)
+        self.max_ban_seconds = max(float(max_ban_seconds), self.ban_seconds)
         self.auth_failures_per_minute = int(auth_failures_per_minute)
         self.limited_before_ban = int(limited_before_ban)
         self.max_tracked = int(max_tracked)
@@ -156,6 +182,8 @@ class SourceGuard:
         self.exempt = frozenset(_exempt_forms(exempt))
         # Ordered least recently seen first: touching an entry moves it to the end.
         self._sources: dict[str, _Source] = {}
+        # Sources whose ban has not been reported as ended yet (key -> end).
+        self._banned: dict[str, float] = {}
 
     def __len__(self) -> int:
         """Number of sources currently tracked."""
@@ -169,7 +197,8 @@ class SourceGuard:
         """
         if ip in self.exempt:
             return Verdict.ALLOWED
-        source = self._touch(source_key(ip), now)
+        key = source_key(ip)
+        source = self._touch(key, now)
         if source.banned_until > now:
             return Verdict.BANNED
         self._refill(source, now)
@@ -179,7 +208,7 @@ class SourceGuard:
             return Verdict.ALLOWED
         source.strikes += 1
         if source.strikes > self.limited_before_ban:
-            self._ban(source, now)
+            self._ban(key, source, now)
             return Verdict.BANNED_NOW
         return Verdict.LIMITED
 
@@ -199,6 +228,14 @@ class SourceGuard:
             return None
         return source.banned_until
 
+    def ban_length(self, ip: str) -> float:
+        """Seconds the current (or last) ban of ``ip`` lasts in all, escalation
+        included (for the "source banned" log line); 0 if it was never banned."""
+        source = self._sources.get(source_key(ip))
+        if source is None or not source.repeats:
+            return 0.0
+        return min(self.ban_seconds * 2.0 ** (source.repeats - 1), self.max_ban_seconds)
+
     def record_auth_failure(self, ip: str, now: float) -> bool:
         """Count a failed authentication; True if this failure just banned ``ip``.
 
@@ -207,13 +244,14 @@ class SourceGuard:
         """
         if ip in self.exempt:
             return False
-        source = self._touch(source_key(ip), now)
+        key = source_key(ip)
+        source = self._touch(key, now)
         if source.banned_until > now:
             return False
         self._drain_auth(source, now)
         source.auth_level += 1.0
         if source.auth_level > self.auth_failures_per_minute:
-            self._ban(source, now)
+            self._ban(key, source, now)
             return True
         return False
 
@@ -221,17 +259,34 @@ class SourceGuard:
         """Ban ``ip`` (its /64 for IPv6) explicitly (an operator's or another rule's decision)."""
         if ip in self.exempt:
             return
-        source = self._touch(source_key(ip), now)
-        self._ban(source, now)
+        key = source_key(ip)
+        source = self._touch(key, now)
+        self._ban(key, source, now)
         if seconds is not None:
-            source.banned_until = now + seconds
+            source.banned_until = self._banned[key] = now + seconds
 
     def unban(self, ip: str) -> None:
         """Lift a ban and forget the source's history (for IPv6, the whole /64's)."""
-        self._sources.pop(source_key(ip), None)
+        key = source_key(ip)
+        self._sources.pop(key, None)
+        self._banned.pop(key, None)
 
-    def _ban(self, source: _Source, now: float) -> None:
-        source.banned_until = now + self.ban_seconds
+    def ended_bans(self, now: float) -> list[str]:
+        """The sources (keys, as :func:`source_key` gives them) whose ban ended
+        since the last call, each reported once, for the log and metrics. The
+        work is proportional to the number of bans in force, never to the
+        number of sources tracked."""
+        ended = [key for key, until in self._banned.items() if until <= now]
+        for key in ended:
+            del self._banned[key]
+        return ended
+
+    def _ban(self, key: str, source: _Source, now: float) -> None:
+        if now - source.banned_until > BAN_MEMORY:
+            source.repeats = 0  # clean for long enough (or never banned): a first ban
+        seconds = min(self.ban_seconds * 2.0**source.repeats, self.max_ban_seconds)
+        source.repeats = min(source.repeats + 1, MAX_BAN_DOUBLINGS)
+        source.banned_until = self._banned[key] = now + seconds
         source.strikes = 0
         source.auth_level = 0.0
         # Nothing is refilled while banned: the bucket starts full when it ends.
@@ -253,6 +308,8 @@ class SourceGuard:
         """True if the entry now says no more than a fresh one would."""
         if source.banned_until > now or source.strikes:
             return False
+        if source.repeats and now - source.banned_until <= BAN_MEMORY:
+            return False  # forgetting it would forgive a repeat offender
         self._refill(source, now)
         self._drain_auth(source, now)
         return source.tokens >= self.burst - _EPSILON and source.auth_level <= _EPSILON

@@ -91,7 +91,7 @@ def deployment(tmp_path: Path) -> Iterator[tuple[ConclaveServer, ControllerProce
         {
             "admin": {"enabled": True},
             "archive": {"enabled": True},
-            "limits": {"auth_failures_per_minute": 2},
+            "limits": {"auth_failures_per_minute": 2, "ban_seconds": "1s"},
             "lockout": {"threshold": 2},
             "logging": {"controller": f"127.0.0.1:{controller.port}", "buffer_max": "1MiB"},
         },
@@ -177,6 +177,12 @@ def test_every_documented_metric_moves(
     server.wait_for(
         lambda e: e.get("event") == "source banned" and e.get("reason") == "request rate"
     )
+    # Both bans are short here: their ends are logged and counted.
+    ended = {"127.0.0.3", "127.0.0.4"}
+    eventually(
+        lambda: ended <= {e.get("source") for e in server.events("source ban ended")},
+        "both bans ended",
+    )
 
     # Requests that waited too long in the receive queue of a frozen server.
     late = SipClient("udp", server.ports["udp"], host="127.0.0.6")
@@ -236,6 +242,7 @@ def test_every_documented_metric_moves(
         "conclave_account_locks_total": grew["conclave_account_locks_total"] == 1,
         "conclave_account_unlocks_total": grew["conclave_account_unlocks_total"] == 1,
         "conclave_source_bans_total": grew["conclave_source_bans_total"] == 1,
+        "conclave_source_unbans_total": grew["conclave_source_unbans_total"] == 2,
         "conclave_overload_refused_total": grew["conclave_overload_refused_total"] == 3,
         "conclave_stray_responses_dropped_total": grew["conclave_stray_responses_dropped_total"]
         == 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conclave.transport import SourceGuard, Verdict
-from conclave.transport.guard import source_key
+from conclave.transport.guard import BAN_MEMORY, MAX_BAN_SECONDS, source_key
 
 IP = "127.0.0.1"
 
@@ -95,6 +95,83 @@ def test_explicit_ban_and_unban() -> None:
     guard.ban(IP, 10.0)
     guard.unban(IP)
     assert not guard.is_banned(IP, 10.0)
+
+
+def guess_until_banned(guard: SourceGuard, now: float, ip: str = IP) -> float:
+    """Failed authentications from ``ip`` at ``now`` until one bans it; the ban's end."""
+    while not guard.record_auth_failure(ip, now):
+        pass
+    until = guard.banned_until(ip, now)
+    assert until is not None
+    return until
+
+
+def test_each_repeat_ban_lasts_twice_the_last_up_to_the_cap() -> None:
+    guard = SourceGuard(auth_failures_per_minute=3, ban_seconds=60, max_ban_seconds=300)
+    now, lengths = 0.0, []
+    for _ in range(5):
+        until = guess_until_banned(guard, now)
+        lengths.append(until - now)
+        assert guard.ban_length(IP) == until - now
+        now = until  # the guesser waits the ban out, then starts again
+    assert lengths == [60, 120, 240, 300, 300]
+
+
+def test_rate_bans_and_auth_bans_escalate_together() -> None:
+    # One mechanism: a flood ban followed by a guessing ban is a repeat.
+    guard = SourceGuard(rate=1, burst=1, ban_seconds=10, auth_failures_per_minute=1)
+    guard.allow(IP, 0.0)
+    assert guard.allow(IP, 0.0) is Verdict.BANNED_NOW
+    assert guess_until_banned(guard, 10.0) == 10.0 + 20
+
+
+def test_a_source_clean_for_the_memory_starts_over() -> None:
+    guard = SourceGuard(auth_failures_per_minute=1, ban_seconds=60)
+    first_end = guess_until_banned(guard, 0.0)
+    second_end = guess_until_banned(guard, first_end + BAN_MEMORY)  # just within: a repeat
+    assert second_end - (first_end + BAN_MEMORY) == 120
+    later = second_end + BAN_MEMORY + 1  # clean for longer than the memory
+    assert guess_until_banned(guard, later) - later == 60
+
+
+def test_the_default_cap_is_a_day() -> None:
+    guard = SourceGuard(auth_failures_per_minute=1, ban_seconds=600)
+    assert guard.max_ban_seconds == MAX_BAN_SECONDS == 86_400
+    now = 0.0
+    for _ in range(12):
+        now = guess_until_banned(guard, now)
+    assert guard.ban_length(IP) == 86_400
+    # A cap below the first ban's length is raised to it: escalation never shortens a ban.
+    assert SourceGuard(ban_seconds=600, max_ban_seconds=60).max_ban_seconds == 600
+
+
+def test_ended_bans_are_reported_once() -> None:
+    guard = SourceGuard(rate=1, burst=1, ban_seconds=10)
+    for ip in ("192.0.2.1", "192.0.2.2"):
+        guard.allow(ip, 0.0)
+        guard.allow(ip, 0.0)
+    guard.ban("2001:db8::1", 5.0, seconds=30)
+    assert guard.ended_bans(9.9) == []
+    assert sorted(guard.ended_bans(10.0)) == ["192.0.2.1", "192.0.2.2"]
+    assert guard.ended_bans(20.0) == []
+    assert guard.ended_bans(35.0) == ["2001:db8::/64"]
+    # An unban is the operator's: nothing is left to report.
+    guard.ban(IP, 40.0)
+    guard.unban(IP)
+    assert guard.ended_bans(1e9) == []
+
+
+def test_a_repeat_offender_is_not_forgotten_first() -> None:
+    # With the table full, a source whose ban ended recently still carries its
+    # repeat count: a decayed stranger makes room instead.
+    guard = SourceGuard(rate=1, burst=1, ban_seconds=10, max_tracked=2)
+    guard.allow("192.0.2.1", 0.0)
+    guard.allow("192.0.2.1", 0.0)  # banned until 10
+    guard.allow("192.0.2.2", 11.0)  # refills by 100
+    guard.allow("192.0.2.3", 100.0)  # table full: 192.0.2.2 goes, not the offender
+    guard.allow("192.0.2.1", 100.0)
+    assert guard.allow("192.0.2.1", 100.0) is Verdict.BANNED_NOW
+    assert guard.banned_until("192.0.2.1", 100.0) == 120.0
 
 
 def test_is_banned_does_not_track() -> None:
