@@ -14,6 +14,7 @@ declare -A want=(
   [rsyslogd]=rsyslog      # syslog receiver: tests/e2e/test_logging_rsyslog.py
   [linphonec]=linphone-cli  # Linphone's console client: tests/e2e/test_linphone.py
   [turnserver]=coturn     # TURN media relay: tests/e2e/test_media_relay.py
+  [svwar]=sipvicious      # SIP user enumeration scanner: tests/security/test_enumeration.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(
