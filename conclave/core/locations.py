@@ -16,13 +16,18 @@ from conclave.sip.uri import URI
 
 
 class Binding(Protocol):
-    """One registered device: its contact URI and the flow it registered on."""
+    """One registered device: its contact URI, the flow it registered on, and
+    the Path it registered through (RFC 3327: the proxies, outermost last, that
+    asked to stay on the way to it; empty when it registered directly)."""
 
     @property
     def uri(self) -> URI: ...
 
     @property
     def flow(self) -> Flow | None: ...
+
+    @property
+    def path(self) -> tuple[str, ...]: ...
 
 
 class Locations(Protocol):

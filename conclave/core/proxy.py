@@ -78,10 +78,13 @@ RETRY_AFTER_TOO_MANY_DIALOGS = "60"
 
 @dataclass(frozen=True)
 class Target:
-    """Where one branch goes: the new Request-URI and the flow to send on."""
+    """Where one branch goes: the new Request-URI and the flow to send on, and
+    the route to take there: the Path the binding was registered through
+    (RFC 3327 §5.3), sent as Route headers in that order."""
 
     uri: URI
     flow: Flow
+    route: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -223,6 +226,8 @@ class Proxy:
         # (after its transaction ended) can be traced back to the dialog.
         unique = new_branch() if dialog is None else dialog_branch(dialog)
         branch = f"{unique}.{loop_hash(request)}"
+        for hop in reversed(target.route):  # the first Path entry ends up first
+            headers.prepend("Route", hop)
         headers.prepend("Via", self.local.via(target.flow, branch))
         return Request(request.method, target.uri, headers, request.body, request.version)
 

@@ -327,7 +327,7 @@ class Router:
         for binding in self.location.lookup(exchange.target, self.clock()):
             device = None if binding.flow is None else self.reach.usable(binding.flow)
             if device is not None and (device.secure or not secure_only):
-                targets.append(Target(binding.uri, device))
+                targets.append(Target(binding.uri, device, binding.path))
         if targets:
             self.proxy.forward(
                 exchange.txn, request, targets, inbound=exchange.flow, sender=exchange.sender

@@ -150,6 +150,43 @@ def test_message_to_an_online_user(converse: Converse) -> None:
     converse(script)
 
 
+def test_a_device_registered_through_a_path_is_reached_through_it(converse: Converse) -> None:
+    # RFC 3327: an edge proxy on the way of the REGISTER adds Path; requests for
+    # the device go back through it, as Route headers in the Path's order.
+    path = ("<sip:tok1@edge1.example.test;lr>", "<sip:edge2.example.test;lr>")
+
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob")
+        register = alice.request(
+            "REGISTER", f"sip:{DOMAIN}", to=alice.aor,
+            headers=(("Expires", "3600"), *(("Path", hop) for hop in path)),
+        )  # fmt: skip
+        alice.send(register)
+        alice.retry_with_credentials(alice.expect_response(401))
+        alice.expect_response(200)
+        bob.sign_in()
+
+        bob.send(bob.message("alice", "through the edge"))
+        bob.retry_with_credentials(bob.expect_response(407))
+        received = alice.expect_request("MESSAGE")
+        assert received.headers.get_all("Route") == list(path)
+        assert is_server_via(received.headers.get_all("Via")[0])
+        alice.answer(received, 200)
+        bob.expect_response(200)
+
+        # Bob registered directly: what reaches him carries no Route.
+        alice.send_signed(alice.message("bob", "direct"))
+        direct = bob.expect_request("MESSAGE")
+        assert direct.headers.get_all("Route") == []
+        bob.answer(direct, 200)
+        alice.expect_response(200)
+
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
+
+
 def test_message_to_an_unknown_user_and_to_another_domain(converse: Converse) -> None:
     async def script(core: Core) -> None:
         alice = core.agent("alice")
