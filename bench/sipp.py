@@ -229,10 +229,11 @@ class SippUAS:
 
     def stop(self) -> None:
         """Stop the UAS, then remove its binding (from the same port): a later
-        scenario's UAS for the same user must be the only contact, or a server
-        that forks to every binding (Conclave) would also send each request to
-        this dead port and retransmit it for 32 s, while one that routes to the
-        newest binding only (Kamailio's ``lookup``) would not: unequal work."""
+        scenario's UAS for the same user must be the only contact. Both servers
+        fork to every binding (Kamailio's ``lookup`` appends the others as
+        branches by default), so a binding left behind by the benchmark itself
+        would make each server send every request to this dead port too and
+        retransmit it for 32 s: work no real deployment's benchmark measures."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
