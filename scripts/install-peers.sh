@@ -15,6 +15,7 @@ declare -A want=(
   [linphonec]=linphone-cli  # Linphone's console client: tests/e2e/test_linphone.py
   [turnserver]=coturn     # TURN media relay: tests/e2e/test_media_relay.py
   [svwar]=sipvicious      # SIP user enumeration scanner: tests/security/test_enumeration.py
+  [dnsmasq]=dnsmasq-base  # DNS server for published zones: tests/e2e/dnsmasq.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(

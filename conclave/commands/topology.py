@@ -179,12 +179,14 @@ def _ask() -> dict[str, object]:
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write publish.txt and publish.json into this directory instead of printing.",
+    help="Write publish.txt, publish.json, each DNS zone as dnsmasq configuration and each "
+    "edge's turnserver.conf into this directory instead of printing.",
 )
 def publish_command(topology_path: Path, as_json: bool, output: Path | None) -> None:
     """What the network must provide: DNS records, firewall rules per zone, certificates."""
     from conclave.pki import PkiError
     from conclave.pki.files import write_private_file
+    from conclave.topology.dnsconf import ZONES, dnsmasq_conf
     from conclave.topology.publish import publish, render_json
     from conclave.topology.relay import relay_secret, relays_in_use, turnserver_conf
 
@@ -198,6 +200,11 @@ def publish_command(topology_path: Path, as_json: bool, output: Path | None) -> 
         output.mkdir(parents=True, exist_ok=True)
         written[0].write_text(publication.to_text(), encoding="utf-8")
         written[1].write_text(render_json(publication), encoding="utf-8")
+        for zone in ZONES:
+            if any(r.zone == zone for r in publication.dns):
+                path = output / f"dns-{zone}.dnsmasq.conf"
+                path.write_text(dnsmasq_conf(publication.dns, zone), encoding="utf-8")
+                written.append(path)
         relays = relays_in_use(topology)
         secret = relay_secret(topology_path) if relays else ""
         for ref in relays:  # coturn for each edge; it holds the shared secret: 0600

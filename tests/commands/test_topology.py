@@ -173,7 +173,9 @@ def test_publish_text_json_and_files(example: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert json.loads((out / "publish.json").read_text()) == data
     assert (out / "publish.txt").read_text() == text.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["publish.json", "publish.txt"]  # no edge
+    # No edge: no external zone and no relay configuration.
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["dns-internal.dnsmasq.conf", "publish.json", "publish.txt"]
 
 
 def test_publish_writes_each_edges_relay_configuration(tmp_path: Path) -> None:
