@@ -457,7 +457,7 @@ class Router:
         if self.proxy.on_stray_response(response, flow):
             return
         metrics.STRAY_RESPONSES_DROPPED.inc()
-        log.info("stray response dropped", status=response.status, source=str(flow))
+        self.stack.flood_log("stray response dropped", status=response.status, source=str(flow))
 
     def on_terminated(self, txn: object) -> None:
         self.proxy.on_terminated(txn)

@@ -24,6 +24,7 @@ import structlog
 
 from conclave.core.overload import Admission
 from conclave.ops import metrics
+from conclave.ops.throttle import LogThrottle
 from conclave.ops.trace import TRACER
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.flow import Flow
@@ -139,6 +140,8 @@ class SipStack:
         self.counters: dict[str, int] = {"received": 0, "malformed": 0, "dropped": 0}
         self.admission = Admission()
         self._shed_logged_at = float("-inf")
+        # Lines a stranger can cause, bounded per kind (conclave.ops.throttle).
+        self._flood_logs: dict[str, LogThrottle] = {}
         self._owners: dict[ClientTransaction, ClientOwner] = {}
         self._answer_listeners: dict[ServerTransaction, list[Callable[[Response], None]]] = {}
         # Arrival time of each server transaction's request, for the latency
@@ -216,10 +219,24 @@ class SipStack:
             )
             self._shed_logged_at = now
 
+    def flood_log(self, event: str, **fields: object) -> None:
+        """Log ``event`` at info unless lines of this event have been too many
+        lately: what strangers can cause (malformed input, refused requests,
+        responses nobody asked for) must not become a log flood."""
+        throttle = self._flood_logs.get(event)
+        if throttle is None:
+            throttle = self._flood_logs[event] = LogThrottle()
+        suppressed = throttle.admit()
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
+        log.info(event, **fields)
+
     def _malformed(self, data: bytes, flow: Flow, exc: RemoteProtocolError) -> None:
         self.counters["malformed"] += 1
         answer = salvage_error_response(data, exc)
-        log.info(
+        self.flood_log(
             "malformed message",
             source=str(flow),
             reason=exc.reason,
@@ -235,7 +252,9 @@ class SipStack:
         try:
             check_request(req, supported=self.supported, check_require=False, forwarding=False)
         except RemoteProtocolError as exc:
-            log.info("request refused", method=req.method, status=exc.status, reason=exc.reason)
+            self.flood_log(
+                "request refused", method=req.method, status=exc.status, reason=exc.reason
+            )
             if req.method != "ACK":
                 self.respond_stateless(req, flow, exc.status, exc.reason, exc.headers)
             return
@@ -252,7 +271,7 @@ class SipStack:
             check_response(resp)
             events = self.layer.receive_response(resp, flow, self.now())
         except RemoteProtocolError as exc:
-            log.info("response dropped", status=resp.status, reason=exc.reason)
+            self.flood_log("response dropped", status=resp.status, reason=exc.reason)
             return
         self.dispatch(events)
 
