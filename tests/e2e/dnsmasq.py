@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .peers_base import HOST, free_port, require_tool
+from .peers_base import HOST, free_port, require_tool, stop_process
 
 START_TIMEOUT = 10.0
 STARTS = 5
@@ -63,13 +63,7 @@ class Dnsmasq:
         raise RuntimeError(f"dnsmasq found no free port in {STARTS} attempts")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
     def __enter__(self) -> Dnsmasq:
         return self.start()

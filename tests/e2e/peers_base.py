@@ -389,3 +389,17 @@ def run_sipsak(args: Sequence[str], *, timeout: float = 15) -> subprocess.Comple
             (err if isinstance(err, str) else err.decode(errors="replace"))
             + f"\n[harness: sipsak killed after {timeout:g}s]",
         )
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> int | None:
+    """SIGTERM ``proc`` if it runs, then SIGKILL if it has not ended within
+    ``timeout``; its exit status (None when there was no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=timeout)
