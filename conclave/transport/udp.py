@@ -222,7 +222,7 @@ class UdpEndpoint:
         if not self.open or len(data) > MAX_DATAGRAM:
             return False
         try:
-            sendto(self.sock, data, remote, pending_errors=self._recverr)
+            self.sock.sendto(data, remote)
         except (BlockingIOError, InterruptedError):
             self.send_dropped += 1
             return False
@@ -239,22 +239,6 @@ class UdpEndpoint:
         self.sock.close()
         if not self.lost.done():
             self.lost.set_result(None)
-
-
-def sendto(
-    sock: socket.socket, data: bytes, remote: tuple[str, int], *, pending_errors: bool
-) -> None:
-    """``sock.sendto``, knowing that with IP_RECVERR the kernel reports an ICMP
-    error of an *earlier* datagram on the next call, send or receive, whatever
-    its destination (the socket's pending error). Such a failure is not this
-    datagram's: the error stays queued for :meth:`UdpEndpoint._read_errors`,
-    and the send is made again. A second failure is this datagram's own."""
-    try:
-        sock.sendto(data, remote)
-    except OSError as exc:
-        if not pending_errors or exc.errno not in UNREACHABLE_ERRNOS:
-            raise
-        sock.sendto(data, remote)
 
 
 def _enable_recverr(sock: socket.socket) -> bool:

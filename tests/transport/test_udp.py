@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import select
 import socket
 import time
 
@@ -12,7 +10,6 @@ import pytest
 import structlog.testing
 
 from conclave.transport import Flow, SourceGuard, TransportError, TransportManager
-from conclave.transport import udp as udp_module
 
 from .conftest import WAIT, Inbox, Runner
 
@@ -194,38 +191,3 @@ def test_each_datagram_says_how_long_it_waited_in_the_kernel(run: Runner[None]) 
             await manager.close()
 
     run(main())
-
-
-def _icmp_pending_after_sending_to_a_closed_port(sock: socket.socket) -> None:
-    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    dead.bind(("127.0.0.1", 0))
-    dead_address = dead.getsockname()
-    dead.close()
-    sock.sendto(b"anyone?", dead_address)
-    poller = select.poll()
-    poller.register(sock, select.POLLERR)
-    assert poller.poll(5000), "no ICMP port unreachable within 5 s"
-
-
-def test_a_pending_icmp_error_does_not_fail_the_next_send_elsewhere() -> None:
-    live = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    live.bind(("127.0.0.1", 0))
-    live.settimeout(5)
-    with contextlib.ExitStack() as stack:
-        stack.callback(live.close)
-        # What the kernel does: the next sendto, to any destination, reports the error.
-        plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        stack.callback(plain.close)
-        plain.bind(("127.0.0.1", 0))
-        assert udp_module._enable_recverr(plain)
-        _icmp_pending_after_sending_to_a_closed_port(plain)
-        with pytest.raises(ConnectionRefusedError):
-            plain.sendto(b"lost", live.getsockname())
-        # sendto() sends it all the same: the error belongs to the earlier datagram.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        stack.callback(sock.close)
-        sock.bind(("127.0.0.1", 0))
-        assert udp_module._enable_recverr(sock)
-        _icmp_pending_after_sending_to_a_closed_port(sock)
-        udp_module.sendto(sock, b"hello", live.getsockname(), pending_errors=True)
-        assert live.recv(100) == b"hello"
