@@ -120,7 +120,6 @@ class Server:
         self.transports = TransportManager(
             on_message=self.stack.on_message,
             on_closed=self._on_closed,
-            on_unreachable=self.stack.unreachable,
             server_ssl=ssl_context,
             guard=self.guard,
             max_message_size=limits.max_message_size,

@@ -30,7 +30,7 @@ from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.flow import Flow
 from conclave.sip.ids import new_tag
 from conclave.sip.message import Request, Response, default_reason, make_response
-from conclave.sip.parser import parse_message, quoted_request_key, salvage_error_response
+from conclave.sip.parser import parse_message, salvage_error_response
 from conclave.sip.transaction import (
     AckReceived,
     CancelReceived,
@@ -218,24 +218,6 @@ class SipStack:
                 refused_total=self.admission.refused,
             )
             self._shed_logged_at = now
-
-    def unreachable(self, quoted: bytes, flow: Flow) -> None:
-        """The network reported that a datagram we sent on ``flow`` could not be
-        delivered (ICMP port or host unreachable); ``quoted`` is the start of
-        that datagram, as the error quoted it. If it was a request of a live
-        client transaction to exactly that address, the transaction fails now
-        (503 to its owner, RFC 3261 §17.1.4) instead of retransmitting for 32
-        s. The quote is only a key: its branch (random, 64 bits and more) must
-        name a transaction we sent there, so a forged error can end nothing an
-        attacker cannot already see."""
-        key = quoted_request_key(quoted)
-        if key is None:
-            return
-        events = self.layer.unreachable(key, flow, self.now())
-        if events:
-            self.flood_log("destination unreachable", destination=str(flow), method=key[1])
-            self.dispatch(events)
-            self._rearm()
 
     def flood_log(self, event: str, **fields: object) -> None:
         """Log ``event`` at info unless lines of this event have been too many

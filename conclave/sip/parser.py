@@ -315,27 +315,6 @@ def peek_kind(data: bytes) -> Glance | None:
     )
 
 
-_TOP_VIA_BRANCH = re.compile(
-    rb"\r\n(?:via|v)[ \t]*:[^\r\n,]*?;[ \t]*branch[ \t]*=[ \t]*(z9hG4bK[-.!%*_+`'~0-9A-Za-z]+)",
-    re.IGNORECASE,
-)
-_REQUEST_METHOD = re.compile(rb"([A-Za-z][-.!%*_+`'~0-9A-Za-z]*) [^ \r\n]+ SIP/2\.0\r\n")
-
-
-def quoted_request_key(data: bytes) -> tuple[str, str] | None:
-    """The client transaction key (top Via branch, method) of a request we sent,
-    read from ``data``, which may be cut short: an ICMP error quotes only the
-    start of the datagram it reports. None unless the request line and an RFC
-    3261 branch on the first Via line are both there."""
-    method = _REQUEST_METHOD.match(data)
-    if method is None:
-        return None
-    via = _TOP_VIA_BRANCH.search(data, 0, MAX_HEADER_SECTION)
-    if via is None:
-        return None
-    return via.group(1).decode("ascii"), method.group(1).decode("ascii").upper()
-
-
 def salvage_error_response(data: bytes, error: RemoteProtocolError) -> bytes | None:
     """A best-effort error response to a request the parser refused.
 

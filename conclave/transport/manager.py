@@ -71,7 +71,6 @@ class TransportManager:
         *,
         on_message: Callable[[bytes, Flow, float], None],
         on_closed: Callable[[Flow], None] | None = None,
-        on_unreachable: Callable[[bytes, Flow], None] | None = None,
         server_ssl: ssl.SSLContext | None = None,
         client_ssl: ssl.SSLContext | None = None,
         guard: SourceGuard | None = None,
@@ -87,7 +86,6 @@ class TransportManager:
         a longer UDP datagram is dropped and counted (:attr:`oversized_datagrams`)."""
         self._on_message = on_message
         self._on_closed = on_closed
-        self._on_unreachable = on_unreachable
         self._server_ssl = server_ssl
         self._client_ssl = client_ssl
         self.guard = guard
@@ -427,16 +425,6 @@ class TransportManager:
             self._on_message(data, flow, queued)
         except Exception:
             log.exception("on_message failed", flow=str(flow))
-
-    def unreachable(self, quoted: bytes, flow: Flow) -> None:
-        """An ICMP error for a datagram we sent on ``flow`` (the UDP endpoint's
-        report): to ``on_unreachable``, which may end the transaction it names."""
-        if self._on_unreachable is None:
-            return
-        try:
-            self._on_unreachable(quoted, flow)
-        except Exception:
-            log.exception("on_unreachable failed", flow=str(flow))
 
     def framing_error(self, conn: StreamConnection, exc: RemoteProtocolError) -> None:
         flow = conn.flow

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import struct
 import sys
@@ -36,11 +35,6 @@ class DatagramHost(Protocol):
 
     def deliver(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
         """One datagram, to the stack, with the seconds it waited in the kernel."""
-        ...
-
-    def unreachable(self, quoted: bytes, flow: Flow) -> None:
-        """A datagram we sent on ``flow`` was refused by the network (ICMP
-        unreachable); ``quoted`` is its start, as the error quoted it."""
         ...
 
 
@@ -81,25 +75,6 @@ export: the kernel's receive time of each datagram as a struct timespec."""
 _TIMESPEC: Final = struct.Struct("@qq")
 """struct timespec on a 64-bit Linux: seconds and nanoseconds."""
 
-_RECVERR: Final[tuple[tuple[int, int], ...]] = (
-    ((socket.IPPROTO_IP, 11), (socket.IPPROTO_IPV6, 25)) if _GENERIC_LINUX else ()
-)
-"""IP_RECVERR and IPV6_RECVERR (level, option; also the ancillary message type
-of each queued error): the kernel queues the ICMP errors our datagrams cause,
-with the destination and the start of the datagram, instead of only setting
-the socket's error."""
-
-_EXTENDED_ERR: Final = struct.Struct("@IBBBBII")
-"""struct sock_extended_err: ee_errno, ee_origin, ee_type, ee_code, ee_pad,
-ee_info, ee_data."""
-
-UNREACHABLE_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
-"""Queued errors that mean the destination cannot take datagrams (ICMP port,
-host or network unreachable): what RFC 3261 §18.4 calls a transport failure."""
-
-MAX_ERRORS_PER_WAKEUP: Final = 64
-"""Queued errors read per wake-up at most, as :data:`READ_BATCH` for datagrams."""
-
 OVERSIZED_LOG_INTERVAL: Final = 10.0
 """Seconds between two "oversized datagram dropped" warnings from one socket.
 Source addresses of UDP are trivially spoofed and each datagram is cheap to
@@ -133,7 +108,6 @@ class UdpEndpoint:
         self._oversized_logged = 0  # self.oversized when the last warning went out
         self._oversized_log_at = float("-inf")  # time.monotonic() of that warning
         self._stamped = _enable_timestamps(sock)
-        self._recverr = _enable_recverr(sock)
         self._ancillary = socket.CMSG_SPACE(_TIMESPEC.size) if self._stamped else 0
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._readable)
@@ -146,40 +120,14 @@ class UdpEndpoint:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # An ICMP error for an earlier sendto(), reported on a read. With
-                # IP_RECVERR the error itself is queued: read what it says (which
-                # datagram, to whom) and go on reading.
-                if not self._recverr:
-                    log.debug("udp error", local=self.local, error=str(exc))
-                    return
-                self._read_errors()
-                continue
+                # An ICMP error for an earlier sendto(), reported on a read; the
+                # transaction layer times out on its own: a debug line only.
+                log.debug("udp error", local=self.local, error=str(exc))
+                return
             queued = _waited(cmsgs) if ancillary else 0.0
             self._received(data, addr, queued)
             if not self.open:
                 return
-
-    def _read_errors(self) -> None:
-        """Read the socket's queued errors; report each unreachable destination."""
-        space = socket.CMSG_SPACE(_EXTENDED_ERR.size + 32)  # the error and its offender
-        for _ in range(MAX_ERRORS_PER_WAKEUP):
-            try:
-                quoted, cmsgs, _flags, addr = self.sock.recvmsg(
-                    MAX_DATAGRAM, space, socket.MSG_ERRQUEUE
-                )
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.debug("udp error queue", local=self.local, error=str(exc))
-                return
-            code = _queued_errno(cmsgs)
-            if code not in UNREACHABLE_ERRNOS:
-                continue
-            try:
-                remote = socket_address(addr)
-            except ValueError:
-                continue
-            self._manager.unreachable(quoted, Flow("udp", remote, self.local))
 
     def _received(self, data: bytes, addr: object, queued: float) -> None:
         if not data.strip(b"\r\n"):
@@ -241,18 +189,6 @@ class UdpEndpoint:
             self.lost.set_result(None)
 
 
-def _enable_recverr(sock: socket.socket) -> bool:
-    """Ask the kernel to queue the ICMP errors of our datagrams (Linux)."""
-    enabled = False
-    for level, option in _RECVERR:
-        try:
-            sock.setsockopt(level, option, 1)
-        except OSError:
-            continue  # IPV6_RECVERR on an IPv4 socket
-        enabled = True
-    return enabled
-
-
 def _enable_timestamps(sock: socket.socket) -> bool:
     """Ask the kernel to stamp each datagram with its arrival time (Linux)."""
     if _SO_TIMESTAMPNS is None:
@@ -262,14 +198,6 @@ def _enable_timestamps(sock: socket.socket) -> bool:
     except OSError:
         return False
     return True
-
-
-def _queued_errno(cmsgs: list[tuple[int, int, bytes]]) -> int | None:
-    """The errno of a queued error (IP_RECVERR / IPV6_RECVERR ancillary data)."""
-    for level, kind, data in cmsgs:
-        if (level, kind) in _RECVERR and len(data) >= _EXTENDED_ERR.size:
-            return int(_EXTENDED_ERR.unpack_from(data)[0])
-    return None
 
 
 def _waited(cmsgs: list[tuple[int, int, bytes]]) -> float:

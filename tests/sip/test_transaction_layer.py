@@ -9,7 +9,6 @@ import pytest
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
 from conclave.sip.headers import Headers
 from conclave.sip.message import Request, Response, make_response
-from conclave.sip.parser import quoted_request_key
 from conclave.sip.transaction import (
     AckReceived,
     CancelReceived,
@@ -277,41 +276,6 @@ def test_transport_error_through_the_layer_removes_the_transaction() -> None:
     txn, _ = layer.send_request(request("MESSAGE"), DEST, 0.0, reliable=True)
     assert kinds(layer.transport_error(txn, 0.1)) == ["TransportFailed", "TransactionTerminated"]
     assert len(layer) == 0 and layer.next_deadline() is None
-
-
-def test_an_unreachable_destination_ends_the_transaction_it_names() -> None:
-    # An ICMP error quotes the start of the datagram; its branch and method are the key.
-    layer = TransactionLayer()
-    req = request("MESSAGE")
-    _txn, events = layer.send_request(req, DEST, 0.0, reliable=False)
-    quote = sent(events)[0][:200]
-    key = quoted_request_key(quote)
-    assert key == ("z9hG4bK776asdhds", "MESSAGE")
-    # The same key for another destination, or no live transaction: nothing happens.
-    assert layer.unreachable(key, SOURCE, 0.1) == []
-    assert layer.unreachable(("z9hG4bKother", "MESSAGE"), DEST, 0.1) == []
-    assert len(layer) == 1
-    assert kinds(layer.unreachable(key, DEST, 0.1)) == ["TransportFailed", "TransactionTerminated"]
-    assert len(layer) == 0 and layer.unreachable(key, DEST, 0.2) == []
-
-
-@pytest.mark.parametrize(
-    ("quote", "key"),
-    [
-        (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx1;rport\r\n",
-         ("z9hG4bKx1", "INVITE")),
-        (b"INVITE sip:a@b SIP/2.0\r\nv:SIP/2.0/UDP h ; BRANCH = z9hG4bKx2\r\n",
-         ("z9hG4bKx2", "INVITE")),
-        (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;bran", None),  # cut short
-        (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=1234\r\n", None),  # RFC 2543
-        (b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h, SIP/2.0/UDP g;branch=z9hG4bKy\r\n",
-         None),  # the branch is not the top Via's
-        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKz\r\n", None),  # a response
-        (b"\x00\xff garbage", None),
-    ],
-)  # fmt: skip
-def test_the_key_of_a_quoted_request(quote: bytes, key: tuple[str, str] | None) -> None:
-    assert quoted_request_key(quote) == key
 
 
 # -- limits ---------------------------------------------------------------------------------

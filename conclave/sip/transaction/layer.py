@@ -291,18 +291,6 @@ class TransactionLayer:
             return []
         return self._after(transaction, transaction.transport_error(now))
 
-    def unreachable(self, key: tuple[str, str], destination: object, now: float) -> list[Event]:
-        """The network said the request of client transaction ``key`` (top Via
-        branch, method) could not be delivered to ``destination`` (an ICMP
-        port or host unreachable for a datagram we sent): the same as a send
-        that failed (§17.1.4), so the transaction ends now instead of
-        retransmitting for 64*T1. Only a live transaction whose destination is
-        exactly ``destination`` is touched; anything else is ignored."""
-        txn = self._clients.get(key)
-        if txn is None or txn.destination != destination:
-            return []
-        return self.transport_error(txn, now)
-
     # -- from the TU ---------------------------------------------------------------
     def send_request(
         self, request: Request, destination: object, now: float, *, reliable: bool
