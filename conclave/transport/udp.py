@@ -122,6 +122,9 @@ class UdpEndpoint:
             except OSError as exc:
                 # An ICMP error for an earlier sendto(), reported on a read; the
                 # transaction layer times out on its own: a debug line only.
+                # (Do not set IP_RECVERR to learn more: queued errors make the
+                # socket report POLLERR, and libuv then stops this reader for
+                # good. BENCHMARKS.md, 2026-12-06 evening.)
                 log.debug("udp error", local=self.local, error=str(exc))
                 return
             queued = _waited(cmsgs) if ancillary else 0.0
