@@ -234,7 +234,7 @@ class SourceGuard:
         source = self._sources.get(source_key(ip))
         if source is None or not source.repeats:
             return 0.0
-        return min(self.ban_seconds * 2.0 ** (source.repeats - 1), self.max_ban_seconds)
+        return self._length(source.repeats - 1)
 
     def record_auth_failure(self, ip: str, now: float) -> bool:
         """Count a failed authentication; True if this failure just banned ``ip``.
@@ -281,10 +281,14 @@ class SourceGuard:
             del self._banned[key]
         return ended
 
+    def _length(self, earlier_bans: int) -> float:
+        """Seconds a ban lasts after ``earlier_bans`` repeats: doubled each time, capped."""
+        return min(self.ban_seconds * 2.0**earlier_bans, self.max_ban_seconds)
+
     def _ban(self, key: str, source: _Source, now: float) -> None:
         if now - source.banned_until > BAN_MEMORY:
             source.repeats = 0  # clean for long enough (or never banned): a first ban
-        seconds = min(self.ban_seconds * 2.0**source.repeats, self.max_ban_seconds)
+        seconds = self._length(source.repeats)
         source.repeats = min(source.repeats + 1, MAX_BAN_DOUBLINGS)
         source.banned_until = self._banned[key] = now + seconds
         source.strikes = 0
