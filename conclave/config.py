@@ -596,6 +596,42 @@ class CdrSection(_Section):
     """CDRs held in memory awaiting the database; beyond this they are dropped and counted"""
 
 
+class EdgeSection(_Section):
+    """The Access Edge role (docs/edge.md); ``conclave topology provision`` writes it."""
+
+    internal_name: Annotated[Str, AfterValidator(_host)] = "localhost"
+    """the internal interface's FQDN (its certificate names it)"""
+    internal_bind: Annotated[Str, AfterValidator(_ip)] = "127.0.0.1"
+    internal_port: Port = 5061
+    """mutual TLS from the pool and directors"""
+    external_name: Annotated[Str, AfterValidator(_host)] = "localhost"
+    """the access FQDN remote users reach (often sip.<domain>)"""
+    external_bind: Annotated[Str, AfterValidator(_ip)] = "127.0.0.1"
+    access_port: Port = 443
+    """SIP over TLS from remote users"""
+    remote_users: Bool = False
+    """relay remote users' sign-ins (the external access policy)"""
+    domains: tuple[Str, ...] = ()
+    """the organisation's SIP domains"""
+    next_hop: Annotated[Str, AfterValidator(_endpoint)] = ""
+    """ip:port of the Director or Front End pool that remote users' requests go to"""
+    next_hop_name: Str = ""
+    """the name the next hop's certificate must carry"""
+    inside_peers: tuple[Str, ...] = ()
+    """names of the servers allowed to connect to the internal side (their certificates)"""
+    external_cert: RelPath = "tls/external.crt"
+    external_key: RelPath = "tls/external.key"
+
+
+class TrustSection(_Section):
+    """Servers a Front End trusts to speak for the clients behind them."""
+
+    edges: tuple[Str, ...] = ()
+    """internal FQDNs of the Edges whose clients' addresses (in their Via) count (docs/edge.md)"""
+    addresses: tuple[Str, ...] = ()
+    """the Edges' internal addresses: exempt from per-source limits (their clients are not)"""
+
+
 class Config(_Section):
     """The whole of conclave.toml."""
 
@@ -615,6 +651,8 @@ class Config(_Section):
     archive: ArchiveSection = ArchiveSection()
     cdr: CdrSection = CdrSection()
     media_relay: MediaRelaySection = MediaRelaySection()
+    edge: EdgeSection = EdgeSection()
+    trust: TrustSection = TrustSection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

@@ -15,7 +15,9 @@ handler:
 * ``logging-controller``: the centralized logging controller
   (:func:`conclave.ops.controller.run_controller`), listening where the
   topology says;
-* ``edge``, ``director``, ``mediation``, ``chat``: not built yet. ``serve``
+* ``edge``: the Access Edge (:mod:`conclave.edge_server`): remote users'
+  sign-ins relayed to the pool, the inside hidden (docs/edge.md);
+* ``director``, ``mediation``, ``chat``: not built yet. ``serve``
   refuses them with a one-line message and starts nothing, never a stub.
 
 A host with several buildable roles runs one child process per role
@@ -147,6 +149,12 @@ def run_role(plan: HostPlan, role: str) -> None:
         _applied(plan, role, changed)
         settings = controller_settings(plan.data_dir, config, topology=plan.topology)
         run_controller(plan.data_dir, settings, host=config.server.host)
+    elif role == "edge":
+        from conclave.edge_server import run_edge
+
+        logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
+        _applied(plan, role, changed)
+        run_edge(plan.data_dir, config)
     else:  # prepare() refused it already; never start a stand-in
         raise RoleError(not_available_message(role, plan.ref.name))
 

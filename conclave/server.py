@@ -43,13 +43,15 @@ from conclave.ops import metrics
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.lockout import LockoutKeeper
 from conclave.ops.runtime import Operations
-from conclave.pki.identity import identity_from_peer_cert
+from conclave.pki.errors import PkiError
+from conclave.pki.identity import identity_from_peer_cert, server_identity
 from conclave.pki.info import describe
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.services.location import MemoryLocationService
-from conclave.sip.flow import Flow
+from conclave.sip.flow import Flow, canonical_host
+from conclave.sip.message import Request
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.transaction import TransactionLayer
 from conclave.store.database import Database
@@ -102,7 +104,10 @@ class Server:
             ban_seconds=limits.ban_seconds,
             max_ban_seconds=limits.max_ban_seconds,
             auth_failures_per_minute=limits.auth_failures_per_minute,
+            exempt=config.trust.addresses,  # Edges: their clients are judged one by one
         )
+        self._edges = frozenset(name.lower() for name in config.trust.edges)
+        self._edge_flows: dict[int, bool] = {}
         self.layer = TransactionLayer()
         self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
         ssl_context = None
@@ -214,6 +219,7 @@ class Server:
             guard=self.guard,
             reach=self,
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
+            client_source=self._edge_client if self._edges else None,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -268,6 +274,33 @@ class Server:
             self.transports.peer_certificate(flow), self.config.server.domain
         )
         return identity.user if identity is not None else None
+
+    def _from_edge(self, flow: Flow) -> bool:
+        """True for a mutual-TLS connection whose server certificate names a trusted Edge."""
+        if not flow.secure:
+            return False
+        known = self._edge_flows.get(flow.conn_id)
+        if known is None:
+            der = self.transports.peer_certificate_der(flow)
+            try:
+                names = set(server_identity(der).names) if der else set()
+            except PkiError:
+                names = set()
+            known = self._edge_flows[flow.conn_id] = bool(names & self._edges)
+        return known
+
+    def _edge_client(self, request: Request, flow: Flow) -> str | None:
+        """The client address a trusted Edge stamped in its Via (the one below the Edge's)."""
+        if not self._from_edge(flow):
+            return None
+        vias = request.vias
+        if len(vias) < 2:
+            return None
+        client = vias[1]
+        try:
+            return canonical_host(client.received or client.host)
+        except ValueError:  # a name, not an address: the Edge did not stamp it
+            return None
 
     async def _shutdown(self) -> None:
         log.info("stopping", open_transactions=len(self.layer))
@@ -344,6 +377,7 @@ class Server:
             log.info("source bans ended", count=len(ended) - MAX_BAN_END_LINES, more=True)
 
     def _on_closed(self, flow: Flow) -> None:
+        self._edge_flows.pop(flow.conn_id, None)
         self.local.forget_reach(flow)
         removed = self.location.remove_flow(flow)
         if removed:

@@ -19,7 +19,7 @@ from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
 from conclave.core.proxy import Proxy
 from conclave.core.router import Reach, Router
-from conclave.core.signin import CertificateUser, SignIn
+from conclave.core.signin import CertificateUser, ClientSource, SignIn
 from conclave.core.stack import SipStack
 from conclave.ops.lockout import lockout_from_config
 from conclave.services import activity, archive, calls, cdr, im, registrar, relay
@@ -78,6 +78,7 @@ def assemble(
     guard: SourceGuard,
     reach: Reach,
     certificate_user: CertificateUser | None = None,
+    client_source: ClientSource | None = None,
 ) -> Assembly:
     """Build the core (sign-in, proxy, router) and every enabled feature around
     ``stack``: what a Front End process runs (``Server._wire``) and what the
@@ -95,6 +96,14 @@ def assemble(
         md5_only_agents=tuple(config.auth.md5_only_user_agents),
     )
     lockout = lockout_from_config(config.lockout)
-    signin = SignIn(stack, auth, users, guard, certificate_user=certificate_user, lockout=lockout)
+    signin = SignIn(
+        stack,
+        auth,
+        users,
+        guard,
+        certificate_user=certificate_user,
+        lockout=lockout,
+        client_source=client_source,
+    )
     router = Router(host=host, proxy=proxy, signin=signin, reach=reach)
     return Assembly(host, features, proxy, router, signin)

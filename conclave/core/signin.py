@@ -39,6 +39,14 @@ log = structlog.get_logger("conclave.signin")
 CertificateUser = Callable[[Flow], str | None]
 """The user a verified client certificate on a TLS flow names, if any."""
 
+ClientSource = Callable[[Request, Flow], str | None]
+"""For a request relayed by a trusted Edge: the client address the Edge stamped
+in its Via (docs/edge.md); None for a request from anyone else."""
+
+BAN_HEADER = "Conclave-Source-Ban"
+"""On a response to a trusted Edge: the client behind it is banned for this many
+seconds; the Edge applies the ban at the perimeter and removes the header."""
+
 
 @dataclass
 class SignIn:
@@ -53,6 +61,8 @@ class SignIn:
     wall_clock: Callable[[], float] = field(default=time.time)
     on_lock_change: Callable[[], None] | None = None
     """Told when an account is locked (the server saves the lockout state)."""
+    client_source: ClientSource | None = None
+    """Set when the topology has Edges: the client a trusted Edge relays for."""
 
     def identify(
         self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
@@ -67,9 +77,16 @@ class SignIn:
             structlog.contextvars.bind_contextvars(user=user, auth="certificate")
             return user
         now = self.wall_clock()
+        relayed = self.client_source(request, flow) if self.client_source else None
+        source = relayed or flow.remote[0]
+        if relayed is not None and self.guard.is_banned(relayed, now):
+            # The Edge had not heard yet (or restarted): tell it again.
+            remaining = (self.guard.banned_until(relayed, now) or now) - now
+            headers = [(BAN_HEADER, str(max(int(remaining), 1)))]
+            self.stack.respond(txn, 403, "Source banned", headers=headers)
+            return None
         bound_to = flow.remote[0] if flow.transport == "udp" else ""
         outcome = self.auth.authenticate(request, proxy=proxy, now=now, bound_to=bound_to)
-        source = flow.remote[0]
         if isinstance(outcome, Authenticated):
             if not self.lockout.is_locked(outcome.user, source, now):
                 self.lockout.success(outcome.user, source, now)
@@ -82,12 +99,15 @@ class SignIn:
         if isinstance(outcome, BadCredentials):
             self.stack.respond(txn, 400, f"Malformed credentials: {outcome.reason}")
             return None
+        headers = list(outcome.headers)
         if outcome.failed:
-            self._failed(flow, now)
+            banned = self._failed(source, now)
+            if banned and relayed is not None:
+                headers.append((BAN_HEADER, str(int(self.guard.ban_length(source)))))
             if outcome.user is not None:
                 self._account_failed(outcome.user, source, now)
         once = flow.transport == "udp"
-        self.stack.respond(txn, 407 if proxy else 401, headers=outcome.headers, once=once)
+        self.stack.respond(txn, 407 if proxy else 401, headers=headers, once=once)
         return None
 
     def _by_certificate(self, request: Request, flow: Flow) -> str | None:
@@ -99,8 +119,8 @@ class SignIn:
         claimed = sender.user if isinstance(sender, SipURI) else None
         return user if user is not None and user == claimed else None
 
-    def _failed(self, flow: Flow, now: float) -> None:
-        source = flow.remote[0]
+    def _failed(self, source: str, now: float) -> bool:
+        """Count a failure against ``source``; True if that banned it."""
         metrics.AUTH_FAILURES.inc()
         log.info("authentication failed", source=source)
         if self.guard.record_auth_failure(source, now):
@@ -111,6 +131,8 @@ class SignIn:
                 reason="authentication failures",
                 seconds=self.guard.ban_length(source),
             )
+            return True
+        return False
 
     def _account_failed(self, user: str, source: str, now: float) -> None:
         locked = self.lockout.failure(user, source, now)

@@ -72,7 +72,7 @@ class Operations:
         subscriptions: Callable[[], float] | None,
         certificate_expiry: Callable[[], dt.datetime] | None,
         listening: Callable[[], bool],
-        database: Database,
+        database: Database | None,
     ) -> None:
         """Deliver logs, obey debug sessions, publish gauges, and serve /metrics if enabled."""
         self.agent.start()
@@ -94,10 +94,10 @@ class Operations:
             async def listeners_up() -> bool:
                 return listening()
 
-            checks: dict[str, ReadyCheck] = {
-                "listeners": listeners_up,
-                "database": lambda: database_reachable(database),
-            }
+            checks: dict[str, ReadyCheck] = {"listeners": listeners_up}
+            if database is not None:  # an Edge has none
+                db = database
+                checks["database"] = lambda: database_reachable(db)
             host, port = split_endpoint(self.config.admin.bind)
             self.admin = AdminServer(host, port, checks)
             await self.admin.start()

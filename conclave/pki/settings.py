@@ -43,7 +43,8 @@ def server_tls_files(data_dir: Path, config: Config) -> TlsFiles:
         ca=config.path(data_dir, tls.ca),
         crl=config.path(data_dir, tls.crl),
         required=server_required_names(config),
-        client_auth=tls.client_auth == "optional",
+        # Edges present their certificates: ask for one (a client need not send any).
+        client_auth=tls.client_auth == "optional" or bool(config.trust.edges),
         status=Path(data_dir) / STATUS_FILE,
     )
 

@@ -46,7 +46,7 @@ ROLE_INFO: dict[str, RoleInfo] = {
             "edge",
             "Edge Server (Access Edge)",
             "the only role facing the internet: remote users and federation",
-            False,
+            True,
         ),
         RoleInfo(
             "director",

@@ -43,7 +43,7 @@ from conclave.pki.validate import uncovered
 from conclave.store.database import migrate
 
 from .catalogue import AVAILABLE_ROLES, logging_controller_for
-from .certs import internal_names
+from .certs import external_names, internal_names
 from .layout import ca_dir, host_dir
 from .model import HostRef, Topology
 from .relay import relay_secret, relay_servers
@@ -115,7 +115,47 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
     if "logging-controller" in host.roles:
         address = f"[{host.address}]" if ":" in host.address else host.address
         settings["logging_controller"] = {"listen": f"{address}:{host.ports.syslog_tls}"}
+    if "frontend" in host.roles:
+        edges = [ref for ref in topology.hosts() if ref.edge_internal is not None]
+        settings["trust"] = {
+            "edges": [e.edge_internal.fqdn for e in edges if e.edge_internal is not None],
+            "addresses": [e.edge_internal.address for e in edges if e.edge_internal is not None],
+        }
+    if "edge" in host.roles:
+        settings["edge"] = edge_settings(topology, ref)
     return settings
+
+
+def remote_users_pool(topology: Topology) -> HostRef | None:
+    """The Front End the Edge relays remote users to: the first Front End pool's first
+    member (a Director, when built, will route each user to their home pool instead)."""
+    return next((r for r in topology.hosts() if "frontend" in r.host.roles), None)
+
+
+def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
+    """``[edge]``: both interfaces, the next hop inside, who may connect from inside."""
+    internal, external = ref.edge_internal, ref.edge_external
+    hop = remote_users_pool(topology)
+    values: dict[str, Any] = {
+        "remote_users": topology.policies.external_access.remote_users,
+        "domains": list(topology.organisation.sip_domains),
+        "access_port": ref.host.ports.edge_access_tls,
+        "internal_port": ref.host.ports.edge_internal_tls,
+        "inside_peers": [
+            r.host.fqdn for r in topology.hosts() if {"frontend", "director"} & set(r.host.roles)
+        ],
+    }
+    if internal is not None:
+        values |= {"internal_name": internal.fqdn, "internal_bind": internal.address}
+    if external is not None:
+        values |= {"external_name": external.fqdn, "external_bind": external.address}
+    if hop is not None:
+        address = f"[{hop.host.address}]" if ":" in hop.host.address else hop.host.address
+        values |= {
+            "next_hop": f"{address}:{hop.host.ports.sip_tls}",
+            "next_hop_name": hop.pool_fqdn,
+        }
+    return values
 
 
 def apply_settings(config: Config | None, settings: Settings, *, source: str) -> Config:
@@ -194,6 +234,8 @@ def provision(
     shutil.copyfile(ca.crl_path, config.path(target, config.tls.crl))
     result.actions.append("copied the CA certificate and a fresh CRL")
     _certificate(ca, config, target, internal_names(ref, topology), now, result)
+    if "edge" in ref.host.roles:
+        _external_certificate(ca, config, target, external_names(ref, topology), now, result)
     if config.media_relay.enabled:
         secret = relay_secret(topology_path).encode("ascii") + b"\n"
         write_private_file(config.path(target, config.media_relay.secret_file), secret)
@@ -248,6 +290,32 @@ def _certificate(
     issued = ca.issue_server(list(names))
     issued.write(cert_path, key_path)
     result.actions.append(f"issued the host certificate ({reason} before): {', '.join(names)}")
+
+
+def _external_certificate(
+    ca: CertificateAuthority,
+    config: Config,
+    target: Path,
+    names: tuple[str, ...],
+    now: dt.datetime,
+    result: Provisioned,
+) -> None:
+    """The Edge's external certificate. Without one from a public CA in place, the
+    organisation's CA issues it: enough for clients that trust that CA (a lab, managed
+    devices); the audit says a public one is needed for partners (docs/edge.md)."""
+    cert_path = config.path(target, config.edge.external_cert)
+    key_path = config.path(target, config.edge.external_key)
+    if cert_path.exists() and key_path.exists():
+        reason = _renewal_reason(cert_path, names, now)
+    else:
+        reason = "missing"
+    if not reason or not names:
+        return
+    ca.issue_server(list(names)).write(cert_path, key_path)
+    result.actions.append(
+        f"issued the external certificate from the organisation's CA ({reason} before): "
+        + ", ".join(names)
+    )
 
 
 def topology_owned(config: Config, topology: Topology, ref: HostRef, *, source: str) -> Config:

@@ -121,8 +121,14 @@ class TransportManager:
         out.extend((item.transport, *item.address) for item in self._listening)
         return out
 
-    async def listen(self, transport: str, host: str, port: int) -> tuple[str, int]:
+    async def listen(
+        self, transport: str, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
         """Listen on ``host:port`` and return the bound address.
+
+        ``tls``: this listener's own server context instead of ``server_ssl``
+        (an Edge's internal side demands client certificates, its external
+        side does not).
 
         ``host`` is an IP literal (``0.0.0.0`` and ``::`` for all addresses; an
         IPv6 socket takes IPv6 only, so listen on both for both); port 0 picks
@@ -134,7 +140,8 @@ class TransportManager:
             raise TransportError("transport manager is closed")
         if transport not in TRANSPORTS:
             raise TransportError(f"unknown transport {transport!r}")
-        if transport == "tls" and self._server_ssl is None:
+        context = tls if tls is not None else self._server_ssl
+        if transport == "tls" and context is None:
             raise TransportError("a TLS listener needs server_ssl")
         try:
             host = canonical_host(host)
@@ -149,7 +156,7 @@ class TransportManager:
             else:
                 sock = listening_socket(host, port)
                 address = socket_address(sock.getsockname())
-                task = loop.create_task(self._accept_loop(transport, sock))
+                task = loop.create_task(self._accept_loop(transport, sock, context))
                 self._listening.append(_Listener(transport, address, sock, task))
         except OSError as exc:
             raise TransportError(
@@ -245,6 +252,18 @@ class TransportManager:
         cert = conn.transport.get_extra_info("peercert")
         return dict(cert) if cert else None
 
+    def peer_certificate_der(self, flow: Flow) -> bytes | None:
+        """The peer's verified certificate in DER, on an open TLS flow (else None)."""
+        conn = self._table.live(flow)
+        if conn is None or not flow.secure or conn.transport is None:
+            return None
+        ssl_object = conn.transport.get_extra_info("ssl_object")
+        try:
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        except ValueError:
+            return None
+        return der or None
+
     def close_tls_connections(
         self, condemned: Callable[[bytes], bool], *, reason: str = "peer certificate revoked"
     ) -> list[tuple[Flow, bytes]]:
@@ -268,6 +287,20 @@ class TransportManager:
                 self._drop(conn, reason)
                 closed.append((flow, der))
         return closed
+
+    def close_connections_from(self, ip: str) -> int:
+        """Close every inbound connection from ``ip`` (it was just banned); how many."""
+        key = source_key(ip)
+        condemned = [
+            conn
+            for conn in self._table.connections()
+            if conn.flow is not None
+            and not conn.outbound
+            and source_key(conn.flow.remote[0]) == key
+        ]
+        for conn in condemned:
+            self._drop(conn, "source banned")
+        return len(condemned)
 
     def close_connection(self, flow: Flow) -> bool:
         """Close a stream flow's connection after flushing; False if it was not open."""
@@ -329,7 +362,9 @@ class TransportManager:
     def new_conn_id(self) -> int:
         return next(self._ids)
 
-    async def _accept_loop(self, transport: str, sock: socket.socket) -> None:
+    async def _accept_loop(
+        self, transport: str, sock: socket.socket, context: ssl.SSLContext | None
+    ) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -339,9 +374,15 @@ class TransportManager:
                     log.error("accept failed", transport=transport, error=str(exc))
                     await asyncio.sleep(ACCEPT_RETRY_DELAY)
                 continue  # otherwise the peer gave up before accept: nothing to do
-            self._accepted(transport, client, address)
+            self._accepted(transport, client, address, context)
 
-    def _accepted(self, transport: str, client: socket.socket, address: object) -> None:
+    def _accepted(
+        self,
+        transport: str,
+        client: socket.socket,
+        address: object,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         """Admit or refuse a freshly accepted socket, before any byte is read."""
         try:
             remote = socket_address(address)
@@ -370,11 +411,11 @@ class TransportManager:
         )
         conn.sock = client  # ours to close until _serve hands it to the event loop
         self._table.add(conn)
-        task = asyncio.get_running_loop().create_task(self._serve(conn))
+        task = asyncio.get_running_loop().create_task(self._serve(conn, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _serve(self, conn: StreamConnection) -> None:
+    async def _serve(self, conn: StreamConnection, context: ssl.SSLContext | None = None) -> None:
         """Hand an admitted socket to the event loop; on TLS, wait out the handshake."""
         loop = asyncio.get_running_loop()
         tls = conn.transport_name == "tls"
@@ -385,7 +426,7 @@ class TransportManager:
             await loop.connect_accepted_socket(
                 lambda: conn,
                 client,
-                ssl=self._server_ssl if tls else None,
+                ssl=(context or self._server_ssl) if tls else None,
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,
                 ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if tls else None,
             )

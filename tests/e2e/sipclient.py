@@ -29,6 +29,12 @@ class SipClient:
     ca: str | None = None
     host: str = "127.0.0.1"
     """The local address to send from (any of 127.0.0.0/8 works on Linux)."""
+    server: str = "127.0.0.1"
+    """The server's address."""
+    server_name: str = "127.0.0.1"
+    """The name its TLS certificate must carry."""
+    cert: tuple[str, str] | None = None
+    """A client certificate and key to present over TLS."""
     _sock: socket.socket | None = None
     _framer: StreamFramer = field(default_factory=StreamFramer)
     _pending: list[bytes] = field(default_factory=list)
@@ -40,11 +46,13 @@ class SipClient:
             self._sock.bind((self.host, 0))
         else:
             raw = socket.create_connection(
-                ("127.0.0.1", self.port), timeout=TIMEOUT, source_address=(self.host, 0)
+                (self.server, self.port), timeout=TIMEOUT, source_address=(self.host, 0)
             )
             if self.transport == "tls":
                 ctx = ssl.create_default_context(cafile=self.ca)
-                raw = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+                if self.cert is not None:
+                    ctx.load_cert_chain(*self.cert)
+                raw = ctx.wrap_socket(raw, server_hostname=self.server_name)
             self._sock = raw
         self._sock.settimeout(TIMEOUT)
 
@@ -60,7 +68,7 @@ class SipClient:
     def send_raw(self, data: bytes) -> None:
         assert self._sock is not None
         if self.transport == "udp":
-            self._sock.sendto(data, ("127.0.0.1", self.port))
+            self._sock.sendto(data, (self.server, self.port))
         else:
             self._sock.sendall(data)
 

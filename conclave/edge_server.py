@@ -1,0 +1,264 @@
+"""The Access Edge process: ``conclave serve --topology FILE --host EDGE``.
+
+It listens on two sides (docs/edge.md):
+
+* the **external** listener (``[edge] external_bind``, ``access_port``):
+  SIP over TLS from remote users, with the Edge's external certificate; open
+  only when the external access policy lets remote users in;
+* the **internal** listener (``internal_bind``, ``internal_port``): SIP over
+  mutual TLS only. A peer must present a *server* certificate from the
+  organisation's CA that names one of ``inside_peers`` (the pool's and the
+  Directors' hosts); anything else is closed at its first message.
+
+Toward the inside it dials the next hop (``next_hop``, verified as
+``next_hop_name``) with its internal certificate, and keeps that connection
+alive with RFC 5626 CRLF pings. What it relays, and how it hides the inside,
+is :mod:`conclave.services.edge.relay`. Per-source limits and bans apply to
+outside sources (the next hop is exempt): a ban the Front End reports for a
+client is applied here, at the perimeter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+
+from conclave.config import Config
+from conclave.core.stack import SipStack
+from conclave.ops import metrics
+from conclave.ops.runtime import Operations
+from conclave.pki.errors import PkiError
+from conclave.pki.identity import server_identity
+from conclave.pki.tls import mutual_client_context, mutual_server_context, server_context
+from conclave.services.edge.relay import EdgeNames, EdgeRelay
+from conclave.sip.flow import Flow, canonical_host
+from conclave.sip.transaction import TransactionLayer
+from conclave.transport.guard import SourceGuard
+from conclave.transport.manager import TransportManager
+
+log = structlog.get_logger("conclave.edge")
+
+PID_FILE = "conclave.pid"
+KEEPALIVE_INTERVAL = 30.0
+"""Seconds between CRLF pings on the connection to the next hop (RFC 5626 §3.5.1),
+well inside any idle timeout between the Edge and the pool (Conclave's: 300 s)."""
+DRAIN_TIMEOUT = 10.0
+"""Longest a graceful stop waits for relayed requests to get their final responses."""
+BAN_SWEEP_INTERVAL = 1.0
+"""Seconds between collections of ended source bans (logged)."""
+
+
+class EdgeServer:
+    """One Edge process. Create, then ``await run()``."""
+
+    def __init__(self, data_dir: Path, config: Config) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        edge = config.edge
+        self.ops = Operations(data_dir, config, role="edge")
+        self.stop_event = asyncio.Event()
+        limits = config.limits
+        hop = edge.next_hop.rpartition(":")[0].strip("[]")
+        self.guard = SourceGuard(
+            rate=limits.requests_per_second,
+            burst=limits.burst,
+            ban_seconds=limits.ban_seconds,
+            max_ban_seconds=limits.max_ban_seconds,
+            auth_failures_per_minute=limits.auth_failures_per_minute,
+            exempt=[hop] if hop else [],
+        )
+        self.layer = TransactionLayer()
+        self.stack = SipStack(
+            layer=self.layer, guard=self.guard, supported=frozenset({"path", "outbound"})
+        )
+        tls = config.tls
+        cert, key = config.path(data_dir, tls.cert), config.path(data_dir, tls.key)
+        ca, crl = config.path(data_dir, tls.ca), config.path(data_dir, tls.crl)
+        self.internal_tls = mutual_server_context(cert, key, ca_path=ca, crl_path=crl)
+        self.external_tls = server_context(
+            config.path(data_dir, edge.external_cert), config.path(data_dir, edge.external_key)
+        )
+        client_tls = mutual_client_context(cert, key, ca_path=ca, crl_path=crl)
+        self.transports = TransportManager(
+            on_message=self._on_message,
+            on_closed=self._on_closed,
+            server_ssl=self.external_tls,
+            client_ssl=client_tls,
+            guard=self.guard,
+            max_message_size=limits.max_message_size,
+        )
+        self.external: tuple[str, int] | None = None
+        self.internal: tuple[str, int] | None = None
+        self._trusted: dict[int, bool] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self._spawned: set[asyncio.Task[None]] = set()
+        self.relay: EdgeRelay | None = None
+
+    # -- the relay's view of the transport (conclave.services.edge.relay.Links) -----------
+    def is_outside(self, flow: Flow) -> bool:
+        return self.external is not None and flow.local == self.external
+
+    def usable(self, flow: Flow) -> bool:
+        return self.transports.is_open(flow)
+
+    async def inward(self) -> Flow:
+        edge = self.config.edge
+        host, _, port = edge.next_hop.rpartition(":")
+        return await self.transports.connect(
+            "tls", (host.strip("[]"), int(port)), server_hostname=edge.next_hop_name
+        )
+
+    def ban(self, ip: str, seconds: float) -> None:
+        self.guard.ban(ip, time.time(), seconds)
+        metrics.SOURCE_BANS.inc()
+        log.warning("source banned", source=ip, reason="reported by the pool", seconds=seconds)
+        self.transports.close_connections_from(ip)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def run(self) -> None:
+        edge = self.config.edge
+        names = self._names()
+        self.relay = EdgeRelay(self.stack, names, self, spawn=self._spawn)
+        self.stack.attach(self.relay, self.transports)
+        self.internal = await self.transports.listen(
+            "tls", edge.internal_bind, edge.internal_port, tls=self.internal_tls
+        )
+        if edge.remote_users:
+            self.external = await self.transports.listen(
+                "tls", edge.external_bind, edge.access_port
+            )
+        self._install_signals()
+        (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        self.tasks = [
+            asyncio.create_task(self._every(KEEPALIVE_INTERVAL, self._keepalive)),
+            asyncio.create_task(self._every(BAN_SWEEP_INTERVAL, self._ended_bans)),
+        ]
+        await self.ops.start(
+            registrations=lambda: 0,
+            connections=lambda: self.transports.connection_count,
+            subscriptions=None,
+            certificate_expiry=None,
+            listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
+            database=None,
+        )
+        log.info(
+            "edge ready",
+            external=f"{edge.external_name}:{edge.access_port}" if edge.remote_users else "",
+            internal=f"{edge.internal_name}:{edge.internal_port}",
+            next_hop=edge.next_hop_name,
+            remote_users=edge.remote_users,
+            listeners=[f"{t}:{h}:{p}" for t, h, p in self.transports.listeners],
+        )
+        try:
+            await self.stop_event.wait()
+        finally:
+            await self._shutdown()
+
+    def _names(self) -> EdgeNames:
+        edge = self.config.edge
+        return EdgeNames(
+            external_host=edge.external_name,
+            external_port=edge.access_port,
+            internal_host=edge.internal_name,
+            internal_port=edge.internal_port,
+            domains=frozenset(d.lower() for d in edge.domains),
+            external_aliases=frozenset({canonical_host(edge.external_bind)}),
+            internal_aliases=frozenset({canonical_host(edge.internal_bind)}),
+        )
+
+    def _spawn(self, job: Awaitable[None]) -> None:
+        async def wrapped() -> None:
+            await job
+
+        task = asyncio.get_running_loop().create_task(wrapped())
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    def _on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
+        if self.internal is not None and flow.local == self.internal and not self._inside_ok(flow):
+            return
+        self.stack.on_message(data, flow, queued)
+
+    def _inside_ok(self, flow: Flow) -> bool:
+        """A connection on the internal side must be one of ``inside_peers``' servers."""
+        known = self._trusted.get(flow.conn_id)
+        if known is not None:
+            return known
+        der = self.transports.peer_certificate_der(flow)
+        allowed = {n.lower() for n in self.config.edge.inside_peers}
+        reason = ""
+        try:
+            identity = server_identity(der) if der else None
+        except PkiError as exc:
+            identity, reason = None, str(exc)
+        ok = identity is not None and bool(allowed & set(identity.names))
+        if not ok:
+            log.warning(
+                "internal connection refused",
+                peer=str(flow),
+                reason=reason or "its certificate names no server of the pool",
+            )
+            self.transports.close_connection(flow)
+        self._trusted[flow.conn_id] = ok
+        return ok
+
+    def _on_closed(self, flow: Flow) -> None:
+        self._trusted.pop(flow.conn_id, None)
+        if self.relay is not None:
+            self.relay.flow_closed(flow)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await job()
+            except Exception as exc:
+                log.warning("background job failed", reason=str(exc))
+
+    async def _keepalive(self) -> None:
+        inside = self.relay.inside if self.relay is not None else None
+        if inside is not None and self.transports.is_open(inside):
+            self.transports.send(inside, b"\r\n\r\n")
+
+    async def _ended_bans(self) -> None:
+        for source in self.guard.ended_bans(time.time())[:100]:
+            log.info("source ban ended", source=source)
+
+    async def _shutdown(self) -> None:
+        log.info("stopping", open_transactions=len(self.layer))
+        self.stack.draining = True
+        await self.transports.stop_listening()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while self.relay is not None and self.relay.pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in [*self.tasks, *self._spawned]:
+            task.cancel()
+        await asyncio.gather(*self.tasks, *self._spawned, return_exceptions=True)
+        self.stack.stop()
+        await self.transports.close()
+        with contextlib.suppress(OSError):
+            (self.data_dir / PID_FILE).unlink()
+        log.info("stopped")
+        await self.ops.stop()
+
+
+def run_edge(data_dir: Path, config: Config) -> None:
+    """Run an Edge in the foreground until SIGTERM/SIGINT."""
+    import uvloop
+
+    async def main() -> None:
+        await EdgeServer(data_dir, config).run()
+
+    uvloop.run(main())

@@ -1,0 +1,586 @@
+"""The Access Edge: relays remote users' SIP between the internet and the pool.
+
+The Edge authenticates nobody. It stands between two sides and keeps them
+apart (docs/edge.md):
+
+* **outside**: remote users' TLS connections on the external listener. A
+  request from outside goes only to the Edge's one inside next hop (the
+  Director, or the Front End pool), over mutual TLS, whatever its Route or
+  Request-URI says; a Route naming anyone but the Edge is refused (403, no
+  open relay), so is a request for a domain that is not the organisation's
+  (federation is a separate listener). The Front End challenges it; the
+  client's Via, stamped with ``received``/``rport`` here, tells the Front End
+  which address to count failures against, and a ``Conclave-Source-Ban``
+  header on a response tells the Edge to ban that address at the perimeter;
+* **inside**: the next hop's connections. A request from inside must carry a
+  Route the Edge gave out: a flow token (``Path`` of a remote user's REGISTER)
+  or a hidden dialog's id (:mod:`.state`). Anything else is 403; a token
+  whose connection is gone is 430.
+
+**Topology hiding.** Nothing leaves through the outside that names an
+internal host: requests and responses going out carry only the Edge's own
+Via (the inside ones are kept with the transaction and restored on the way
+back), a dialog's Record-Route and Contact become ``sip:ID@edge-external``
+(the real ones are kept with the hidden dialog), and Path, Service-Route,
+Warning and Server headers are removed.
+
+Requests are relayed statefully, one branch each: responses come back
+through the client transaction, CANCEL follows its INVITE, ACKs for 2xx
+travel along the hidden dialog.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from conclave.core.stack import SipStack
+from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
+from conclave.sip.flow import Flow
+from conclave.sip.headers import Headers
+from conclave.sip.ids import new_branch
+from conclave.sip.message import Request, Response
+from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_cancel
+from conclave.sip.uri import SipURI, parse_uri
+
+from .state import FlowTokens, HiddenDialog, HiddenDialogs
+
+log = structlog.get_logger("conclave.edge")
+
+DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+"""Requests that can create a dialog (RFC 3261 §12, RFC 6665, RFC 3515)."""
+HIDDEN_HEADERS = ("Path", "Service-Route", "Warning", "Server", "P-Conclave-Trace")
+"""Headers that can name internal hosts and never leave through the outside."""
+BAN_HEADER = "Conclave-Source-Ban"
+"""On a response from inside: the Front End banned the client this request came
+from, for the given seconds; the Edge applies the ban and removes the header."""
+MAX_BAN_SECONDS = 86_400
+"""A ban from inside longer than this is cut to it (the Front End's own cap)."""
+DEFAULT_MAX_FORWARDS = 70
+RETRY_AFTER_UNREACHABLE = "30"
+_TOKEN_RE = re.compile(r"^[0-9a-f]{1,16}-[0-9a-f]{20}$")
+_DIALOG_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Links(Protocol):
+    """What the relay needs of the Edge process's transport."""
+
+    def is_outside(self, flow: Flow) -> bool:
+        """True for a connection on the external listener."""
+        ...
+
+    def usable(self, flow: Flow) -> bool:
+        """True while ``flow`` is open."""
+        ...
+
+    def inward(self) -> Awaitable[Flow]:
+        """A mutual-TLS connection to the next hop inside (raises on failure)."""
+        ...
+
+    def ban(self, ip: str, seconds: float) -> None:
+        """Refuse ``ip`` at the perimeter for ``seconds``."""
+        ...
+
+
+@dataclass(frozen=True)
+class EdgeNames:
+    """How the Edge names itself on each side, and the domains it serves."""
+
+    external_host: str
+    external_port: int
+    internal_host: str
+    internal_port: int
+    domains: frozenset[str]
+    external_aliases: frozenset[str] = frozenset()
+    """Other names and addresses that mean the external side (its IP)."""
+    internal_aliases: frozenset[str] = frozenset()
+
+    def outside_uri(self, user: str) -> str:
+        return f"sip:{user}@{self.external_host}:{self.external_port};transport=tls"
+
+    def inside_uri(self, user: str) -> str:
+        return f"sip:{user}@{self.internal_host}:{self.internal_port};transport=tls"
+
+    def is_outside_me(self, uri: object) -> bool:
+        return isinstance(uri, SipURI) and _host(uri) in (
+            {self.external_host.lower()} | self.external_aliases
+        )
+
+    def is_inside_me(self, uri: object) -> bool:
+        return isinstance(uri, SipURI) and _host(uri) in (
+            {self.internal_host.lower()} | self.internal_aliases
+        )
+
+
+def _host(uri: SipURI) -> str:
+    return uri.host.strip("[]").lower()
+
+
+@dataclass(eq=False)
+class Relayed:
+    """One request relayed across the Edge: the owner of its client transaction."""
+
+    relay: EdgeRelay
+    server_txn: ServerTransaction
+    request: Request
+    """The request as it arrived (its Vias go back on every response)."""
+    outward: bool
+    """True when it goes from inside to outside."""
+    client_ip: str = ""
+    dialog: HiddenDialog | None = None
+    opens: bool = False
+    """True when this request creates ``dialog``."""
+    out: Request | None = None
+    flow: Flow | None = None
+    txn: ClientTransaction | None = None
+    provisional: bool = False
+    final: bool = False
+    cancel_wanted: bool = False
+    cancelled: bool = False
+    outside_record_route: tuple[str, ...] = field(default=())
+
+    def on_response(self, txn: ClientTransaction, response: Response) -> None:
+        self.relay.response(self, response)
+
+    def on_failure(self, txn: ClientTransaction, status: int) -> None:
+        reason = "Request Timeout" if status == 408 else "Next hop unreachable"
+        self.relay.answer(self, status, reason)
+
+
+class EdgeRelay:
+    """The transaction user of an Edge process (see the module docstring)."""
+
+    def __init__(
+        self,
+        stack: SipStack,
+        names: EdgeNames,
+        links: Links,
+        *,
+        spawn: Callable[[Awaitable[None]], object],
+        tokens: FlowTokens | None = None,
+    ) -> None:
+        self.stack = stack
+        self.names = names
+        self.links = links
+        self.spawn = spawn
+        self.tokens = tokens or FlowTokens()
+        self.dialogs = HiddenDialogs()
+        self._inside: Flow | None = None
+        self._relayed: dict[ServerTransaction, Relayed] = {}
+        self.counters = {"inward": 0, "outward": 0, "refused": 0}
+
+    @property
+    def inside(self) -> Flow | None:
+        """The connection to the next hop inside, once made."""
+        return self._inside
+
+    def pending(self) -> int:
+        return sum(1 for r in self._relayed.values() if not r.final)
+
+    # -- requests ------------------------------------------------------------------------
+    def on_request(self, txn: ServerTransaction, request: Request) -> None:
+        flow = txn.source
+        assert isinstance(flow, Flow)
+        try:
+            if self.links.is_outside(flow):
+                self._from_outside(txn, request, flow)
+            else:
+                self._from_inside(txn, request, flow)
+        except RemoteProtocolError as exc:
+            self._refuse(txn, exc.status, exc.reason)
+
+    def _refuse(self, txn: ServerTransaction, status: int, reason: str) -> None:
+        self.counters["refused"] += 1
+        self.stack.flood_log("edge refused", status=status, reason=reason)
+        self.stack.respond(txn, status, reason)
+
+    def _own_routes(self, request: Request, mine: Callable[[object], bool]) -> list[SipURI]:
+        """Our leading Route entries, removed from ``request``; 403 if others follow."""
+        routes = request.routes
+        ours = 0
+        while ours < len(routes) and mine(routes[ours].uri):
+            ours += 1
+        if ours < len(routes):
+            raise RemoteProtocolError("Relaying through this edge is not allowed", 403)
+        request.headers.remove("Route")
+        return [r.uri for r in routes[:ours] if isinstance(r.uri, SipURI)]
+
+    def _from_outside(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
+        if request.max_forwards == 0:
+            raise RemoteProtocolError("Too Many Hops", 483)
+        own = self._own_routes(request, self.names.is_outside_me)
+        client_ip = flow.remote[0]
+        if request.to_tag is not None:
+            self._outside_in_dialog(txn, request, flow, own, client_ip)
+            return
+        uri = request.uri
+        if not isinstance(uri, SipURI):
+            raise RemoteProtocolError("Telephone numbers need a mediation server", 404)
+        if uri.user is None and self.names.is_outside_me(uri):
+            if request.method != "OPTIONS":
+                raise RemoteProtocolError(f"{request.method} is not served by the edge", 405)
+            self.stack.respond(txn, 200, "OK", headers=[("Allow", "OPTIONS")])
+            return
+        if _host(uri) not in self.names.domains:
+            raise RemoteProtocolError("Federation is not enabled on this edge", 403)
+        sender = request.from_addr.uri
+        if not isinstance(sender, SipURI) or _host(sender) not in self.names.domains:
+            raise RemoteProtocolError("Federation is not enabled on this edge", 403)
+        relayed = Relayed(self, txn, request, outward=False, client_ip=client_ip)
+        headers = self._inward_headers(request)
+        if request.method in DIALOG_METHODS:
+            call_id = request.call_id or ""
+            relayed.dialog = self.dialogs.open(flow, call_id, self.stack.now())
+            relayed.opens = True
+            headers.prepend("Record-Route", f"<{self.names.inside_uri(relayed.dialog.id)};lr>")
+        if request.method == "REGISTER":
+            # RFC 3327: requests for this binding come back through us, naming this connection.
+            headers.prepend("Path", f"<{self.names.inside_uri(self.tokens.token(flow))};lr;ob>")
+        else:
+            self.tokens.token(flow)
+        self._send_inward(relayed, headers)
+
+    def _outside_in_dialog(
+        self,
+        txn: ServerTransaction,
+        request: Request,
+        flow: Flow,
+        own: list[SipURI],
+        client_ip: str,
+    ) -> None:
+        dialog = self._dialog_of(own, request)
+        if dialog.outside != flow:
+            raise RemoteProtocolError("Not on the dialog's connection", 403)
+        uri = request.uri
+        if (
+            isinstance(uri, SipURI)
+            and self.names.is_outside_me(uri)
+            and uri.user == dialog.id
+            and dialog.inside_contact is not None
+        ):
+            request.uri = _uri(dialog.inside_contact)
+        relayed = Relayed(self, txn, request, outward=False, client_ip=client_ip, dialog=dialog)
+        headers = self._inward_headers(request)
+        for hop in reversed(dialog.inward_route):
+            headers.prepend("Route", hop)
+        if request.method == "BYE":
+            dialog.ending = True
+        self._send_inward(relayed, headers)
+
+    def _dialog_of(self, own: list[SipURI], request: Request) -> HiddenDialog:
+        token = own[0].user if own else None
+        if token is None or not _DIALOG_RE.match(token):
+            raise RemoteProtocolError("Not a dialog routed by this edge", 403)
+        dialog = self.dialogs.get(token, self.stack.now())
+        if dialog is None:
+            raise RemoteProtocolError("Call/Transaction Does Not Exist", 481)
+        if request.call_id != dialog.call_id:
+            raise RemoteProtocolError("Not a dialog routed by this edge", 403)
+        return dialog
+
+    def _inward_headers(self, request: Request) -> Headers:
+        headers = request.headers.copy()
+        max_forwards = request.max_forwards
+        remaining = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards
+        headers.set("Max-Forwards", str(max(remaining - 1, 0)))
+        headers.remove(BAN_HEADER)
+        return headers
+
+    def _from_inside(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
+        own = self._own_routes(request, self.names.is_inside_me)
+        token = own[0].user if own else None
+        if token is None:
+            raise RemoteProtocolError("Not routed through this edge", 403)
+        if _DIALOG_RE.match(token):
+            dialog = self.dialogs.get(token, self.stack.now())
+            if dialog is None or request.call_id != dialog.call_id:
+                raise RemoteProtocolError("Call/Transaction Does Not Exist", 481)
+            if not self.links.usable(dialog.outside):
+                raise RemoteProtocolError("Flow Failed", 430)
+            relayed = Relayed(self, txn, request, outward=True, dialog=dialog)
+            headers = self._outward_headers(request)
+            headers.remove("Record-Route")
+            if request.headers.get("Contact") is not None:  # a target refresh
+                dialog.inside_contact = _first_contact(request)
+                headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+            if request.method == "BYE":
+                dialog.ending = True
+            self._send(relayed, dialog.outside, headers)
+            return
+        target = self.tokens.flow(token) if _TOKEN_RE.match(token) else None
+        if target is None or not self.links.usable(target):
+            if target is None and not _TOKEN_RE.match(token):
+                raise RemoteProtocolError("Not routed through this edge", 403)
+            raise RemoteProtocolError("Flow Failed", 430)
+        relayed = Relayed(self, txn, request, outward=True)
+        headers = self._outward_headers(request)
+        if request.method in DIALOG_METHODS and request.to_tag is None:
+            dialog = self.dialogs.open(target, request.call_id or "", self.stack.now())
+            relayed.dialog, relayed.opens = dialog, True
+            dialog.inside_record_route = tuple(request.headers.get_all("Record-Route"))
+            dialog.inward_route = dialog.inside_record_route
+            dialog.inside_contact = _first_contact(request)
+            headers.set("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
+            if dialog.inside_contact is not None:
+                headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+        else:
+            headers.remove("Record-Route")
+            headers.remove("Contact")
+        self._send(relayed, target, headers)
+
+    def _outward_headers(self, request: Request) -> Headers:
+        headers = request.headers.copy()
+        max_forwards = request.max_forwards
+        remaining = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards
+        if remaining == 0:
+            raise RemoteProtocolError("Too Many Hops", 483)
+        headers.set("Max-Forwards", str(remaining - 1))
+        headers.remove("Via")  # kept with the server transaction, restored on responses
+        for name in HIDDEN_HEADERS:
+            headers.remove(name)
+        return headers
+
+    # -- sending -------------------------------------------------------------------------
+    def _send_inward(self, relayed: Relayed, headers: Headers) -> None:
+        inside = self._inside
+        if inside is not None and self.links.usable(inside):
+            self._send(relayed, inside, headers)
+            return
+        self._relayed[relayed.server_txn] = relayed
+        self.spawn(self._connect_then_send(relayed, headers))
+
+    async def _connect_then_send(self, relayed: Relayed, headers: Headers) -> None:
+        try:
+            flow = await self.links.inward()
+        except Exception as exc:  # any failure to reach inside is a 503 to the sender
+            log.warning("next hop unreachable", reason=str(exc))
+            self.answer(
+                relayed, 503, "Next hop unreachable", [("Retry-After", RETRY_AFTER_UNREACHABLE)]
+            )
+            return
+        self._inside = flow
+        if relayed.final or relayed.cancelled:
+            return
+        self._send(relayed, flow, headers)
+
+    def _send(self, relayed: Relayed, flow: Flow, headers: Headers) -> None:
+        names = self.names
+        side_host, side_port = (
+            (names.external_host, names.external_port)
+            if relayed.outward
+            else (names.internal_host, names.internal_port)
+        )
+        headers.prepend("Via", f"SIP/2.0/TLS {side_host}:{side_port};branch={new_branch()};rport")
+        request = relayed.request
+        out = Request(request.method, request.uri, headers, request.body, request.version)
+        relayed.out, relayed.flow = out, flow
+        self._relayed[relayed.server_txn] = relayed
+        self.counters["outward" if relayed.outward else "inward"] += 1
+        try:
+            relayed.txn = self.stack.send_request(out, flow, relayed)
+        except LocalProtocolError as exc:
+            log.warning("relay not started", reason=str(exc))
+            self.answer(relayed, 503, "Service Unavailable")
+
+    # -- responses -----------------------------------------------------------------------
+    def response(self, relayed: Relayed, response: Response) -> None:
+        status = response.status
+        if status == 100:
+            return
+        headers = response.headers.copy()
+        headers.remove("Via")
+        for via in relayed.request.headers.get_all("Via"):
+            headers.add("Via", via)
+        if relayed.outward:
+            self._inward_response(relayed, response, headers)
+        else:
+            self._outward_response(relayed, response, headers)
+        out = Response(status, response.reason, headers, response.body, response.version)
+        if status < 200:
+            if not relayed.provisional:
+                relayed.provisional = True
+                if relayed.cancel_wanted:
+                    self._send_cancel(relayed)
+            self.stack.send_response(relayed.server_txn, out)
+            return
+        self._settle_dialog(relayed, status)
+        if relayed.final:
+            # A retransmitted or forked 2xx to an INVITE (RFC 6026): pass it on.
+            extra_2xx = 200 <= status < 300 and relayed.request.method == "INVITE"
+            if extra_2xx and not self.stack.send_response(relayed.server_txn, out):
+                source = relayed.server_txn.source
+                if isinstance(source, Flow):
+                    self.stack.send_stateless(out, source)
+            return
+        relayed.final = True
+        self.stack.send_response(relayed.server_txn, out)
+
+    def _inward_response(self, relayed: Relayed, response: Response, headers: Headers) -> None:
+        """A response from outside going in: our hidden Record-Route becomes the real one."""
+        dialog = relayed.dialog
+        if dialog is not None and relayed.opens and response.headers.get("Record-Route"):
+            headers.remove("Record-Route")
+            headers.add("Record-Route", f"<{self.names.inside_uri(dialog.id)};lr>")
+            for entry in dialog.inside_record_route:
+                headers.add("Record-Route", entry)
+
+    def _outward_response(self, relayed: Relayed, response: Response, headers: Headers) -> None:
+        """A response from inside going out: apply a ban, hide the inside."""
+        ban = headers.get(BAN_HEADER)
+        headers.remove(BAN_HEADER)
+        if ban is not None and relayed.client_ip:
+            try:
+                seconds = min(max(float(ban), 0.0), MAX_BAN_SECONDS)
+            except ValueError:
+                seconds = 0.0
+            if seconds > 0:
+                self.links.ban(relayed.client_ip, seconds)
+        for name in HIDDEN_HEADERS:
+            headers.remove(name)
+        dialog = relayed.dialog
+        if dialog is None:
+            if relayed.request.method != "REGISTER":
+                headers.remove("Contact")
+            headers.remove("Record-Route")
+            return
+        if relayed.opens:
+            entries = response.headers.get_all("Record-Route")
+            mine = self.names.inside_uri(dialog.id)
+            above = []
+            for entry in entries:
+                if mine in entry:
+                    break
+                above.append(entry)
+            if entries:
+                dialog.inward_route = tuple(reversed(above))
+                headers.remove("Record-Route")
+                headers.add("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
+        else:
+            headers.remove("Record-Route")
+        if response.headers.get("Contact") is not None and response.status < 300:
+            dialog.inside_contact = _first_contact(response)
+            headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+
+    def _settle_dialog(self, relayed: Relayed, status: int) -> None:
+        dialog = relayed.dialog
+        if dialog is None:
+            return
+        if relayed.opens and status >= 300 and not dialog.established:
+            self.dialogs.end(dialog)
+        elif relayed.opens and status < 300:
+            dialog.established = True
+        elif dialog.ending and relayed.request.method == "BYE":
+            self.dialogs.end(dialog)
+
+    def answer(
+        self,
+        relayed: Relayed,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer the request ourselves (the next hop failed), once."""
+        if relayed.final:
+            return
+        relayed.final = True
+        self._settle_dialog(relayed, status)
+        self.stack.respond(relayed.server_txn, status, reason, headers=headers or [])
+
+    # -- ACK, CANCEL and the rest --------------------------------------------------------
+    def on_cancel(
+        self, txn: ServerTransaction, request: Request, invite: ServerTransaction | None
+    ) -> None:
+        if invite is None or invite.source != txn.source:
+            self.stack.respond(txn, 481, "No matching transaction")
+            return
+        self.stack.respond(txn, 200, "OK")
+        relayed = self._relayed.get(invite)
+        if relayed is None or relayed.final:
+            return
+        if relayed.txn is None:  # still connecting inward
+            relayed.cancelled = True
+            self.answer(relayed, 487, "Request Terminated")
+        elif relayed.provisional:
+            self._send_cancel(relayed)
+        else:
+            relayed.cancel_wanted = True
+
+    def _send_cancel(self, relayed: Relayed) -> None:
+        if relayed.cancelled or relayed.out is None or relayed.flow is None:
+            return
+        relayed.cancelled = True
+        try:
+            self.stack.send_request(make_cancel(relayed.out), relayed.flow)
+        except LocalProtocolError as exc:
+            log.warning("CANCEL not sent", reason=str(exc))
+
+    def on_ack(self, request: Request, flow: Flow) -> None:
+        """The ACK of a 2xx, along the hidden dialog; anything else is dropped."""
+        try:
+            if self.links.is_outside(flow):
+                own = self._own_routes(request, self.names.is_outside_me)
+                dialog = self._dialog_of(own, request)
+                if dialog.outside != flow:
+                    return
+                uri = request.uri
+                if isinstance(uri, SipURI) and uri.user == dialog.id and dialog.inside_contact:
+                    request.uri = _uri(dialog.inside_contact)
+                inside = self._inside
+                if inside is None or not self.links.usable(inside):
+                    return
+                headers = self._inward_headers(request)
+                for hop in reversed(dialog.inward_route):
+                    headers.prepend("Route", hop)
+                via = f"SIP/2.0/TLS {self.names.internal_host}:{self.names.internal_port}"
+                headers.prepend("Via", f"{via};branch={new_branch()};rport")
+                self.stack.send_stateless(
+                    Request("ACK", request.uri, headers, request.body), inside
+                )
+            else:
+                own = self._own_routes(request, self.names.is_inside_me)
+                token = own[0].user if own else None
+                hidden = self.dialogs.get(token or "", self.stack.now())
+                if hidden is None or not self.links.usable(hidden.outside):
+                    return
+                headers = self._outward_headers(request)
+                via = f"SIP/2.0/TLS {self.names.external_host}:{self.names.external_port}"
+                headers.prepend("Via", f"{via};branch={new_branch()};rport")
+                self.stack.send_stateless(
+                    Request("ACK", request.uri, headers, request.body), hidden.outside
+                )
+        except RemoteProtocolError as exc:
+            log.debug("ACK dropped", reason=exc.reason)
+
+    def on_stray_response(self, response: Response, flow: Flow) -> None:
+        self.stack.flood_log("stray response dropped", status=response.status, source=str(flow))
+
+    def on_terminated(self, txn: object) -> None:
+        if isinstance(txn, ServerTransaction):
+            relayed = self._relayed.pop(txn, None)
+            if relayed is not None and not relayed.final and relayed.provisional:
+                self._send_cancel(relayed)  # the caller is gone: nothing should ring on
+
+    def flow_closed(self, flow: Flow) -> None:
+        """A connection closed: its token names nothing, its dialogs end."""
+        if flow == self._inside:
+            self._inside = None
+        self.tokens.forget(flow)
+        self.dialogs.flow_closed(flow)
+
+
+def _first_contact(message: Request | Response) -> str | None:
+    contacts = message.contacts
+    if not contacts or contacts[0] is None:
+        return None
+    return str(contacts[0].uri)
+
+
+def _uri(text: str) -> SipURI:
+    uri = parse_uri(text)
+    if not isinstance(uri, SipURI):
+        raise RemoteProtocolError("Not a dialog routed by this edge", 403)
+    return uri
