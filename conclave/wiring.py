@@ -105,5 +105,7 @@ def assemble(
         lockout=lockout,
         client_source=client_source,
     )
-    router = Router(host=host, proxy=proxy, signin=signin, reach=reach)
+    router = Router(
+        host=host, proxy=proxy, signin=signin, reach=reach, edges=frozenset(config.trust.edges)
+    )
     return Assembly(host, features, proxy, router, signin)

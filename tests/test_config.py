@@ -319,6 +319,8 @@ def test_model_has_every_documented_section() -> None:
         "archive",
         "cdr",
         "media_relay",
+        "edge",
+        "trust",
     }
 
 

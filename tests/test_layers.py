@@ -33,10 +33,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "conclave"
 
-TOP = ("conclave.server", "conclave.wiring", "conclave.roles", "conclave.cli")
+TOP = (
+    "conclave.server",
+    "conclave.edge_server",
+    "conclave.wiring",
+    "conclave.roles",
+    "conclave.cli",
+)
 TOP_PACKAGES = ("conclave.commands", "conclave.audit")
 """What assembles processes and commands, and the audit that inspects them: the top,
-which nothing below may import.
+which nothing below may import (``conclave.edge_server`` assembles an Edge as
+``conclave.server`` assembles a Front End).
 ``conclave.roles`` (which of a host's roles ``serve`` runs, one process each)
 is not in ARCHITECTURE.md's layout; it starts ``Server`` and belongs beside it."""
 

@@ -103,6 +103,7 @@ class Router:
         signin: SignIn,
         reach: Reach,
         wall_clock: Callable[[], float] = time.time,
+        edges: frozenset[str] = frozenset(),
     ) -> None:
         self.host = host
         self.stack = host.stack
@@ -115,6 +116,9 @@ class Router:
         self.signin = signin
         self.reach = reach
         self.clock = wall_clock
+        self.edges = frozenset(name.lower() for name in edges)
+        """Internal names of trusted Edges: an in-dialog request may keep a Route to one
+        (the Edge's hidden dialog id); it still goes only to the dialog's recorded flow."""
         self.owners = self.registry.owners
         self.allowed = frozenset((*CORE_METHODS, *self.owners))
         self.allow_header = ", ".join(allow_list(frozenset(self.owners)))
@@ -142,7 +146,9 @@ class Router:
             self.stack.respond(txn, 403, "SIPS requires TLS")
             return
         token = self._pop_own_routes(request, flow)
-        if request.headers.get("Route") is not None:
+        if request.headers.get("Route") is not None and not (
+            in_dialog and token is not None and self._edge_routes(request)
+        ):
             self.stack.respond(txn, 403, "Relaying to other servers is not enabled")
             return
         if request.method not in KNOWN_METHODS:
@@ -170,6 +176,12 @@ class Router:
             request.headers.add("Route", str(route))
         first = routes[0].uri
         return first.user if isinstance(first, SipURI) else None
+
+    def _edge_routes(self, request: Request) -> bool:
+        """True when every Route left names a trusted Edge."""
+        return bool(self.edges) and all(
+            isinstance(r.uri, SipURI) and r.uri.host.lower() in self.edges for r in request.routes
+        )
 
     # -- in a dialog ---------------------------------------------------------------------
     def _in_dialog(
@@ -433,7 +445,9 @@ class Router:
         An ACK cannot be challenged, so it must come on its sender's recorded
         flow; anything else is dropped."""
         token = self._pop_own_routes(request, flow)
-        if token is None or request.headers.get("Route") is not None:
+        if token is None or (
+            request.headers.get("Route") is not None and not self._edge_routes(request)
+        ):
             return
         hop = self.dialogs.check(token, request, flow, self.stack.now())
         if isinstance(hop, Refusal) or not hop.on_party_flow:

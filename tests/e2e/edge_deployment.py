@@ -121,10 +121,11 @@ def make_deployment(root: Path, **options: object) -> EdgeDeployment:
     return EdgeDeployment(root, fe, internal, access)
 
 
-@pytest.fixture
-def edge_deployment(tmp_path: Path) -> Iterator[EdgeDeployment]:
-    """Provisioned and running: ``fe1`` (Front End) and ``edge1`` (Access Edge)."""
-    deployment = make_deployment(tmp_path)
+@pytest.fixture(scope="module")
+def edge_deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeDeployment]:
+    """Provisioned and running: ``fe1`` (Front End) and ``edge1`` (Access Edge), shared
+    by a module's tests (each uses its own clients, users' bindings and Call-IDs)."""
+    deployment = make_deployment(tmp_path_factory.mktemp("edge"))
     try:
         deployment.start("fe1", "ready")
         deployment.start("edge1", "edge ready")

@@ -101,13 +101,40 @@ def test_a_data_directory_with_its_own_ca_is_refused(tmp_path: Path) -> None:
 
 
 def test_roles_not_built_are_not_provisioned(tmp_path: Path) -> None:
-    path = write(tmp_path, with_edge(base()))
+    doc = base()
+    doc["pools"]["dir"] = {
+        "site": "hq", "edition": "enterprise", "members": [host("dir1", "10.0.0.9", ["director"])]
+    }  # fmt: skip
+    path = write(tmp_path, doc)
     topology = load_topology(path)
-    ref = topology.host("edge1")
+    ref = topology.host("dir1")
     assert ref is not None
     done = provision(topology, path, ref)
     assert "not available yet" in done.skipped
-    assert not (tmp_path / "hosts" / "edge1").exists()
+    assert not (tmp_path / "hosts" / "dir1").exists()
+
+
+def test_an_edge_and_the_front_ends_that_trust_it(tmp_path: Path) -> None:
+    path = write(tmp_path, with_edge(base()))
+    topology = load_topology(path)
+    edge_ref, fe_ref = topology.host("edge1"), topology.host("fe1")
+    assert edge_ref is not None and fe_ref is not None
+    done = provision(topology, path, edge_ref)
+    assert not done.skipped
+    config = load_config(done.data_dir)
+    edge = config.edge
+    assert (edge.internal_bind, edge.external_bind) == ("172.16.0.10", "203.0.113.10")
+    assert (edge.internal_name, edge.external_name) == ("edge1.example.test", "sip.example.test")
+    assert edge.remote_users and edge.domains == ("example.test",)
+    assert (edge.next_hop, edge.next_hop_name) == ("10.0.0.1:5061", "fe1.example.test")
+    assert "fe1.example.test" in edge.inside_peers
+    external = describe(load_certificate(done.data_dir / "tls" / "external.crt"))
+    assert set(external.dns_names) >= {"sip.example.test"}
+    internal = describe(load_certificate(done.data_dir / "tls" / "server.crt"))
+    assert "edge1.example.test" in internal.dns_names
+    assert not (done.data_dir / "conclave.db").exists()  # an Edge keeps no user data
+    trust = host_settings(topology, fe_ref)["trust"]
+    assert trust == {"edges": ["edge1.example.test"], "addresses": ["172.16.0.10"]}
 
 
 def test_settings_for_a_collocated_controller_and_an_enterprise_front_end(tmp_path: Path) -> None:
