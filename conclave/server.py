@@ -51,8 +51,8 @@ from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.services.location import MemoryLocationService
 from conclave.sip.flow import Flow, canonical_host
-from conclave.sip.message import Request
 from conclave.sip.local import LocalEndpoint
+from conclave.sip.message import Request
 from conclave.sip.transaction import TransactionLayer
 from conclave.store.database import Database
 from conclave.store.generations import USERS, GenerationStore, Reloader
