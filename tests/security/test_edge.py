@@ -64,12 +64,15 @@ def closed_without_answer(client: SipClient) -> bool:
 
 def test_internal_side_demands_a_certificate(edge_deployment: EdgeDeployment) -> None:
     context = ssl.create_default_context(cafile=edge_deployment.ca)
-    with socket.create_connection(("127.0.0.1", edge_deployment.internal_port), timeout=10) as raw:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            with context.wrap_socket(raw, server_hostname=f"edge1-int.{DOMAIN}") as tls:
-                tls.sendall(OPTIONS.format(domain=DOMAIN, branch="nocert").encode())
-                assert tls.recv(65535) == b""
-                raise ConnectionError("closed")
+    address = ("127.0.0.1", edge_deployment.internal_port)
+    with (
+        socket.create_connection(address, timeout=10) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        context.wrap_socket(raw, server_hostname=f"edge1-int.{DOMAIN}") as tls,
+    ):
+        tls.sendall(OPTIONS.format(domain=DOMAIN, branch="nocert").encode())
+        assert tls.recv(65535) == b""
+        raise ConnectionError("closed without an answer")
 
 
 @pytest.mark.parametrize(
