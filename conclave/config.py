@@ -596,6 +596,31 @@ class CdrSection(_Section):
     """CDRs held in memory awaiting the database; beyond this they are dropped and counted"""
 
 
+class PartnerSection(_Section):
+    """One federated partner, as the Edge uses it."""
+
+    domain: Annotated[Str, AfterValidator(_host_name)]
+    edge: Str = ""
+    """the partner's edge FQDN; empty: DNS SRV _sipfederationtls._tcp.<domain>"""
+    port: Port = 5061
+    ca: Str = ""
+    """PEM file of the CAs that issue the partner's certificates"""
+    presence: Bool = False
+    rate: Annotated[Int, _within(int, 1, 10_000)] = 20
+    """requests per second accepted from the partner"""
+
+
+class FederationSection(_Section):
+    """A Front End's way to partner organisations: through the Edge."""
+
+    enabled: Bool = False
+    """route requests for other domains to the Edge, and take partners' requests from it"""
+    edge: Annotated[Str, AfterValidator(_endpoint)] = ""
+    """ip:port of the Edge's internal side"""
+    edge_name: Str = ""
+    """the internal FQDN the Edge's certificate names"""
+
+
 class EdgeSection(_Section):
     """The Access Edge role (docs/edge.md); ``conclave topology provision`` writes it."""
 
@@ -621,6 +646,22 @@ class EdgeSection(_Section):
     """names of the servers allowed to connect to the internal side (their certificates)"""
     external_cert: RelPath = "tls/external.crt"
     external_key: RelPath = "tls/external.key"
+    federation: Bool = False
+    """federate with partner organisations on the federation listener (mutual TLS)"""
+    federation_port: Port = 5061
+    """SIP over mutual TLS with federated partners, on external_bind"""
+    partners: tuple[PartnerSection, ...] = ()
+    """partner organisations and their settings"""
+    allow: tuple[Str, ...] = ()
+    """partner domains allowed (a domain and its subdomains)"""
+    block: tuple[Str, ...] = ()
+    """domains always refused (beats allow and open)"""
+    open: Bool = False
+    """federate with any domain not blocked"""
+    nameservers: tuple[Str, ...] = ()
+    """DNS servers (ip:port) for partners' records; none: the system's"""
+    private_addresses: Bool = False
+    """let partners' DNS name private or loopback addresses (a lab only)"""
 
 
 class TrustSection(_Section):
@@ -653,6 +694,7 @@ class Config(_Section):
     media_relay: MediaRelaySection = MediaRelaySection()
     edge: EdgeSection = EdgeSection()
     trust: TrustSection = TrustSection()
+    federation: FederationSection = FederationSection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""
@@ -764,6 +806,8 @@ def _toml_value(value: object) -> str:
         return _toml_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table (an Edge's partners)
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 

@@ -24,24 +24,34 @@ import asyncio
 import contextlib
 import os
 import signal
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import dns.resolver
 import structlog
 
 from conclave.config import Config
 from conclave.core.stack import SipStack
 from conclave.ops import metrics
 from conclave.ops.runtime import Operations
+from conclave.pki import load_certificates
 from conclave.pki.errors import PkiError
 from conclave.pki.identity import server_identity
 from conclave.pki.tls import mutual_client_context, mutual_server_context, server_context
-from conclave.services.edge.relay import EdgeNames, EdgeRelay
+from conclave.services.edge.federation import (
+    FederationPolicy,
+    PartnerPolicy,
+    partner_for_certificate,
+)
+from conclave.services.edge.relay import EdgeNames, EdgeRelay, Side
 from conclave.sip.flow import Flow, canonical_host
 from conclave.sip.transaction import TransactionLayer
+from conclave.transport.flow import TransportError
 from conclave.transport.guard import SourceGuard
 from conclave.transport.manager import TransportManager
+from conclave.transport.resolve import FEDERATION_SERVICE, SipResolver, is_public
 
 log = structlog.get_logger("conclave.edge")
 
@@ -96,14 +106,106 @@ class EdgeServer:
         )
         self.external: tuple[str, int] | None = None
         self.internal: tuple[str, int] | None = None
+        self.federation_address: tuple[str, int] | None = None
         self._trusted: dict[int, bool] = {}
+        self.federation = federation_policy(data_dir, config)
+        self._partners: dict[int, str | None] = {}
+        """Federation connections: the partner each is authenticated as (None: none)."""
+        self._partner_tls: dict[str, ssl.SSLContext] = {}
+        self.federation_tls = self._federation_server_context() if edge.federation else None
+        self.resolver = partner_resolver(config) if edge.federation else None
         self.tasks: list[asyncio.Task[None]] = []
         self._spawned: set[asyncio.Task[None]] = set()
         self.relay: EdgeRelay | None = None
 
     # -- the relay's view of the transport (conclave.services.edge.relay.Links) -----------
-    def is_outside(self, flow: Flow) -> bool:
-        return self.external is not None and flow.local == self.external
+    def side(self, flow: Flow) -> Side:
+        if self.external is not None and flow.local == self.external:
+            return "access"
+        if flow.conn_id in self._partners or (
+            self.federation_address is not None and flow.local == self.federation_address
+        ):
+            return "federation"
+        return "inside"
+
+    def partner_of(self, flow: Flow) -> str | None:
+        if flow.conn_id not in self._partners:
+            der = self.transports.peer_certificate_der(flow)
+            partner = partner_for_certificate(der, self.federation) if der else None
+            self._partners[flow.conn_id] = partner
+            if partner is None:
+                log.warning("federation connection refused", peer=str(flow),
+                            reason="its certificate names no allowed partner")  # fmt: skip
+        return self._partners[flow.conn_id]
+
+    async def to_partner(self, domain: str) -> Flow:
+        """Dial ``domain``'s edge: the fixed one the topology names, else DNS SRV."""
+        assert self.resolver is not None
+        partner = self.federation.partner(domain)
+        if partner.edge:
+            hops = [(partner.edge, a, partner.port) for a in await self._addresses(partner.edge)]
+        else:
+            found = await self.resolver.servers(domain, FEDERATION_SERVICE)
+            hops = [(h.target, h.address, h.port) for h in found]
+        context = self._client_context(domain)
+        failures = []
+        for name, address, port in hops:
+            try:
+                flow = await self.transports.connect(
+                    "tls", (address, port), server_hostname=name, tls=context
+                )
+            except TransportError as exc:
+                failures.append(str(exc))
+                continue
+            der = self.transports.peer_certificate_der(flow)
+            if der is None or partner_for_certificate(der, self.federation) != domain:
+                self.transports.close_connection(flow)
+                failures.append(f"{name}: its certificate is not {domain}'s")
+                continue
+            self._partners[flow.conn_id] = domain
+            log.info("partner connected", partner=domain, edge=name, address=address)
+            return flow
+        raise TransportError(f"no edge of {domain} reachable: {'; '.join(failures) or 'none'}")
+
+    async def _addresses(self, host: str) -> list[str]:
+        assert self.resolver is not None
+        found = await self.resolver.addresses(host)
+        usable = [a for a in found if self.resolver.allow_private or is_public(a)]
+        if not usable:
+            raise TransportError(f"{host} resolves to no usable address")
+        return usable
+
+    def _client_context(self, domain: str) -> ssl.SSLContext:
+        context = self._partner_tls.get(domain)
+        if context is None:
+            edge = self.config.edge
+            cert = self.config.path(self.data_dir, edge.external_cert)
+            key = self.config.path(self.data_dir, edge.external_key)
+            entry = next((p for p in edge.partners if p.domain.lower() == domain), None)
+            if entry is not None and entry.ca:
+                context = mutual_client_context(
+                    cert, key, ca_path=self.config.path(self.data_dir, entry.ca), crl_path=None
+                )
+            else:  # a partner with a public certificate
+                context = ssl.create_default_context()
+                context.load_cert_chain(cert, key)
+            self._partner_tls[domain] = context
+        return context
+
+    def _federation_server_context(self) -> ssl.SSLContext:
+        """Mutual TLS on the federation listener: every partner's CAs (and the public
+        roots when a partner has none); which partner a peer is comes after."""
+        edge = self.config.edge
+        cert = self.config.path(self.data_dir, edge.external_cert)
+        key = self.config.path(self.data_dir, edge.external_key)
+        bundles = [self.config.path(self.data_dir, p.ca) for p in edge.partners if p.ca]
+        context = server_context(cert, key)
+        for bundle in bundles:
+            context.load_verify_locations(cafile=str(bundle))
+        if not bundles or any(not p.ca for p in edge.partners) or edge.allow:
+            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     def usable(self, flow: Flow) -> bool:
         return self.transports.is_open(flow)
@@ -125,7 +227,9 @@ class EdgeServer:
     async def run(self) -> None:
         edge = self.config.edge
         names = self._names()
-        self.relay = EdgeRelay(self.stack, names, self, spawn=self._spawn)
+        self.relay = EdgeRelay(
+            self.stack, names, self, spawn=self._spawn, federation=self.federation
+        )
         self.stack.attach(self.relay, self.transports)
         self.internal = await self.transports.listen(
             "tls", edge.internal_bind, edge.internal_port, tls=self.internal_tls
@@ -133,6 +237,10 @@ class EdgeServer:
         if edge.remote_users:
             self.external = await self.transports.listen(
                 "tls", edge.external_bind, edge.access_port
+            )
+        if self.federation_tls is not None:
+            self.federation_address = await self.transports.listen(
+                "tls", edge.external_bind, edge.federation_port, tls=self.federation_tls
             )
         self._install_signals()
         (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
@@ -154,6 +262,8 @@ class EdgeServer:
             internal=f"{edge.internal_name}:{edge.internal_port}",
             next_hop=edge.next_hop_name,
             remote_users=edge.remote_users,
+            federation=edge.federation,
+            partners=sorted(self.federation.partners),
             listeners=[f"{t}:{h}:{p}" for t, h, p in self.transports.listeners],
         )
         try:
@@ -169,6 +279,7 @@ class EdgeServer:
             internal_host=edge.internal_name,
             internal_port=edge.internal_port,
             domains=frozenset(d.lower() for d in edge.domains),
+            federation_port=edge.federation_port,
             external_aliases=frozenset({canonical_host(edge.external_bind)}),
             internal_aliases=frozenset({canonical_host(edge.internal_bind)}),
         )
@@ -183,6 +294,10 @@ class EdgeServer:
 
     def _on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
         if self.internal is not None and flow.local == self.internal and not self._inside_ok(flow):
+            return
+        fed = self.federation_address
+        if fed is not None and flow.local == fed and self.partner_of(flow) is None:
+            self.transports.close_connection(flow)
             return
         self.stack.on_message(data, flow, queued)
 
@@ -211,6 +326,7 @@ class EdgeServer:
 
     def _on_closed(self, flow: Flow) -> None:
         self._trusted.pop(flow.conn_id, None)
+        self._partners.pop(flow.conn_id, None)
         if self.relay is not None:
             self.relay.flow_closed(flow)
 
@@ -252,6 +368,38 @@ class EdgeServer:
             (self.data_dir / PID_FILE).unlink()
         log.info("stopped")
         await self.ops.stop()
+
+
+def federation_policy(data_dir: Path, config: Config) -> FederationPolicy:
+    """The Edge's federation settings, with each partner's CA certificates loaded."""
+    edge = config.edge
+    partners = {}
+    for entry in edge.partners:
+        cas = tuple(load_certificates(config.path(data_dir, entry.ca))) if entry.ca else ()
+        domain = entry.domain.lower()
+        partners[domain] = PartnerPolicy(
+            domain, entry.edge, entry.port, entry.presence, entry.rate, cas
+        )
+    return FederationPolicy(
+        enabled=edge.federation,
+        partners=partners,
+        allow=tuple(d.lower() for d in edge.allow),
+        block=tuple(d.lower() for d in edge.block),
+        open=edge.open,
+    )
+
+
+def partner_resolver(config: Config) -> SipResolver:
+    """The resolver for partners' records: the name servers the topology gives, else the
+    system's."""
+    edge = config.edge
+    if edge.nameservers:
+        first = edge.nameservers[0]
+        port = int(first.rpartition(":")[2]) if ":" in first else 53
+        hosts = [n.rpartition(":")[0].strip("[]") if ":" in n else n for n in edge.nameservers]
+    else:
+        hosts, port = [str(n) for n in dns.resolver.Resolver().nameservers], 53
+    return SipResolver(hosts, port=port, allow_private=edge.private_addresses)
 
 
 def run_edge(data_dir: Path, config: Config) -> None:

@@ -49,6 +49,7 @@ from conclave.pki.info import describe
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
+from conclave.pki.tls import mutual_client_context
 from conclave.services.location import MemoryLocationService
 from conclave.sip.flow import Flow, canonical_host
 from conclave.sip.local import LocalEndpoint
@@ -122,10 +123,17 @@ class Server:
                 data_dir=data_dir,
             )
             ssl_context = self.tls.context
+        client_ssl = None
+        if config.federation.enabled:  # the Edge's internal side: mutual TLS
+            files = server_tls_files(data_dir, config)
+            client_ssl = mutual_client_context(
+                files.cert, files.key, ca_path=files.ca, crl_path=files.crl
+            )
         self.transports = TransportManager(
             on_message=self.stack.on_message,
             on_closed=self._on_closed,
             server_ssl=ssl_context,
+            client_ssl=client_ssl,
             guard=self.guard,
             max_message_size=limits.max_message_size,
         )
@@ -220,6 +228,7 @@ class Server:
             reach=self,
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
             client_source=self._edge_client if self._edges else None,
+            federation=EdgeConnection(self) if c.federation.enabled else None,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -385,6 +394,32 @@ class Server:
 
     def _write_pid(self) -> None:
         (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+
+
+class EdgeConnection:
+    """The Front End's way to the Edge for federation (:class:`conclave.core.router.EdgeLink`)."""
+
+    def __init__(self, server: Server) -> None:
+        settings = server.config.federation
+        host, _, port = settings.edge.rpartition(":")
+        self.server = server
+        self.address = (host.strip("[]"), int(port))
+        self.name = settings.edge_name
+        self.route = f"<sip:{settings.edge_name}:{port};transport=tls;lr>"
+        self._flow: Flow | None = None
+
+    def flow(self) -> Flow | None:
+        flow = self._flow
+        return flow if flow is not None and self.server.transports.is_open(flow) else None
+
+    async def connect(self) -> Flow:
+        self._flow = await self.server.transports.connect(
+            "tls", self.address, server_hostname=self.name
+        )
+        return self._flow
+
+    def trusted(self, flow: Flow) -> bool:
+        return self.server._from_edge(flow)
 
 
 def serve(data_dir: Path, config: Config) -> None:

@@ -18,7 +18,7 @@ from conclave.core.auth import Authenticator, CredentialCache
 from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
 from conclave.core.proxy import Proxy
-from conclave.core.router import Reach, Router
+from conclave.core.router import EdgeLink, Reach, Router
 from conclave.core.signin import CertificateUser, ClientSource, SignIn
 from conclave.core.stack import SipStack
 from conclave.ops.lockout import lockout_from_config
@@ -79,6 +79,7 @@ def assemble(
     reach: Reach,
     certificate_user: CertificateUser | None = None,
     client_source: ClientSource | None = None,
+    federation: EdgeLink | None = None,
 ) -> Assembly:
     """Build the core (sign-in, proxy, router) and every enabled feature around
     ``stack``: what a Front End process runs (``Server._wire``) and what the
@@ -106,6 +107,11 @@ def assemble(
         client_source=client_source,
     )
     router = Router(
-        host=host, proxy=proxy, signin=signin, reach=reach, edges=frozenset(config.trust.edges)
+        host=host,
+        proxy=proxy,
+        signin=signin,
+        reach=reach,
+        edges=frozenset(config.trust.edges),
+        federation=federation,
     )
     return Assembly(host, features, proxy, router, signin)

@@ -76,6 +76,30 @@ SUPPORTED = ("path", "outbound")
 RETRY_AFTER_DRAINING = "30"
 
 
+PARTNER_HEADER = "Conclave-Partner"
+"""Set by a trusted Edge on a federated partner's request: the partner domain it
+authenticated. Believed only on an Edge's connection, removed from every request."""
+
+
+class EdgeLink(Protocol):
+    """The way to other organisations: the Edge's internal side."""
+
+    route: str
+    """Our Route entry for the Edge (``<sip:edge-internal:port;transport=tls;lr>``)."""
+
+    def flow(self) -> Flow | None:
+        """The open connection to the Edge, if there is one."""
+        ...
+
+    def connect(self) -> Awaitable[Flow]:
+        """Open one (raises on failure)."""
+        ...
+
+    def trusted(self, flow: Flow) -> bool:
+        """True for a connection from a trusted Edge (its server certificate)."""
+        ...
+
+
 class Reach(Protocol):
     """The transport, as far as routing needs it."""
 
@@ -83,6 +107,11 @@ class Reach(Protocol):
         """``flow`` if it still reaches its peer (for UDP: any socket of ours
         reaches the same address), else None."""
         ...
+
+
+def _under(host: str, domain: str) -> bool:
+    host, domain = host.lower().rstrip("."), domain.lower().rstrip(".")
+    return host == domain or host.endswith("." + domain)
 
 
 def allow_list(owned: set[str] | frozenset[str]) -> list[str]:
@@ -104,6 +133,7 @@ class Router:
         reach: Reach,
         wall_clock: Callable[[], float] = time.time,
         edges: frozenset[str] = frozenset(),
+        federation: EdgeLink | None = None,
     ) -> None:
         self.host = host
         self.stack = host.stack
@@ -116,6 +146,8 @@ class Router:
         self.signin = signin
         self.reach = reach
         self.clock = wall_clock
+        self.federation = federation
+        """Set when the topology federates: requests for other domains go to the Edge."""
         self.edges = frozenset(name.lower() for name in edges)
         """Internal names of trusted Edges: an in-dialog request may keep a Route to one
         (the Edge's hidden dialog id); it still goes only to the dialog's recorded flow."""
@@ -145,6 +177,11 @@ class Router:
             # RFC 3261 §26.2.2: a SIPS request must travel over TLS on every hop.
             self.stack.respond(txn, 403, "SIPS requires TLS")
             return
+        partner = request.headers.get(PARTNER_HEADER)
+        if partner is not None:
+            request.headers.remove(PARTNER_HEADER)
+            if self.federation is None or not self.federation.trusted(flow):
+                partner = None
         token = self._pop_own_routes(request, flow)
         if request.headers.get("Route") is not None and not (
             in_dialog and token is not None and self._edge_routes(request)
@@ -158,7 +195,7 @@ class Router:
         elif in_dialog:
             self._in_dialog(txn, request, flow, token)
         else:
-            self._out_of_dialog(txn, request, flow)
+            self._out_of_dialog(txn, request, flow, partner)
 
     def _pop_own_routes(self, request: Request, flow: Flow) -> str | None:
         """Remove our own Route entries (§16.4); return the first one's dialog id.
@@ -259,7 +296,9 @@ class Router:
         )
 
     # -- out of a dialog -----------------------------------------------------------------
-    def _out_of_dialog(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
+    def _out_of_dialog(
+        self, txn: ServerTransaction, request: Request, flow: Flow, partner: str | None = None
+    ) -> None:
         uri = request.uri
         if isinstance(uri, TelURI):
             self.stack.respond(txn, 404, "Telephone numbers need a mediation server")
@@ -279,9 +318,12 @@ class Router:
             self.stack.respond(txn, 482, "Loop Detected")
             return
         if not self.local.is_my_domain(uri):
-            self.stack.respond(txn, 403, "Relaying to other domains is not enabled")
+            if self.federation is None or partner is not None:
+                self.stack.respond(txn, 403, "Relaying to other domains is not enabled")
+                return
+            self._to_partner(txn, request, flow, uri)
             return
-        exchange = self._from_local_user(txn, request, flow)
+        exchange = self._from_local_user(txn, request, flow, partner)
         if exchange is None:
             return
         uri = self._canonical_target(request, uri)
@@ -296,6 +338,46 @@ class Router:
         else:
             self._after_gates(exchange, lambda: self._deliver(exchange))
 
+    def _to_partner(
+        self, txn: ServerTransaction, request: Request, flow: Flow, uri: SipURI
+    ) -> None:
+        """A local user's request for another organisation: through the Edge, which
+        applies the federation policy (allow-list, block-list, presence opt-in)."""
+        exchange = self._from_local_user(txn, request, flow)
+        if exchange is None:
+            return
+        if uri.user is not None:
+            exchange.target = aor_of(uri)
+        self._accepted(exchange)
+        self._after_gates(exchange, lambda: self._via_edge(exchange, uri))
+
+    def _via_edge(self, exchange: Exchange, uri: SipURI) -> None:
+        link = self.federation
+        assert link is not None
+        flow = link.flow()
+        if flow is not None:
+            self._forward_to_edge(exchange, uri, flow)
+            return
+        self.host.spawn(self._connect_edge(exchange, uri, link))
+
+    async def _connect_edge(self, exchange: Exchange, uri: SipURI, link: EdgeLink) -> None:
+        try:
+            flow = await link.connect()
+        except Exception as exc:  # any failure: the sender gets a prompt 503
+            log.warning("edge unreachable", reason=str(exc))
+            self.stack.respond(
+                exchange.txn, 503, "Edge unreachable", headers=[("Retry-After", "30")]
+            )
+            return
+        self._forward_to_edge(exchange, uri, flow)
+
+    def _forward_to_edge(self, exchange: Exchange, uri: SipURI, flow: Flow) -> None:
+        assert self.federation is not None
+        target = Target(uri, flow, (self.federation.route,))
+        self.proxy.forward(
+            exchange.txn, exchange.request, [target], inbound=exchange.flow, sender=exchange.sender
+        )
+
     def _canonical_target(self, request: Request, uri: SipURI) -> SipURI:
         """One identity per user whatever the case it is written in: the stored
         spelling is the AOR that features, quotas and privacy see."""
@@ -309,15 +391,19 @@ class Router:
         return request.uri
 
     def _from_local_user(
-        self, txn: ServerTransaction, request: Request, flow: Flow
+        self, txn: ServerTransaction, request: Request, flow: Flow, partner: str | None = None
     ) -> Exchange | None:
         """The request as sent by an authenticated local user, or None once answered.
 
-        Senders outside our domain get 403 (federation is off); local ones
-        are challenged (407) and must authenticate as the From user (403).
+        Senders outside our domain get 403, unless a trusted Edge vouches for
+        them as a federated partner's (``partner``, checked against From);
+        local ones are challenged (407) and must authenticate as the From
+        user (403).
         """
         sender = request.from_addr.uri
         if not self.local.is_my_domain(sender):
+            if partner is not None and isinstance(sender, SipURI) and _under(sender.host, partner):
+                return Exchange(txn, request, flow, aor_of(sender), None, stack=self.stack)
             self.stack.respond(txn, 403, "Federation is not enabled")
             return None
         user = self.signin.identify(txn, request, flow, proxy=True)

@@ -56,6 +56,7 @@ def check_topology(topology: Topology, topology_path: Path | None = None) -> lis
         problems += rule(topology)
     if topology_path is not None:
         problems += _certificates(topology, topology_path)
+        problems += _partner_files(topology, topology_path)
     return problems
 
 
@@ -312,6 +313,14 @@ def _policies(topology: Topology) -> list[Problem]:
                     f"{domain} is one of our own SIP domains, not a partner",
                 )
             )
+    for index, partner in enumerate(federation.partners):
+        where = f"policies.federation.partners[{index}]"
+        if partner.domain in federation.block:
+            problems.append(Problem(f"{where}.domain", f"{partner.domain} is also blocked"))
+        if partner.domain in topology.organisation.sip_domains:
+            problems.append(
+                Problem(f"{where}.domain", f"{partner.domain} is one of our own SIP domains")
+            )
     if federation.partner_discovery and not federation.enabled:
         problems.append(
             Problem("policies.federation.partner_discovery", "needs federation enabled")
@@ -319,7 +328,7 @@ def _policies(topology: Topology) -> list[Problem]:
     if federation.open and not federation.enabled:
         problems.append(Problem("policies.federation.open", "needs federation enabled"))
     if federation.enabled and not (
-        federation.allow or federation.open or federation.partner_discovery
+        federation.allow or federation.open or federation.partner_discovery or federation.partners
     ):
         problems.append(
             Problem(
@@ -421,6 +430,20 @@ def _admin(topology: Topology) -> list[Problem]:
                 Problem(
                     f"{ref.path}.admin",
                     f"{address} is neither loopback nor this host's address ({ref.host.address})",
+                )
+            )
+    return problems
+
+
+def _partner_files(topology: Topology, topology_path: Path) -> list[Problem]:
+    """Each partner's CA bundle must exist (provisioning copies it to the edges)."""
+    problems = []
+    for index, partner in enumerate(topology.policies.federation.partners):
+        if partner.ca and not (Path(topology_path).parent / partner.ca).is_file():
+            problems.append(
+                Problem(
+                    f"policies.federation.partners[{index}].ca",
+                    f"{partner.ca}: no such file (the CA bundle of {partner.domain})",
                 )
             )
     return problems

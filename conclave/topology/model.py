@@ -275,6 +275,32 @@ class ExternalAccess(_Model):
     """IM with public IM providers through an edge"""
 
 
+def _unique_partners(partners: list[Partner]) -> list[Partner]:
+    domains = [p.domain.lower() for p in partners]
+    if len(set(domains)) != len(domains):
+        raise ValueError("each partner domain may be listed once")
+    return partners
+
+
+class Partner(_Model):
+    """A partner organisation this one federates with (its settings beyond the allow-list)."""
+
+    domain: DnsName
+    """the partner's SIP domain (also allowed by being listed here)"""
+    edge: DnsName | None = None
+    """the partner's access edge FQDN; none: found by DNS SRV _sipfederationtls._tcp"""
+    port: Port = 5061
+    """the partner edge's federation port, with ``edge``"""
+    ca: Str = ""
+    """PEM file of the CA(s) that issue the partner's certificates, relative to the topology
+    file; its certificate must be issued by one of them and name the partner's domain"""
+    presence: Bool = False
+    """exchange presence (SUBSCRIBE/NOTIFY) with this partner, not only IM and calls"""
+    rate: Annotated[int, Strict(), Field(ge=1, le=10_000)] = 20
+    """requests per second accepted from this partner (Lync's figure for discovered
+    partners is 20); beyond it, 503 with Retry-After"""
+
+
 class Federation(_Model):
     """Communication with partner organisations through an edge."""
 
@@ -287,6 +313,13 @@ class Federation(_Model):
     """federate with any domain not blocked (not recommended)"""
     partner_discovery: Bool = False
     """find partners by DNS SRV and federate with them (not recommended)"""
+    partners: Annotated[list[Partner], AfterValidator(_unique_partners)] = []
+    """partners with their own settings (CA, edge, presence, rate)"""
+    nameservers: list[Endpoint] = []
+    """DNS servers (ip:port) the edges ask for partners' SRV and address records; none:
+    the system's resolver"""
+    private_addresses: Bool = False
+    """let a partner's DNS name private, loopback or reserved addresses (a lab only)"""
 
 
 class Archiving(_Model):

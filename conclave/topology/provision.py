@@ -37,6 +37,7 @@ from conclave.pki import (
     describe,
     load_ca,
     load_certificate,
+    load_certificates,
 )
 from conclave.pki.files import write_private_file
 from conclave.pki.validate import uncovered
@@ -121,6 +122,15 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
             "edges": [e.edge_internal.fqdn for e in edges if e.edge_internal is not None],
             "addresses": [e.edge_internal.address for e in edges if e.edge_internal is not None],
         }
+        first = edges[0].edge_internal if edges else None
+        federation = policies.federation.enabled and first is not None
+        settings["federation"] = {"enabled": federation, "edge": "", "edge_name": ""}
+        if federation and first is not None:
+            address = f"[{first.address}]" if ":" in first.address else first.address
+            settings["federation"] |= {
+                "edge": f"{address}:{edges[0].host.ports.edge_internal_tls}",
+                "edge_name": first.fqdn,
+            }
     if "edge" in host.roles:
         settings["edge"] = edge_settings(topology, ref)
     return settings
@@ -155,7 +165,30 @@ def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
             "next_hop": f"{address}:{hop.host.ports.sip_tls}",
             "next_hop_name": hop.pool_fqdn,
         }
+    federation = topology.policies.federation
+    values |= {
+        "federation": federation.enabled,
+        "federation_port": ref.host.ports.edge_federation_tls,
+        "allow": list(federation.allow),
+        "block": list(federation.block),
+        "open": federation.open,
+        "nameservers": list(federation.nameservers),
+        "private_addresses": federation.private_addresses,
+        "partners": [
+            {
+                "domain": p.domain, "edge": p.edge or "", "port": p.port,
+                "ca": partner_ca_file(p.domain) if p.ca else "",
+                "presence": p.presence, "rate": p.rate,
+            }
+            for p in federation.partners
+        ],
+    }  # fmt: skip
     return values
+
+
+def partner_ca_file(domain: str) -> str:
+    """Where an Edge's data directory keeps a partner's CA bundle (provision copies it)."""
+    return f"partners/{domain.lower()}.pem"
 
 
 def apply_settings(config: Config | None, settings: Settings, *, source: str) -> Config:
@@ -236,6 +269,7 @@ def provision(
     _certificate(ca, config, target, internal_names(ref, topology), now, result)
     if "edge" in ref.host.roles:
         _external_certificate(ca, config, target, external_names(ref, topology), now, result)
+        _partner_cas(topology, topology_path, target, result)
     if config.media_relay.enabled:
         secret = relay_secret(topology_path).encode("ascii") + b"\n"
         write_private_file(config.path(target, config.media_relay.secret_file), secret)
@@ -290,6 +324,26 @@ def _certificate(
     issued = ca.issue_server(list(names))
     issued.write(cert_path, key_path)
     result.actions.append(f"issued the host certificate ({reason} before): {', '.join(names)}")
+
+
+def _partner_cas(
+    topology: Topology, topology_path: Path, target: Path, result: Provisioned
+) -> None:
+    """Copy each partner's CA bundle into the Edge's data directory (it may be elsewhere)."""
+    for partner in topology.policies.federation.partners:
+        if not partner.ca:
+            continue
+        source = (Path(topology_path).parent / partner.ca).resolve()
+        try:
+            certificates = load_certificates(source)
+        except PkiError as exc:
+            raise PkiError(f"partner {partner.domain}: {exc}") from None
+        destination = target / partner_ca_file(partner.domain)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+        result.actions.append(
+            f"copied {len(certificates)} CA certificate(s) of partner {partner.domain}"
+        )
 
 
 def _external_certificate(

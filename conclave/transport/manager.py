@@ -184,7 +184,12 @@ class TransportManager:
         return conn is not None and conn.write(data)
 
     async def connect(
-        self, transport: str, remote: tuple[str, int], *, server_hostname: str | None = None
+        self,
+        transport: str,
+        remote: tuple[str, int],
+        *,
+        server_hostname: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Flow:
         """An open flow to ``remote`` (an IP literal and port) over TCP or TLS.
 
@@ -196,7 +201,7 @@ class TransportManager:
         """
         if transport not in STREAM_TRANSPORTS:
             raise TransportError(f"connect() is for tcp or tls, not {transport!r}")
-        if transport == "tls" and self._client_ssl is None:
+        if transport == "tls" and (tls or self._client_ssl) is None:
             raise TransportError("TLS connections need client_ssl")
         try:
             remote = (canonical_host(remote[0]), int(remote[1]))
@@ -212,7 +217,7 @@ class TransportManager:
         future: asyncio.Future[Flow] = asyncio.get_running_loop().create_future()
         self._connecting[key] = future
         try:
-            flow = await self._dial(transport, remote, server_hostname)
+            flow = await self._dial(transport, remote, server_hostname, tls)
         except BaseException as exc:
             error = exc if isinstance(exc, TransportError) else TransportError("connect abandoned")
             future.set_exception(error)
@@ -498,7 +503,11 @@ class TransportManager:
     # internals
 
     async def _dial(
-        self, transport: str, remote: tuple[str, int], server_hostname: str | None
+        self,
+        transport: str,
+        remote: tuple[str, int],
+        server_hostname: str | None,
+        context: ssl.SSLContext | None = None,
     ) -> Flow:
         if len(self._table) >= self.limits.max_connections:
             raise TransportError("connection limit reached")
@@ -521,7 +530,7 @@ class TransportManager:
             await loop.create_connection(
                 lambda: conn,
                 sock=sock,
-                ssl=self._client_ssl if tls else None,
+                ssl=(context or self._client_ssl) if tls else None,
                 # "" means no SNI; a context that checks names then refuses it
                 server_hostname=(server_hostname or "") if tls else None,
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if tls else None,

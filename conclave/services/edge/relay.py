@@ -34,7 +34,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 
@@ -47,12 +47,15 @@ from conclave.sip.message import Request, Response
 from conclave.sip.transaction import ClientTransaction, ServerTransaction, make_cancel
 from conclave.sip.uri import SipURI, parse_uri
 
+from .federation import FederationPolicy, covers
 from .state import FlowTokens, HiddenDialog, HiddenDialogs
 
 log = structlog.get_logger("conclave.edge")
 
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 """Requests that can create a dialog (RFC 3261 §12, RFC 6665, RFC 3515)."""
+PRESENCE_METHODS = frozenset({"SUBSCRIBE", "PUBLISH"})
+"""What presence federation, off unless a partner opts in, consists of."""
 HIDDEN_HEADERS = ("Path", "Service-Route", "Warning", "Server", "P-Conclave-Trace")
 """Headers that can name internal hosts and never leave through the outside."""
 BAN_HEADER = "Conclave-Source-Ban"
@@ -62,6 +65,11 @@ MAX_BAN_SECONDS = 86_400
 """A ban from inside longer than this is cut to it (the Front End's own cap)."""
 DEFAULT_MAX_FORWARDS = 70
 RETRY_AFTER_UNREACHABLE = "30"
+PARTNER_HEADER = "Conclave-Partner"
+"""On a request relayed inward: the federated partner domain the Edge authenticated
+(by its certificate) and checked the From against. Removed from anything that
+arrives from outside, trusted by Front Ends only on an Edge's connection."""
+Side = Literal["access", "federation", "inside"]
 _TOKEN_RE = re.compile(r"^[0-9a-f]{1,16}-[0-9a-f]{20}$")
 _DIALOG_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -69,8 +77,16 @@ _DIALOG_RE = re.compile(r"^[0-9a-f]{32}$")
 class Links(Protocol):
     """What the relay needs of the Edge process's transport."""
 
-    def is_outside(self, flow: Flow) -> bool:
-        """True for a connection on the external listener."""
+    def side(self, flow: Flow) -> Side:
+        """``access`` (a remote user), ``federation`` (a partner) or ``inside``."""
+        ...
+
+    def partner_of(self, flow: Flow) -> str | None:
+        """The partner domain a federation connection is authenticated as."""
+        ...
+
+    def to_partner(self, domain: str) -> Awaitable[Flow]:
+        """A mutual-TLS connection to ``domain``'s edge (raises on failure)."""
         ...
 
     def usable(self, flow: Flow) -> bool:
@@ -95,6 +111,7 @@ class EdgeNames:
     internal_host: str
     internal_port: int
     domains: frozenset[str]
+    federation_port: int = 5061
     external_aliases: frozenset[str] = frozenset()
     """Other names and addresses that mean the external side (its IP)."""
     internal_aliases: frozenset[str] = frozenset()
@@ -131,6 +148,8 @@ class Relayed:
     outward: bool
     """True when it goes from inside to outside."""
     client_ip: str = ""
+    partner: str | None = None
+    """The federated partner on the outside end of this request."""
     dialog: HiddenDialog | None = None
     opens: bool = False
     """True when this request creates ``dialog``."""
@@ -162,12 +181,14 @@ class EdgeRelay:
         *,
         spawn: Callable[[Awaitable[None]], object],
         tokens: FlowTokens | None = None,
+        federation: FederationPolicy | None = None,
     ) -> None:
         self.stack = stack
         self.names = names
         self.links = links
         self.spawn = spawn
         self.tokens = tokens or FlowTokens()
+        self.federation = federation or FederationPolicy(enabled=False)
         self.dialogs = HiddenDialogs()
         self._inside: Flow | None = None
         self._relayed: dict[ServerTransaction, Relayed] = {}
@@ -186,8 +207,11 @@ class EdgeRelay:
         flow = txn.source
         assert isinstance(flow, Flow)
         try:
-            if self.links.is_outside(flow):
+            side = self.links.side(flow)
+            if side == "access":
                 self._from_outside(txn, request, flow)
+            elif side == "federation":
+                self._from_partner(txn, request, flow)
             else:
                 self._from_inside(txn, request, flow)
         except RemoteProtocolError as exc:
@@ -244,6 +268,48 @@ class EdgeRelay:
             self.tokens.token(flow)
         self._send_inward(relayed, headers)
 
+    def _from_partner(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
+        """A request from a federated partner's connection (mutual TLS, its certificate
+        checked against its own CAs): its From must be in its domain, its rate within
+        its limit, its target one of our users."""
+        partner = self.links.partner_of(flow)
+        if partner is None or not self.federation.allowed(partner):
+            raise RemoteProtocolError("Not a federated partner", 403)
+        sender = request.from_addr.uri
+        if not isinstance(sender, SipURI) or not covers(partner, _host(sender)):
+            log.warning("partner spoke for another domain", partner=partner)
+            raise RemoteProtocolError("From is not in the partner's domain", 403)
+        now = self.stack.now()
+        if not self.federation.admit(partner, now):
+            refused = self.federation.throttle_report(partner, now)
+            if refused is not None:
+                log.warning("partner throttled", partner=partner, refused=refused)
+            self.stack.respond(
+                txn, 503, "Partner request rate exceeded", headers=[("Retry-After", "1")]
+            )
+            return
+        if request.max_forwards == 0:
+            raise RemoteProtocolError("Too Many Hops", 483)
+        own = self._own_routes(request, self.names.is_outside_me)
+        if request.to_tag is not None:
+            self._outside_in_dialog(txn, request, flow, own, "")
+            return
+        uri = request.uri
+        if not isinstance(uri, SipURI) or _host(uri) not in self.names.domains:
+            raise RemoteProtocolError("Not a domain of this organisation", 403)
+        if request.method == "REGISTER":
+            raise RemoteProtocolError("Partners do not register here", 403)
+        if request.method in PRESENCE_METHODS and not self.federation.partner(partner).presence:
+            raise RemoteProtocolError("Presence federation is not enabled for this partner", 403)
+        relayed = Relayed(self, txn, request, outward=False, partner=partner)
+        headers = self._inward_headers(request)
+        headers.add(PARTNER_HEADER, partner)
+        if request.method in DIALOG_METHODS:
+            dialog = self.dialogs.open(flow, request.call_id or "", now, partner=partner)
+            relayed.dialog, relayed.opens = dialog, True
+            headers.prepend("Record-Route", f"<{self.names.inside_uri(dialog.id)};lr>")
+        self._send_inward(relayed, headers)
+
     def _outside_in_dialog(
         self,
         txn: ServerTransaction,
@@ -253,7 +319,10 @@ class EdgeRelay:
         client_ip: str,
     ) -> None:
         dialog = self._dialog_of(own, request)
-        if dialog.outside != flow:
+        if dialog.partner is not None:
+            if self.links.partner_of(flow) != dialog.partner:
+                raise RemoteProtocolError("Not a party of this dialog", 403)
+        elif dialog.outside != flow:
             raise RemoteProtocolError("Not on the dialog's connection", 403)
         uri = request.uri
         if (
@@ -265,6 +334,9 @@ class EdgeRelay:
             request.uri = _uri(dialog.inside_contact)
         relayed = Relayed(self, txn, request, outward=False, client_ip=client_ip, dialog=dialog)
         headers = self._inward_headers(request)
+        if dialog.partner is not None:
+            relayed.partner = dialog.partner
+            headers.add(PARTNER_HEADER, dialog.partner)
         for hop in reversed(dialog.inward_route):
             headers.prepend("Route", hop)
         if request.method == "BYE":
@@ -288,20 +360,27 @@ class EdgeRelay:
         remaining = DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards
         headers.set("Max-Forwards", str(max(remaining - 1, 0)))
         headers.remove(BAN_HEADER)
+        headers.remove(PARTNER_HEADER)  # only the Edge says who a partner is
         return headers
 
     def _from_inside(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         own = self._own_routes(request, self.names.is_inside_me)
         token = own[0].user if own else None
         if token is None:
+            if own and request.to_tag is None:
+                self._to_partner(txn, request)
+                return
             raise RemoteProtocolError("Not routed through this edge", 403)
         if _DIALOG_RE.match(token):
             dialog = self.dialogs.get(token, self.stack.now())
             if dialog is None or request.call_id != dialog.call_id:
                 raise RemoteProtocolError("Call/Transaction Does Not Exist", 481)
-            if not self.links.usable(dialog.outside):
+            usable = dialog.outside is not None and self.links.usable(dialog.outside)
+            if not usable and dialog.partner is None:
                 raise RemoteProtocolError("Flow Failed", 430)
-            relayed = Relayed(self, txn, request, outward=True, dialog=dialog)
+            relayed = Relayed(
+                self, txn, request, outward=True, dialog=dialog, partner=dialog.partner
+            )
             headers = self._outward_headers(request)
             headers.remove("Record-Route")
             if request.headers.get("Contact") is not None:  # a target refresh
@@ -309,7 +388,11 @@ class EdgeRelay:
                 headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
             if request.method == "BYE":
                 dialog.ending = True
-            self._send(relayed, dialog.outside, headers)
+            if usable and dialog.outside is not None:
+                self._send(relayed, dialog.outside, headers)
+            else:  # the partner's connection closed: dial it again
+                self._relayed[relayed.server_txn] = relayed
+                self.spawn(self._connect_then_send(relayed, headers))
             return
         target = self.tokens.flow(token) if _TOKEN_RE.match(token) else None
         if target is None or not self.links.usable(target):
@@ -321,16 +404,45 @@ class EdgeRelay:
         if request.method in DIALOG_METHODS and request.to_tag is None:
             dialog = self.dialogs.open(target, request.call_id or "", self.stack.now())
             relayed.dialog, relayed.opens = dialog, True
-            dialog.inside_record_route = tuple(request.headers.get_all("Record-Route"))
-            dialog.inward_route = dialog.inside_record_route
-            dialog.inside_contact = _first_contact(request)
-            headers.set("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
-            if dialog.inside_contact is not None:
-                headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+            self._hide_new_dialog(dialog, request, headers)
         else:
             headers.remove("Record-Route")
             headers.remove("Contact")
         self._send(relayed, target, headers)
+
+    def _to_partner(self, txn: ServerTransaction, request: Request) -> None:
+        """A request from inside for another organisation: to its edge, if we federate."""
+        uri = request.uri
+        if not isinstance(uri, SipURI):
+            raise RemoteProtocolError("Not a SIP address", 416)
+        domain = _host(uri)
+        if domain in self.names.domains:
+            raise RemoteProtocolError("Not routed through this edge", 403)
+        if not self.federation.allowed(domain):
+            log.info("federation refused", domain=domain)
+            raise RemoteProtocolError(f"Federation with {domain} is not allowed", 403)
+        if request.method in PRESENCE_METHODS and not self.federation.partner(domain).presence:
+            raise RemoteProtocolError("Presence federation is not enabled for this partner", 403)
+        relayed = Relayed(self, txn, request, outward=True, partner=domain)
+        headers = self._outward_headers(request)
+        if request.method in DIALOG_METHODS:
+            dialog = self.dialogs.open(None, request.call_id or "", self.stack.now(), domain)
+            relayed.dialog, relayed.opens = dialog, True
+            self._hide_new_dialog(dialog, request, headers)
+        else:
+            headers.remove("Record-Route")
+            headers.remove("Contact")
+        self._relayed[txn] = relayed
+        self.spawn(self._connect_then_send(relayed, headers))
+
+    def _hide_new_dialog(self, dialog: HiddenDialog, request: Request, headers: Headers) -> None:
+        """A dialog an internal party starts: outside sees the Edge, the real route is kept."""
+        dialog.inside_record_route = tuple(request.headers.get_all("Record-Route"))
+        dialog.inward_route = dialog.inside_record_route
+        dialog.inside_contact = _first_contact(request)
+        headers.set("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
+        if dialog.inside_contact is not None:
+            headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
 
     def _outward_headers(self, request: Request) -> Headers:
         headers = request.headers.copy()
@@ -342,6 +454,7 @@ class EdgeRelay:
         headers.remove("Via")  # kept with the server transaction, restored on responses
         for name in HIDDEN_HEADERS:
             headers.remove(name)
+        headers.remove(PARTNER_HEADER)
         return headers
 
     # -- sending -------------------------------------------------------------------------
@@ -354,26 +467,36 @@ class EdgeRelay:
         self.spawn(self._connect_then_send(relayed, headers))
 
     async def _connect_then_send(self, relayed: Relayed, headers: Headers) -> None:
+        partner = relayed.partner if relayed.outward else None
         try:
-            flow = await self.links.inward()
-        except Exception as exc:  # any failure to reach inside is a 503 to the sender
-            log.warning("next hop unreachable", reason=str(exc))
+            if partner is not None:
+                flow = await self.links.to_partner(partner)
+            else:
+                flow = await self.links.inward()
+        except Exception as exc:  # any failure to reach the other side is a 503 to the sender
+            where = f"partner {partner}" if partner else "next hop"
+            log.warning(f"{where} unreachable", reason=str(exc))
             self.answer(
-                relayed, 503, "Next hop unreachable", [("Retry-After", RETRY_AFTER_UNREACHABLE)]
-            )
+                relayed, 503, f"{where.capitalize()} unreachable",
+                [("Retry-After", RETRY_AFTER_UNREACHABLE)],
+            )  # fmt: skip
             return
-        self._inside = flow
+        if partner is None:
+            self._inside = flow
+        elif relayed.dialog is not None:
+            relayed.dialog.outside = flow
         if relayed.final or relayed.cancelled:
             return
         self._send(relayed, flow, headers)
 
     def _send(self, relayed: Relayed, flow: Flow, headers: Headers) -> None:
         names = self.names
-        side_host, side_port = (
-            (names.external_host, names.external_port)
-            if relayed.outward
-            else (names.internal_host, names.internal_port)
-        )
+        if not relayed.outward:
+            side_host, side_port = names.internal_host, names.internal_port
+        elif relayed.partner is not None:
+            side_host, side_port = names.external_host, names.federation_port
+        else:
+            side_host, side_port = names.external_host, names.external_port
         headers.prepend("Via", f"SIP/2.0/TLS {side_host}:{side_port};branch={new_branch()};rport")
         request = relayed.request
         out = Request(request.method, request.uri, headers, request.body, request.version)
@@ -521,10 +644,14 @@ class EdgeRelay:
     def on_ack(self, request: Request, flow: Flow) -> None:
         """The ACK of a 2xx, along the hidden dialog; anything else is dropped."""
         try:
-            if self.links.is_outside(flow):
+            side = self.links.side(flow)
+            if side != "inside":
                 own = self._own_routes(request, self.names.is_outside_me)
                 dialog = self._dialog_of(own, request)
-                if dialog.outside != flow:
+                if dialog.partner is not None:
+                    if self.links.partner_of(flow) != dialog.partner:
+                        return
+                elif dialog.outside != flow:
                     return
                 uri = request.uri
                 if isinstance(uri, SipURI) and uri.user == dialog.id and dialog.inside_contact:
@@ -544,10 +671,15 @@ class EdgeRelay:
                 own = self._own_routes(request, self.names.is_inside_me)
                 token = own[0].user if own else None
                 hidden = self.dialogs.get(token or "", self.stack.now())
-                if hidden is None or not self.links.usable(hidden.outside):
+                if hidden is None or hidden.outside is None:
+                    return
+                if not self.links.usable(hidden.outside):
                     return
                 headers = self._outward_headers(request)
-                via = f"SIP/2.0/TLS {self.names.external_host}:{self.names.external_port}"
+                port = self.names.external_port
+                if hidden.partner is not None:
+                    port = self.names.federation_port
+                via = f"SIP/2.0/TLS {self.names.external_host}:{port}"
                 headers.prepend("Via", f"{via};branch={new_branch()};rport")
                 self.stack.send_stateless(
                     Request("ACK", request.uri, headers, request.body), hidden.outside

@@ -86,9 +86,13 @@ class HiddenDialog:
     """One dialog through the Edge, as the Edge hides it."""
 
     id: str
-    outside: Flow
-    """The remote party's connection: in-dialog requests from outside must use it."""
+    outside: Flow | None
+    """The remote party's connection: a remote user's in-dialog requests must use it
+    (None until the connection to a partner is made)."""
     call_id: str
+    partner: str | None = None
+    """For a dialog with a federated partner: its domain. Its requests may come on any
+    connection authenticated as that partner."""
     inward_route: tuple[str, ...] = ()
     """Route entries for requests from outside toward the internal party."""
     inside_contact: str | None = None
@@ -109,9 +113,13 @@ class HiddenDialogs:
     def __len__(self) -> int:
         return len(self._dialogs)
 
-    def open(self, outside: Flow, call_id: str, now: float) -> HiddenDialog:
+    def open(
+        self, outside: Flow | None, call_id: str, now: float, partner: str | None = None
+    ) -> HiddenDialog:
         self.expire(now)
-        dialog = HiddenDialog(secrets.token_hex(DIALOG_ID_BYTES), outside, call_id, last_used=now)
+        dialog = HiddenDialog(
+            secrets.token_hex(DIALOG_ID_BYTES), outside, call_id, partner=partner, last_used=now
+        )
         self._dialogs[dialog.id] = dialog
         while len(self._dialogs) > MAX_DIALOGS:
             self._dialogs.popitem(last=False)
@@ -133,7 +141,7 @@ class HiddenDialogs:
 
     def flow_closed(self, flow: Flow) -> int:
         """Forget every dialog bound to ``flow``; how many."""
-        gone = [d for d in self._dialogs.values() if d.outside == flow]
+        gone = [d for d in self._dialogs.values() if d.outside == flow and d.partner is None]
         for dialog in gone:
             del self._dialogs[dialog.id]
         return len(gone)

@@ -1,0 +1,169 @@
+"""Two organisations that federate, each with a Front End and an Edge, on loopback.
+
+org-a.test runs on 127.0.1.x and org-b.test on 127.0.2.x (x=1: the Front End
+and the Edge's internal side, x=2: the Edge's external side). Each has its
+own topology, CA, data directories and processes. A real DNS server
+(Debian's dnsmasq) serves both organisations' external zones as ``conclave
+topology publish`` writes them, and the Edges find each other through it:
+org-a by DNS SRV ``_sipfederationtls._tcp.org-b.test``, org-b through the
+fixed partner Edge FQDN its topology names (an A record).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conclave.pki import create_ca
+from conclave.topology.document import dumps_toml
+
+from .dnsmasq import Dnsmasq
+from .edge_deployment import free_ports
+from .server import conclave
+from .sipclient import SipClient
+from .test_roles import RoleProcess
+
+PASSWORDS = {"alice": "Wonderland-Tea-41", "bob": "Builder-Crane-52", "carol": "Christmas-Song-63"}
+ORGS = {"a": "127.0.1", "b": "127.0.2"}
+
+
+@dataclass
+class Org:
+    name: str
+    root: Path
+    net: str
+    fe_port: int
+    internal_port: int
+    access_port: int
+    federation_port: int
+
+    @property
+    def domain(self) -> str:
+        return f"org-{self.name}.test"
+
+    @property
+    def topology(self) -> Path:
+        return self.root / "topology.toml"
+
+    @property
+    def ca(self) -> str:
+        return str(self.root / "ca" / "ca.crt")
+
+    def client(self) -> SipClient:
+        """A user's client inside the organisation, on its Front End."""
+        return SipClient(
+            "tls", self.fe_port, domain=self.domain, ca=self.ca, host=f"{self.net}.9",
+            server=f"{self.net}.1", server_name=f"fe.{self.domain}",
+        )  # fmt: skip
+
+    def document(self, partner: dict[str, Any], nameserver: str) -> dict[str, Any]:
+        d, net = self.domain, self.net
+        return {
+            "organisation": {"name": f"Org {self.name.upper()}", "sip_domains": [d]},
+            "requirements": {"users": 100, "federation": True},
+            "sites": {"hq": {}},
+            "pools": {
+                "se": {"site": "hq", "edition": "standard", "members": [{
+                    "name": f"fe-{self.name}", "fqdn": f"fe.{d}", "address": f"{net}.1",
+                    "roles": ["frontend"], "ports": {"sip_tls": self.fe_port}}]},
+                "edge": {"site": "hq", "edition": "enterprise", "members": [{
+                    "name": f"edge-{self.name}", "fqdn": f"edge.{d}", "address": f"{net}.1",
+                    "roles": ["edge"],
+                    "ports": {"edge_internal_tls": self.internal_port,
+                              "edge_access_tls": self.access_port,
+                              "edge_federation_tls": self.federation_port},
+                    "edge": {"internal": {"fqdn": f"edge-int.{d}", "address": f"{net}.1"},
+                             "external": {"fqdn": f"sip.{d}", "address": f"{net}.2"}}}]},
+            },
+            "policies": {
+                "federation": {
+                    "enabled": True, "partners": [partner], "block": ["blocked.test"],
+                    "nameservers": [nameserver] if nameserver else [],
+                    "private_addresses": True,
+                },
+                "presence": {"external_watchers": "allow"},
+            },
+        }  # fmt: skip
+
+
+@dataclass
+class Federation:
+    orgs: dict[str, Org]
+    dns: Dnsmasq
+    processes: list[RoleProcess] = field(default_factory=list)
+
+    def start(self, org: str, host: str, ready: str) -> RoleProcess:
+        topology = self.orgs[org].topology
+        process = RoleProcess(["serve", "--topology", str(topology), "--host", host]).start()
+        self.processes.append(process)
+        process.event(ready)
+        return process
+
+    def edge(self, org: str) -> RoleProcess:
+        return next(p for p in self.processes if f"edge-{org}" in p.args)
+
+
+def partner_entry(me: Org, other: Org, *, fixed_edge: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "domain": other.domain, "ca": f"../{other.name}/ca/ca.crt", "presence": True,
+    }  # fmt: skip
+    if fixed_edge:
+        entry |= {"edge": f"sip.{other.domain}", "port": other.federation_port}
+    return entry
+
+
+def build(base: Path) -> Federation:
+    orgs = {}
+    for name, net in ORGS.items():
+        root = base / name
+        root.mkdir()
+        # The CA first: each organisation's topology names the other's CA file.
+        create_ca(root / "ca", common_name=f"Conclave CA for Org {name.upper()}")
+        orgs[name] = Org(name, root, net, *free_ports(4))
+    a, b = orgs["a"], orgs["b"]
+    entries = {
+        "a": partner_entry(a, b, fixed_edge=False),
+        "b": partner_entry(b, a, fixed_edge=True),
+    }
+    zones = []
+    for name, org in orgs.items():
+        org.topology.write_text(dumps_toml(org.document(entries[name], "")))
+        out = org.root / "published"
+        conclave("topology", "publish", str(org.topology), "--output", str(out))
+        zones.append((out / "dns-external.dnsmasq.conf").read_text())
+    conf = base / "dns.conf"
+    conf.write_text("\n".join(zones))
+    dns = Dnsmasq(conf).start()
+    for name, org in orgs.items():
+        nameserver = f"127.0.0.1:{dns.port}"
+        org.topology.write_text(dumps_toml(org.document(entries[name], nameserver)))
+        conclave("topology", "provision", str(org.topology), "--all")
+        for user, password in PASSWORDS.items():
+            conclave(
+                "user", "add", user, "--dir", str(org.root / "hosts" / f"fe-{name}"),
+                "--password-stdin", stdin=password + "\n",
+            )  # fmt: skip
+    return Federation(orgs, dns)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """Both organisations provisioned and running, DNS served by dnsmasq."""
+    base = tmp_path_factory.mktemp("federation")
+    deployment = build(base)
+    try:
+        for name in deployment.orgs:
+            deployment.start(name, f"fe-{name}", "ready")
+            deployment.start(name, f"edge-{name}", "edge ready")
+        yield deployment
+    finally:
+        for process in deployment.processes:
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop()
+        deployment.dns.stop()
+        shutil.rmtree(base / "a" / "published", ignore_errors=True)
