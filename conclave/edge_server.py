@@ -295,9 +295,14 @@ class EdgeServer:
     def _on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
         if self.internal is not None and flow.local == self.internal and not self._inside_ok(flow):
             return
-        fed = self.federation_address
-        if fed is not None and flow.local == fed and self.partner_of(flow) is None:
-            self.transports.close_connection(flow)
+        if flow.conn_id in self._partners or (
+            self.federation_address is not None and flow.local == self.federation_address
+        ):
+            if self.partner_of(flow) is None:
+                self.transports.close_connection(flow)
+                return
+            # All of a partner's users share its connections: limited per partner instead.
+            self.stack.on_message(data, flow, queued, guarded=False)
             return
         self.stack.on_message(data, flow, queued)
 

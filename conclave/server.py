@@ -229,6 +229,7 @@ class Server:
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
             client_source=self._edge_client if self._edges else None,
             federation=EdgeConnection(self) if c.federation.enabled else None,
+            is_edge=self._from_edge if self._edges else None,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -417,9 +418,6 @@ class EdgeConnection:
             "tls", self.address, server_hostname=self.name
         )
         return self._flow
-
-    def trusted(self, flow: Flow) -> bool:
-        return self.server._from_edge(flow)
 
 
 def serve(data_dir: Path, config: Config) -> None:

@@ -26,6 +26,7 @@ from conclave.services import activity, archive, calls, cdr, im, registrar, rela
 from conclave.services.location import MemoryLocationService
 from conclave.services.presence import feature as presence
 from conclave.services.setup import Setup
+from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
 from conclave.store.database import Database
 from conclave.transport.guard import SourceGuard
@@ -80,6 +81,7 @@ def assemble(
     certificate_user: CertificateUser | None = None,
     client_source: ClientSource | None = None,
     federation: EdgeLink | None = None,
+    is_edge: Callable[[Flow], bool] | None = None,
 ) -> Assembly:
     """Build the core (sign-in, proxy, router) and every enabled feature around
     ``stack``: what a Front End process runs (``Server._wire``) and what the
@@ -113,5 +115,6 @@ def assemble(
         reach=reach,
         edges=frozenset(config.trust.edges),
         federation=federation,
+        is_edge=is_edge,
     )
     return Assembly(host, features, proxy, router, signin)

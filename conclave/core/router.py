@@ -95,10 +95,6 @@ class EdgeLink(Protocol):
         """Open one (raises on failure)."""
         ...
 
-    def trusted(self, flow: Flow) -> bool:
-        """True for a connection from a trusted Edge (its server certificate)."""
-        ...
-
 
 class Reach(Protocol):
     """The transport, as far as routing needs it."""
@@ -134,6 +130,7 @@ class Router:
         wall_clock: Callable[[], float] = time.time,
         edges: frozenset[str] = frozenset(),
         federation: EdgeLink | None = None,
+        is_edge: Callable[[Flow], bool] | None = None,
     ) -> None:
         self.host = host
         self.stack = host.stack
@@ -147,6 +144,8 @@ class Router:
         self.reach = reach
         self.clock = wall_clock
         self.federation = federation
+        self.is_edge = is_edge
+        """True for a connection from a trusted Edge (its server certificate)."""
         """Set when the topology federates: requests for other domains go to the Edge."""
         self.edges = frozenset(name.lower() for name in edges)
         """Internal names of trusted Edges: an in-dialog request may keep a Route to one
@@ -180,7 +179,7 @@ class Router:
         partner = request.headers.get(PARTNER_HEADER)
         if partner is not None:
             request.headers.remove(PARTNER_HEADER)
-            if self.federation is None or not self.federation.trusted(flow):
+            if self.is_edge is None or not self.is_edge(flow):
                 partner = None
         token = self._pop_own_routes(request, flow)
         if request.headers.get("Route") is not None and not (
@@ -190,6 +189,10 @@ class Router:
             return
         if request.method not in KNOWN_METHODS:
             self.stack.respond(txn, 501, f"{request.method} is not implemented")
+        elif in_dialog and token is not None and request.method not in self.allowed:
+            # Relayed along a dialog we record-routed (a partner's NOTIFY to a local
+            # watcher): the dialog, not this server's features, decides what it carries.
+            self._in_dialog(txn, request, flow, token)
         elif request.method not in self.allowed:
             self._method_not_allowed(txn, request)
         elif in_dialog:
@@ -214,10 +217,19 @@ class Router:
         first = routes[0].uri
         return first.user if isinstance(first, SipURI) else None
 
+    def _same_edge(self, recorded: Flow | None, flow: Flow) -> bool:
+        if self.is_edge is None or recorded is None:
+            return False
+        return self.is_edge(flow) and self.is_edge(recorded)
+
     def _edge_routes(self, request: Request) -> bool:
-        """True when every Route left names a trusted Edge."""
-        return bool(self.edges) and all(
-            isinstance(r.uri, SipURI) and r.uri.host.lower() in self.edges for r in request.routes
+        """True when the next Route names a trusted Edge (what follows it is the Edge's
+        business: a federated partner's own entries)."""
+        routes = request.routes
+        return (
+            bool(self.edges and routes)
+            and isinstance(routes[0].uri, SipURI)
+            and routes[0].uri.host.lower() in self.edges
         )
 
     # -- in a dialog ---------------------------------------------------------------------
@@ -251,7 +263,11 @@ class Router:
             self.stack.respond(txn, hop.status, hop.reason)
             return
         user = None
-        if not hop.on_party_flow:
+        if not hop.on_party_flow and self._same_edge(hop.sender.flow, flow):
+            # The party is behind a trusted Edge, which may use any of its connections
+            # (it dials us, we dial it); the Edge bound the request to the party itself.
+            self.dialogs.moved(hop, flow)
+        elif not hop.on_party_flow:
             user = self._authenticated_as_party(txn, request, flow, hop)
             if user is None:
                 return

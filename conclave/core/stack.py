@@ -166,13 +166,17 @@ class SipStack:
         return self.scheduler.time()
 
     # -- inbound -------------------------------------------------------------------------
-    def on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
+    def on_message(
+        self, data: bytes, flow: Flow, queued: float = 0.0, *, guarded: bool = True
+    ) -> None:
         """Called by the transport for every datagram or stream frame;
         ``queued`` is how long a datagram waited in the kernel (overload
-        control, :mod:`conclave.core.overload`)."""
+        control, :mod:`conclave.core.overload`). ``guarded=False`` skips the
+        per-source limits: a federated partner's authenticated connection,
+        which carries all its users and is limited per partner instead."""
         self.counters["received"] += 1
         ip = flow.remote[0]
-        verdict = self.guard.allow(ip, self.wall_clock())
+        verdict = self.guard.allow(ip, self.wall_clock()) if guarded else Verdict.ALLOWED
         if verdict is not Verdict.ALLOWED:
             self.counters["dropped"] += 1
             if verdict is Verdict.BANNED_NOW:

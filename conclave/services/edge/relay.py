@@ -222,13 +222,17 @@ class EdgeRelay:
         self.stack.flood_log("edge refused", status=status, reason=reason)
         self.stack.respond(txn, status, reason)
 
-    def _own_routes(self, request: Request, mine: Callable[[object], bool]) -> list[SipURI]:
-        """Our leading Route entries, removed from ``request``; 403 if others follow."""
+    def _own_routes(
+        self, request: Request, mine: Callable[[object], bool], *, rest: bool = False
+    ) -> list[SipURI]:
+        """Our leading Route entries; every Route is removed from ``request``. Others
+        after ours are 403, unless ``rest`` (a partner's own entries in a dialog with it,
+        which the Edge replaces with the ones it recorded: it never routes by them)."""
         routes = request.routes
         ours = 0
         while ours < len(routes) and mine(routes[ours].uri):
             ours += 1
-        if ours < len(routes):
+        if ours < len(routes) and not (rest and ours):
             raise RemoteProtocolError("Relaying through this edge is not allowed", 403)
         request.headers.remove("Route")
         return [r.uri for r in routes[:ours] if isinstance(r.uri, SipURI)]
@@ -307,6 +311,9 @@ class EdgeRelay:
         if request.method in DIALOG_METHODS:
             dialog = self.dialogs.open(flow, request.call_id or "", now, partner=partner)
             relayed.dialog, relayed.opens = dialog, True
+            # The partner's own (hidden) entries: our route back to it, in order (UAS side).
+            dialog.outside_record_route = tuple(request.headers.get_all("Record-Route"))
+            dialog.outward_route = dialog.outside_record_route
             headers.prepend("Record-Route", f"<{self.names.inside_uri(dialog.id)};lr>")
         self._send_inward(relayed, headers)
 
@@ -364,8 +371,12 @@ class EdgeRelay:
         return headers
 
     def _from_inside(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
-        own = self._own_routes(request, self.names.is_inside_me)
+        extra = len(request.routes)
+        own = self._own_routes(request, self.names.is_inside_me, rest=True)
+        extra -= len(own)
         token = own[0].user if own else None
+        if extra and not (token is not None and _DIALOG_RE.match(token)):
+            raise RemoteProtocolError("Relaying through this edge is not allowed", 403)
         if token is None:
             if own and request.to_tag is None:
                 self._to_partner(txn, request)
@@ -381,8 +392,12 @@ class EdgeRelay:
             relayed = Relayed(
                 self, txn, request, outward=True, dialog=dialog, partner=dialog.partner
             )
+            if extra and dialog.partner is None:
+                raise RemoteProtocolError("Relaying through this edge is not allowed", 403)
             headers = self._outward_headers(request)
             headers.remove("Record-Route")
+            for hop in reversed(dialog.outward_route):
+                headers.prepend("Route", hop)
             if request.headers.get("Contact") is not None:  # a target refresh
                 dialog.inside_contact = _first_contact(request)
                 headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
@@ -546,6 +561,14 @@ class EdgeRelay:
         """A response from outside going in: our hidden Record-Route becomes the real one."""
         dialog = relayed.dialog
         if dialog is not None and relayed.opens and response.headers.get("Record-Route"):
+            mine = self.names.outside_uri(dialog.id)
+            above = []
+            for entry in response.headers.get_all("Record-Route"):
+                if mine in entry:
+                    break
+                above.append(entry)
+            if response.status < 300:  # a partner's entries: our route to it (UAC side)
+                dialog.outward_route = tuple(reversed(above))
             headers.remove("Record-Route")
             headers.add("Record-Route", f"<{self.names.inside_uri(dialog.id)};lr>")
             for entry in dialog.inside_record_route:
@@ -582,6 +605,8 @@ class EdgeRelay:
                 dialog.inward_route = tuple(reversed(above))
                 headers.remove("Record-Route")
                 headers.add("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
+                for entry in dialog.outside_record_route:  # the outside party's, as it sent them
+                    headers.add("Record-Route", entry)
         else:
             headers.remove("Record-Route")
         if response.headers.get("Contact") is not None and response.status < 300:
@@ -668,7 +693,7 @@ class EdgeRelay:
                     Request("ACK", request.uri, headers, request.body), inside
                 )
             else:
-                own = self._own_routes(request, self.names.is_inside_me)
+                own = self._own_routes(request, self.names.is_inside_me, rest=True)
                 token = own[0].user if own else None
                 hidden = self.dialogs.get(token or "", self.stack.now())
                 if hidden is None or hidden.outside is None:
@@ -676,6 +701,8 @@ class EdgeRelay:
                 if not self.links.usable(hidden.outside):
                     return
                 headers = self._outward_headers(request)
+                for hop in reversed(hidden.outward_route):
+                    headers.prepend("Route", hop)
                 port = self.names.external_port
                 if hidden.partner is not None:
                     port = self.names.federation_port

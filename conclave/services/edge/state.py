@@ -99,6 +99,11 @@ class HiddenDialog:
     """The internal party's Contact URI, which outside sees as ``sip:ID@edge``."""
     inside_record_route: tuple[str, ...] = ()
     """For a dialog an internal party started: the Record-Route it arrived with."""
+    outward_route: tuple[str, ...] = ()
+    """Route entries for requests from inside toward the outside party: a partner's
+    own hidden Record-Route (empty for a remote user's client)."""
+    outside_record_route: tuple[str, ...] = ()
+    """For a dialog the outside party started: the Record-Route it arrived with."""
     established: bool = False
     last_used: float = 0.0
     ending: bool = field(default=False)

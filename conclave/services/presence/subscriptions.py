@@ -316,6 +316,9 @@ class Subscriptions:
         headers = [
             ("Expires", str(expires)),
             ("Contact", server_contact(self.local, sub.flow)),
+            # RFC 3261 §12.1.1: the proxies that record-routed the SUBSCRIBE (an Edge,
+            # a partner's) stay on the subscriber's route for refreshes.
+            *(("Record-Route", entry) for entry in sub.route_set),
         ]
         if sub.kind is Kind.LIST:
             headers.append(("Require", "eventlist"))
