@@ -16,10 +16,12 @@ declare -A want=(
   [turnserver]=coturn     # TURN media relay: tests/e2e/test_media_relay.py
   [svwar]=sipvicious      # SIP user enumeration scanner: tests/security/test_enumeration.py
   [dnsmasq]=dnsmasq-base  # DNS server for published zones: tests/e2e/dnsmasq.py
+  [kamailio]=kamailio     # a federated partner that is not Conclave: test_federation_kamailio.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(
   rsyslog-gnutls          # rsyslog's TLS stream driver (RFC 5425)
+  kamailio-tls-modules    # Kamailio's tls module (mutual TLS with the partner)
 )
 missing=()
 for tool in "${!want[@]}"; do

@@ -1,7 +1,7 @@
 """Smoke run of the benchmark suite (bench/, issue 8): it still runs and writes its JSON.
 
-Seconds long, tiny rates, Conclave only (Kamailio is not installed by
-``make test``). No assertion on any timing or rate: only that every
+Seconds long, tiny rates, Conclave only (the comparison with Kamailio is
+``make bench``'s). No assertion on any timing or rate: only that every
 scenario ran, its calls succeeded and the results have the documented
 shape. Under CI=true a missing sipp fails; elsewhere it skips.
 """

@@ -61,7 +61,7 @@ class Org:
             server=f"{self.net}.1", server_name=f"fe.{self.domain}",
         )  # fmt: skip
 
-    def document(self, partner: dict[str, Any], nameserver: str) -> dict[str, Any]:
+    def document(self, partners: list[dict[str, Any]], nameserver: str) -> dict[str, Any]:
         d, net = self.domain, self.net
         return {
             "organisation": {"name": f"Org {self.name.upper()}", "sip_domains": [d]},
@@ -82,7 +82,7 @@ class Org:
             },
             "policies": {
                 "federation": {
-                    "enabled": True, "partners": [partner], "block": ["blocked.test"],
+                    "enabled": True, "partners": partners, "block": ["blocked.test"],
                     "nameservers": [nameserver] if nameserver else [],
                     "private_addresses": True,
                 },
@@ -92,9 +92,34 @@ class Org:
 
 
 @dataclass
+class KamailioPartner:
+    """org-k.test: a partner that is not Conclave (its proxy is Kamailio, started by the
+    tests that need it), with its own CA and certificate, found by DNS SRV."""
+
+    root: Path
+    tls_port: int
+    udp_port: int
+    host: str = "127.0.3.2"
+    domain: str = "org-k.test"
+
+    @property
+    def ca(self) -> Path:
+        return self.root / "ca" / "ca.crt"
+
+    def zone(self) -> str:
+        """The partner's own external zone (it is not Conclave: written by hand)."""
+        return (
+            f"local=/{self.domain}/\n"
+            f"srv-host=_sipfederationtls._tcp.{self.domain},sip.{self.domain},{self.tls_port},0,0\n"
+            f"host-record=sip.{self.domain},{self.host}\n"
+        )
+
+
+@dataclass
 class Federation:
     orgs: dict[str, Org]
     dns: Dnsmasq
+    kamailio: KamailioPartner
     processes: list[RoleProcess] = field(default_factory=list)
 
     def start(self, org: str, host: str, ready: str) -> RoleProcess:
@@ -126,11 +151,16 @@ def build(base: Path) -> Federation:
         create_ca(root / "ca", common_name=f"Conclave CA for Org {name.upper()}")
         orgs[name] = Org(name, root, net, *free_ports(4))
     a, b = orgs["a"], orgs["b"]
+    k_root = base / "k"
+    create_ca(k_root / "ca", common_name="Kamailio partner CA for Org K")
+    tls_port, udp_port = free_ports(2)
+    kamailio = KamailioPartner(k_root, tls_port, udp_port)
+    k_entry = {"domain": kamailio.domain, "ca": "../k/ca/ca.crt"}
     entries = {
-        "a": partner_entry(a, b, fixed_edge=False),
-        "b": partner_entry(b, a, fixed_edge=True),
+        "a": [partner_entry(a, b, fixed_edge=False), k_entry],
+        "b": [partner_entry(b, a, fixed_edge=True)],
     }
-    zones = []
+    zones = [kamailio.zone()]
     for name, org in orgs.items():
         org.topology.write_text(dumps_toml(org.document(entries[name], "")))
         out = org.root / "published"
@@ -148,7 +178,7 @@ def build(base: Path) -> Federation:
                 "user", "add", user, "--dir", str(org.root / "hosts" / f"fe-{name}"),
                 "--password-stdin", stdin=password + "\n",
             )  # fmt: skip
-    return Federation(orgs, dns)
+    return Federation(orgs, dns, kamailio)
 
 
 @pytest.fixture(scope="module")
