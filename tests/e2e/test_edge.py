@@ -15,13 +15,16 @@ from conclave.sip.message import Request, Response, make_response
 
 from .edge_deployment import (
     DOMAIN,
+    EDGE_EXTERNAL,
     INTERNAL_NAMES,
     PASSWORDS,
+    REMOTE,
     EdgeDeployment,
     edge_deployment,
     send_message,
     sign_in,
 )
+from .peers_baresip import Baresip
 from .sipclient import SipClient, digest_header
 
 __all__ = ["edge_deployment"]
@@ -171,3 +174,33 @@ def test_internal_user_calls_a_remote_user(edge_deployment: EdgeDeployment) -> N
     assert bye.method == "BYE" and bye.call_id == "edge-call-2"
     bob.reply(bye, 200)
     assert final(alice, remote=True).status == 200
+
+
+def test_baresip_signs_in_through_the_edge_messages_and_calls(
+    edge_deployment: EdgeDeployment,
+) -> None:
+    """A real client that knows only the Edge's external address and name: it signs in,
+    messages and calls an internal user (another baresip on the Front End)."""
+    outside = f"sip:{EDGE_EXTERNAL}:{edge_deployment.access_port};transport=tls"
+    inside = f"sip:127.0.0.1:{edge_deployment.fe_port};transport=tls"
+    with (
+        Baresip(f"sip:alice@{DOMAIN}", password=PASSWORDS["alice"], outbound=outside,
+                ca_file=edge_deployment.ca, contacts=[f"sip:bob@{DOMAIN}"],
+                sip_listen=f"{REMOTE}:0", name="remote alice") as alice,
+        Baresip(f"sip:bob@{DOMAIN}", password=PASSWORDS["bob"], outbound=inside,
+                ca_file=edge_deployment.ca, contacts=[f"sip:alice@{DOMAIN}"],
+                name="internal bob") as bob,
+    ):  # fmt: skip
+        alice.wait_registered(timeout=20)
+        bob.wait_registered(timeout=20)
+        alice.send_message(f"sip:bob@{DOMAIN}", "hello from the internet")
+        assert "hello from the internet" in bob.wait_message(timeout=20)
+        bob.send_message(f"sip:alice@{DOMAIN}", "hello from the office")
+        assert "hello from the office" in alice.wait_message(timeout=20)
+        alice.dial(f"sip:bob@{DOMAIN}")
+        bob.wait_call_incoming(timeout=20)
+        bob.accept()
+        alice.wait_call_established(timeout=20)
+        bob.wait_call_established(timeout=20)
+        alice.hangup()
+        bob.wait_call_closed(timeout=20)

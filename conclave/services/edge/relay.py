@@ -116,8 +116,10 @@ class EdgeNames:
     """Other names and addresses that mean the external side (its IP)."""
     internal_aliases: frozenset[str] = frozenset()
 
-    def outside_uri(self, user: str) -> str:
-        return f"sip:{user}@{self.external_host}:{self.external_port};transport=tls"
+    def outside_uri(self, user: str, reach: str | None = None) -> str:
+        """Us as the outside sees us: as the party reaches us (``reach``), else by name."""
+        hostport = reach or f"{self.external_host}:{self.external_port}"
+        return f"sip:{user}@{hostport};transport=tls"
 
     def inside_uri(self, user: str) -> str:
         return f"sip:{user}@{self.internal_host}:{self.internal_port};transport=tls"
@@ -190,6 +192,8 @@ class EdgeRelay:
         self.tokens = tokens or FlowTokens()
         self.federation = federation or FederationPolicy(enabled=False)
         self.dialogs = HiddenDialogs()
+        self._reach: dict[int, str] = {}
+        """Per outside connection: the Edge's host:port as that client addressed it."""
         self._inside: Flow | None = None
         self._relayed: dict[ServerTransaction, Relayed] = {}
         self.counters = {"inward": 0, "outward": 0, "refused": 0}
@@ -241,6 +245,8 @@ class EdgeRelay:
         if request.max_forwards == 0:
             raise RemoteProtocolError("Too Many Hops", 483)
         own = self._own_routes(request, self.names.is_outside_me)
+        if own and own[-1].port is not None:  # how this client reaches us (its outbound proxy)
+            self._reach[flow.conn_id] = f"{own[-1].host}:{own[-1].port}"
         client_ip = flow.remote[0]
         if request.to_tag is not None:
             self._outside_in_dialog(txn, request, flow, own, client_ip)
@@ -263,6 +269,7 @@ class EdgeRelay:
         if request.method in DIALOG_METHODS:
             call_id = request.call_id or ""
             relayed.dialog = self.dialogs.open(flow, call_id, self.stack.now())
+            relayed.dialog.reach = self._reach.get(flow.conn_id)
             relayed.opens = True
             headers.prepend("Record-Route", f"<{self.names.inside_uri(relayed.dialog.id)};lr>")
         if request.method == "REGISTER":
@@ -400,7 +407,7 @@ class EdgeRelay:
                 headers.prepend("Route", hop)
             if request.headers.get("Contact") is not None:  # a target refresh
                 dialog.inside_contact = _first_contact(request)
-                headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+                headers.set("Contact", f"<{self.names.outside_uri(dialog.id, dialog.reach)}>")
             if request.method == "BYE":
                 dialog.ending = True
             if usable and dialog.outside is not None:
@@ -418,6 +425,7 @@ class EdgeRelay:
         headers = self._outward_headers(request)
         if request.method in DIALOG_METHODS and request.to_tag is None:
             dialog = self.dialogs.open(target, request.call_id or "", self.stack.now())
+            dialog.reach = self._reach.get(target.conn_id)
             relayed.dialog, relayed.opens = dialog, True
             self._hide_new_dialog(dialog, request, headers)
         else:
@@ -455,9 +463,9 @@ class EdgeRelay:
         dialog.inside_record_route = tuple(request.headers.get_all("Record-Route"))
         dialog.inward_route = dialog.inside_record_route
         dialog.inside_contact = _first_contact(request)
-        headers.set("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
+        headers.set("Record-Route", f"<{self.names.outside_uri(dialog.id, dialog.reach)};lr>")
         if dialog.inside_contact is not None:
-            headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+            headers.set("Contact", f"<{self.names.outside_uri(dialog.id, dialog.reach)}>")
 
     def _outward_headers(self, request: Request) -> Headers:
         headers = request.headers.copy()
@@ -561,7 +569,7 @@ class EdgeRelay:
         """A response from outside going in: our hidden Record-Route becomes the real one."""
         dialog = relayed.dialog
         if dialog is not None and relayed.opens and response.headers.get("Record-Route"):
-            mine = self.names.outside_uri(dialog.id)
+            mine = self.names.outside_uri(dialog.id, dialog.reach)
             above = []
             for entry in response.headers.get_all("Record-Route"):
                 if mine in entry:
@@ -604,14 +612,16 @@ class EdgeRelay:
             if entries:
                 dialog.inward_route = tuple(reversed(above))
                 headers.remove("Record-Route")
-                headers.add("Record-Route", f"<{self.names.outside_uri(dialog.id)};lr>")
+                headers.add(
+                    "Record-Route", f"<{self.names.outside_uri(dialog.id, dialog.reach)};lr>"
+                )
                 for entry in dialog.outside_record_route:  # the outside party's, as it sent them
                     headers.add("Record-Route", entry)
         else:
             headers.remove("Record-Route")
         if response.headers.get("Contact") is not None and response.status < 300:
             dialog.inside_contact = _first_contact(response)
-            headers.set("Contact", f"<{self.names.outside_uri(dialog.id)}>")
+            headers.set("Contact", f"<{self.names.outside_uri(dialog.id, dialog.reach)}>")
 
     def _settle_dialog(self, relayed: Relayed, status: int) -> None:
         dialog = relayed.dialog
@@ -728,6 +738,7 @@ class EdgeRelay:
         if flow == self._inside:
             self._inside = None
         self.tokens.forget(flow)
+        self._reach.pop(flow.conn_id, None)
         self.dialogs.flow_closed(flow)
 
 

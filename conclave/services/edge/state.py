@@ -104,6 +104,9 @@ class HiddenDialog:
     own hidden Record-Route (empty for a remote user's client)."""
     outside_record_route: tuple[str, ...] = ()
     """For a dialog the outside party started: the Record-Route it arrived with."""
+    reach: str | None = None
+    """How the outside party reaches the Edge (``host:port`` from the Route it used), for
+    the URIs it is given: a client without DNS for the Edge's name reuses its connection."""
     established: bool = False
     last_used: float = 0.0
     ending: bool = field(default=False)
