@@ -115,6 +115,18 @@ def _settings(
 ) -> list[Finding]:
     findings: list[Finding] = []
     t = config.transports
+    edge = config.edge
+    if "edge" in roles and (
+        edge.internal_bind in ("0.0.0.0", "::") or edge.internal_bind == edge.external_bind
+    ):
+        findings.append(
+            Finding(
+                "EDGE-INTERNAL-EXPOSED",
+                f"the internal side (mutual TLS from the pool) binds {edge.internal_bind}, "
+                "which the internet reaches",
+                f"{where}: edge.internal_bind",
+            )
+        )
     if "frontend" in roles:
         for name, port in t.enabled():
             if name != "tls":

@@ -84,6 +84,32 @@ _RULES = (
         "Set policies.federation.partner_discovery = false and use the allow-list.",
     ),
     Rule(
+        "FEDERATION-PARTNER-NO-CA",
+        "medium",
+        "A federated partner is trusted by any public CA",
+        "A partner listed without its own CA bundle is recognised by any certificate a public "
+        "CA issued for its domain; one mis-issued certificate speaks for the partner.",
+        "Give the partner's CA certificates in policies.federation.partners[].ca.",
+    ),
+    Rule(
+        "FEDERATION-PRIVATE-ADDRESSES",
+        "high",
+        "Partners' DNS may point the edge at private addresses",
+        "With policies.federation.private_addresses on, a partner (or whoever controls its DNS) "
+        "can make the edge connect into the perimeter or internal networks, or to itself.",
+        "Set policies.federation.private_addresses = false (it is for a lab on loopback).",
+    ),
+    Rule(
+        "EDGE-INTERNAL-EXPOSED",
+        "high",
+        "An edge's internal side listens where the internet reaches it",
+        "The internal side (mutual TLS from the pool) listens on the internet-facing address "
+        "or on every address: the only layer left between the internet and the pool is a "
+        "certificate check.",
+        "Bind [edge] internal_bind to the edge's address on the perimeter's internal network "
+        "(the topology's edge.internal.address).",
+    ),
+    Rule(
         "PUBLIC-IM",
         "medium",
         "Public IM connectivity is on",

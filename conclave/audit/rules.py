@@ -34,6 +34,7 @@ def audit_topology(topology: Topology, topology_path: Path, now: dt.datetime) ->
         _unused_roles,
         _policies,
         _federation_without_partners,
+        _federation_settings,
         _lockout,
         _pools,
         _single_frontend,
@@ -190,9 +191,36 @@ USER_FACING_ROLES = ("frontend", "edge", "director", "mediation", "chat")
 """Roles that users, partners or the internet connect to (the rest serve other servers)."""
 
 
+def _federation_settings(topology: Topology) -> list[Finding]:
+    """Partners trusted by public CAs, and partners' DNS allowed to name private addresses.
+    (An edge's internal side on its external address is a topology error already, and a
+    data directory's is EDGE-INTERNAL-EXPOSED.)"""
+    federation = topology.policies.federation
+    findings = []
+    if federation.enabled:
+        for index, partner in enumerate(federation.partners):
+            if not partner.ca:
+                findings.append(
+                    Finding(
+                        "FEDERATION-PARTNER-NO-CA",
+                        f"partner {partner.domain} has no CA bundle: any public CA speaks for it",
+                        f"policies.federation.partners[{index}].ca",
+                    )
+                )
+        if federation.private_addresses:
+            findings.append(
+                Finding(
+                    "FEDERATION-PRIVATE-ADDRESSES",
+                    "partners' DNS may name private, loopback or reserved addresses",
+                    "policies.federation.private_addresses",
+                )
+            )
+    return findings
+
+
 def _federation_without_partners(topology: Topology) -> list[Finding]:
     federation = topology.policies.federation
-    if not federation.enabled or federation.allow or federation.open:
+    if not federation.enabled or federation.allow or federation.open or federation.partners:
         return []
     if federation.partner_discovery:
         return []  # FEDERATION-DISCOVERY says worse

@@ -400,3 +400,15 @@ def test_a_running_server_listening_beyond_its_config_is_found(default_install: 
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
+
+
+def test_an_edge_whose_internal_side_faces_the_internet(default_install: Path) -> None:
+    _patch(default_install, 'internal_bind = "127.0.0.1"', 'internal_bind = "0.0.0.0"')
+    from conclave.audit.deployment import audit_data_dir
+
+    now = dt.datetime.now(dt.UTC)
+    findings = audit_data_dir(default_install, roles=("edge",), now=now, check_users=False)
+    [exposed] = [f for f in findings if f.rule == "EDGE-INTERNAL-EXPOSED"]
+    assert exposed.where.endswith("edge.internal_bind") and "0.0.0.0" in exposed.found
+    quiet = audit_data_dir(default_install, roles=("frontend",), now=now, check_users=False)
+    assert not [f for f in quiet if f.rule == "EDGE-INTERNAL-EXPOSED"]

@@ -45,6 +45,13 @@ def _federation(doc: Doc, allow: list[str]) -> None:
     doc["requirements"]["federation"] = True
 
 
+def _partners(doc: Doc, **extra: object) -> None:
+    doc["policies"]["federation"] = {
+        "enabled": True, "partners": [{"domain": "partner.test"}], **extra
+    }  # fmt: skip
+    doc["requirements"]["federation"] = True
+
+
 def _long_server_certificate(doc: Doc, tmp_path: Path, days: int) -> None:
     names = ["fe1.example.test", "example.test", "sip.example.test"]
     make_certificate(tmp_path / "fe1.crt", names, days=days)
@@ -71,6 +78,12 @@ HAS: list[tuple[str, Seed, str, str, str]] = [
     ("federation on, allow-list empty",
      lambda d, _: _federation(d, []),
      "FEDERATION-NO-PARTNERS", "medium", "policies.federation.allow"),
+    ("a partner without its CA",
+     lambda d, _: _partners(d), "FEDERATION-PARTNER-NO-CA", "medium",
+     "policies.federation.partners[0].ca"),
+    ("partners' DNS may name private addresses",
+     lambda d, _: _partners(d, private_addresses=True), "FEDERATION-PRIVATE-ADDRESSES", "high",
+     "policies.federation.private_addresses"),
     ("server certificate for 800 days",
      lambda d, t: _long_server_certificate(d, t, 800),
      "CERT-LIFETIME-LONG", "low", "pools.se1.members[0].certificate"),
@@ -94,6 +107,8 @@ HAS_NOT: list[tuple[str, Seed, str]] = [
     ("federation with a partner",
      lambda d, _: _federation(d, ["partner.test"]), "FEDERATION-NO-PARTNERS"),
     ("federation off", lambda d, _: None, "FEDERATION-NO-PARTNERS"),
+    ("federation with a listed partner", lambda d, _: _partners(d), "FEDERATION-NO-PARTNERS"),
+    ("partners' DNS kept public", lambda d, _: _partners(d), "FEDERATION-PRIVATE-ADDRESSES"),
     ("server certificate for a year",
      lambda d, t: _long_server_certificate(d, t, 365), "CERT-LIFETIME-LONG"),
     ("CA for its default lifetime",
