@@ -658,6 +658,10 @@ class EdgeSection(_Section):
     """domains always refused (beats allow and open)"""
     open: Bool = False
     """federate with any domain not blocked"""
+    discovery: Bool = False
+    """federate with discovered domains too, throttled (docs/edge.md)"""
+    discovery_ca: Str = ""
+    """PEM file of the CAs that certify discovered partners; empty: the system's roots"""
     nameservers: tuple[Str, ...] = ()
     """DNS servers (ip:port) for partners' records; none: the system's"""
     private_addresses: Bool = False

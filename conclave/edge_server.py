@@ -43,6 +43,8 @@ from conclave.pki.tls import mutual_client_context, mutual_server_context, serve
 from conclave.services.edge.federation import (
     FederationPolicy,
     PartnerPolicy,
+    certificate_dns_names,
+    covers,
     partner_for_certificate,
 )
 from conclave.services.edge.relay import EdgeNames, EdgeRelay, Side
@@ -110,6 +112,8 @@ class EdgeServer:
         self._trusted: dict[int, bool] = {}
         self.federation = federation_policy(data_dir, config)
         self._partners: dict[int, str | None] = {}
+        self._cert_names: dict[int, tuple[str, ...]] = {}
+        """Federation connections: the DNS names their certificates carry."""
         """Federation connections: the partner each is authenticated as (None: none)."""
         self._partner_tls: dict[str, ssl.SSLContext] = {}
         self.federation_tls = self._federation_server_context() if edge.federation else None
@@ -128,15 +132,24 @@ class EdgeServer:
             return "federation"
         return "inside"
 
-    def partner_of(self, flow: Flow) -> str | None:
+    def partner_of(self, flow: Flow, claimed: str | None = None) -> str | None:
         if flow.conn_id not in self._partners:
             der = self.transports.peer_certificate_der(flow)
             partner = partner_for_certificate(der, self.federation) if der else None
             self._partners[flow.conn_id] = partner
-            if partner is None:
+            self._cert_names[flow.conn_id] = tuple(certificate_dns_names(der)) if der else ()
+            if partner is None and not self.federation.discovery:
                 log.warning("federation connection refused", peer=str(flow),
                             reason="its certificate names no allowed partner")  # fmt: skip
-        return self._partners[flow.conn_id]
+        listed = self._partners[flow.conn_id]
+        if listed is not None or claimed is None or not self.federation.discovery:
+            return listed
+        # Discovery: a certificate (from the discovery CAs) for a host in the claimed domain.
+        claimed = claimed.lower()
+        names = self._cert_names.get(flow.conn_id, ())
+        if self.federation.allowed(claimed) and any(covers(claimed, n) for n in names):
+            return claimed
+        return None
 
     async def to_partner(self, domain: str) -> Flow:
         """Dial ``domain``'s edge: the fixed one the topology names, else DNS SRV."""
@@ -158,11 +171,18 @@ class EdgeServer:
                 failures.append(str(exc))
                 continue
             der = self.transports.peer_certificate_der(flow)
-            if der is None or partner_for_certificate(der, self.federation) != domain:
+            names = certificate_dns_names(der) if der else []
+            if self.federation.discovered(domain):
+                # Verified against the discovery CAs for the SRV target's name (TLS did it).
+                ours = any(covers(domain, n) for n in names)
+            else:
+                ours = der is not None and partner_for_certificate(der, self.federation) == domain
+            if not ours:
                 self.transports.close_connection(flow)
                 failures.append(f"{name}: its certificate is not {domain}'s")
                 continue
             self._partners[flow.conn_id] = domain
+            self._cert_names[flow.conn_id] = tuple(names)
             log.info("partner connected", partner=domain, edge=name, address=address)
             return flow
         raise TransportError(f"no edge of {domain} reachable: {'; '.join(failures) or 'none'}")
@@ -182,9 +202,12 @@ class EdgeServer:
             cert = self.config.path(self.data_dir, edge.external_cert)
             key = self.config.path(self.data_dir, edge.external_key)
             entry = next((p for p in edge.partners if p.domain.lower() == domain), None)
-            if entry is not None and entry.ca:
+            bundle = entry.ca if entry is not None else ""
+            if not bundle and self.federation.discovered(domain):
+                bundle = edge.discovery_ca
+            if bundle:
                 context = mutual_client_context(
-                    cert, key, ca_path=self.config.path(self.data_dir, entry.ca), crl_path=None
+                    cert, key, ca_path=self.config.path(self.data_dir, bundle), crl_path=None
                 )
             else:  # a partner with a public certificate
                 context = ssl.create_default_context()
@@ -199,10 +222,13 @@ class EdgeServer:
         cert = self.config.path(self.data_dir, edge.external_cert)
         key = self.config.path(self.data_dir, edge.external_key)
         bundles = [self.config.path(self.data_dir, p.ca) for p in edge.partners if p.ca]
+        if edge.discovery and edge.discovery_ca:
+            bundles.append(self.config.path(self.data_dir, edge.discovery_ca))
         context = server_context(cert, key)
         for bundle in bundles:
             context.load_verify_locations(cafile=str(bundle))
-        if not bundles or any(not p.ca for p in edge.partners) or edge.allow:
+        public = any(not p.ca for p in edge.partners) or edge.allow or edge.open
+        if not bundles or public or (edge.discovery and not edge.discovery_ca):
             context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         context.verify_mode = ssl.CERT_REQUIRED
         return context
@@ -298,7 +324,7 @@ class EdgeServer:
         if flow.conn_id in self._partners or (
             self.federation_address is not None and flow.local == self.federation_address
         ):
-            if self.partner_of(flow) is None:
+            if self.partner_of(flow) is None and not self.federation.discovery:
                 self.transports.close_connection(flow)
                 return
             # All of a partner's users share its connections: limited per partner instead.
@@ -332,6 +358,7 @@ class EdgeServer:
     def _on_closed(self, flow: Flow) -> None:
         self._trusted.pop(flow.conn_id, None)
         self._partners.pop(flow.conn_id, None)
+        self._cert_names.pop(flow.conn_id, None)
         if self.relay is not None:
             self.relay.flow_closed(flow)
 
@@ -391,6 +418,7 @@ def federation_policy(data_dir: Path, config: Config) -> FederationPolicy:
         allow=tuple(d.lower() for d in edge.allow),
         block=tuple(d.lower() for d in edge.block),
         open=edge.open,
+        discovery=edge.discovery,
     )
 
 

@@ -313,6 +313,9 @@ class Federation(_Model):
     """federate with any domain not blocked (not recommended)"""
     partner_discovery: Bool = False
     """find partners by DNS SRV and federate with them (not recommended)"""
+    discovery_ca: Str = ""
+    """with discovery: PEM file of the CAs trusted to certify discovered partners, relative
+    to the topology file; empty: the system's public roots"""
     partners: Annotated[list[Partner], AfterValidator(_unique_partners)] = []
     """partners with their own settings (CA, edge, presence, rate)"""
     nameservers: list[Endpoint] = []

@@ -172,6 +172,8 @@ def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
         "allow": list(federation.allow),
         "block": list(federation.block),
         "open": federation.open,
+        "discovery": federation.partner_discovery,
+        "discovery_ca": DISCOVERY_CA_FILE if federation.discovery_ca else "",
         "nameservers": list(federation.nameservers),
         "private_addresses": federation.private_addresses,
         "partners": [
@@ -184,6 +186,10 @@ def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
         ],
     }  # fmt: skip
     return values
+
+
+DISCOVERY_CA_FILE = "partners/discovery.pem"
+"""Where an Edge keeps the CAs that certify discovered partners (provision copies it)."""
 
 
 def partner_ca_file(domain: str) -> str:
@@ -330,20 +336,20 @@ def _partner_cas(
     topology: Topology, topology_path: Path, target: Path, result: Provisioned
 ) -> None:
     """Copy each partner's CA bundle into the Edge's data directory (it may be elsewhere)."""
-    for partner in topology.policies.federation.partners:
-        if not partner.ca:
-            continue
-        source = (Path(topology_path).parent / partner.ca).resolve()
+    federation = topology.policies.federation
+    bundles = [(p.domain, p.ca, partner_ca_file(p.domain)) for p in federation.partners if p.ca]
+    if federation.partner_discovery and federation.discovery_ca:
+        bundles.append(("discovered partners", federation.discovery_ca, DISCOVERY_CA_FILE))
+    for domain, relative, copy in bundles:
+        source = (Path(topology_path).parent / relative).resolve()
         try:
             certificates = load_certificates(source)
         except PkiError as exc:
-            raise PkiError(f"partner {partner.domain}: {exc}") from None
-        destination = target / partner_ca_file(partner.domain)
+            raise PkiError(f"partner {domain}: {exc}") from None
+        destination = target / copy
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, destination)
-        result.actions.append(
-            f"copied {len(certificates)} CA certificate(s) of partner {partner.domain}"
-        )
+        result.actions.append(f"copied {len(certificates)} CA certificate(s) of {domain}")
 
 
 def _external_certificate(

@@ -61,7 +61,9 @@ class Org:
             server=f"{self.net}.1", server_name=f"fe.{self.domain}",
         )  # fmt: skip
 
-    def document(self, partners: list[dict[str, Any]], nameserver: str) -> dict[str, Any]:
+    def document(
+        self, partners: list[dict[str, Any]], nameserver: str, discovery_ca: str = ""
+    ) -> dict[str, Any]:
         d, net = self.domain, self.net
         return {
             "organisation": {"name": f"Org {self.name.upper()}", "sip_domains": [d]},
@@ -85,6 +87,7 @@ class Org:
                     "enabled": True, "partners": partners, "block": ["blocked.test"],
                     "nameservers": [nameserver] if nameserver else [],
                     "private_addresses": True,
+                    "partner_discovery": bool(discovery_ca), "discovery_ca": discovery_ca,
                 },
                 "presence": {"external_watchers": "allow"},
             },
@@ -142,7 +145,9 @@ def partner_entry(me: Org, other: Org, *, fixed_edge: bool) -> dict[str, Any]:
     return entry
 
 
-def build(base: Path) -> Federation:
+def build(base: Path, *, discovery: bool = False) -> Federation:
+    """Both organisations; org-k (Kamailio) is a listed partner of org-a, or with
+    ``discovery`` one org-a discovers (its CA is then org-a's discovery CA)."""
     orgs = {}
     for name, net in ORGS.items():
         root = base / name
@@ -157,12 +162,13 @@ def build(base: Path) -> Federation:
     kamailio = KamailioPartner(k_root, tls_port, udp_port)
     k_entry = {"domain": kamailio.domain, "ca": "../k/ca/ca.crt"}
     entries = {
-        "a": [partner_entry(a, b, fixed_edge=False), k_entry],
+        "a": [partner_entry(a, b, fixed_edge=False), *([] if discovery else [k_entry])],
         "b": [partner_entry(b, a, fixed_edge=True)],
     }
+    discovery_ca = {"a": "../k/ca/ca.crt" if discovery else "", "b": ""}
     zones = [kamailio.zone()]
     for name, org in orgs.items():
-        org.topology.write_text(dumps_toml(org.document(entries[name], "")))
+        org.topology.write_text(dumps_toml(org.document(entries[name], "", discovery_ca[name])))
         out = org.root / "published"
         conclave("topology", "publish", str(org.topology), "--output", str(out))
         zones.append((out / "dns-external.dnsmasq.conf").read_text())
@@ -171,7 +177,8 @@ def build(base: Path) -> Federation:
     dns = Dnsmasq(conf).start()
     for name, org in orgs.items():
         nameserver = f"127.0.0.1:{dns.port}"
-        org.topology.write_text(dumps_toml(org.document(entries[name], nameserver)))
+        document = org.document(entries[name], nameserver, discovery_ca[name])
+        org.topology.write_text(dumps_toml(document))
         conclave("topology", "provision", str(org.topology), "--all")
         for user, password in PASSWORDS.items():
             conclave(
@@ -184,8 +191,17 @@ def build(base: Path) -> Federation:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     """Both organisations provisioned and running, DNS served by dnsmasq."""
-    base = tmp_path_factory.mktemp("federation")
-    deployment = build(base)
+    yield from running(tmp_path_factory.mktemp("federation"), discovery=False)
+
+
+@pytest.fixture(scope="module")
+def discovering_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """The same, with org-a discovering org-k instead of listing it."""
+    yield from running(tmp_path_factory.mktemp("discovery"), discovery=True)
+
+
+def running(base: Path, *, discovery: bool) -> Iterator[Federation]:
+    deployment = build(base, discovery=discovery)
     try:
         for name in deployment.orgs:
             deployment.start(name, f"fe-{name}", "ready")

@@ -1,11 +1,14 @@
-"""A partner that is not Conclave: org-k.test's proxy is Kamailio, over mutual TLS.
+"""A partner that is not Conclave, found by discovery: org-k.test's proxy is Kamailio.
 
 Kamailio 5.6 with its ``tls`` module (``verify_certificate`` and
 ``require_certificate`` on both its server and client profiles) trusts only
-org-a's CA; org-a's Edge trusts only org-k's. org-a's Edge finds org-k by DNS
-SRV (dnsmasq). A MESSAGE crosses both ways: alice@org-a.test to
-kim@org-k.test (Kamailio logs it and answers 200), and sipp's
-kim@org-k.test, through Kamailio, to alice.
+org-a's CA. org-a does not list org-k: partner discovery is on, with org-k's
+CA as the CA that certifies discovered partners (standing in for the public
+roots), so org-a's Edge finds org-k by DNS SRV (dnsmasq) and treats it as a
+discovered partner: 20 requests a second, at most 1000 distinct local users,
+every throttle logged. A MESSAGE crosses both ways: alice@org-a.test to
+kim@org-k.test (Kamailio logs it and answers 200), and sipp's kim@org-k.test,
+through Kamailio, to alice; a burst from sipp is throttled.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ import pytest
 
 from conclave.pki import load_ca
 
-from .federation_deployment import Federation, KamailioPartner, federation
+from .federation_deployment import Federation, KamailioPartner, discovering_federation
 from .peers_base import require_tool, stop_process, wait_until
 from .peers_sipp import run_sipp
 from .test_federation import message, sign_in
 
-__all__ = ["federation"]
+__all__ = ["discovering_federation"]
 
 CONFIG = Path(__file__).parent / "kamailio" / "partner.cfg"
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
@@ -37,7 +40,8 @@ def kamailio_binary() -> str:
 
 
 @pytest.fixture(scope="module")
-def kamailio(federation: Federation) -> Iterator[KamailioPartner]:
+def kamailio(discovering_federation: Federation) -> Iterator[KamailioPartner]:
+    federation = discovering_federation
     partner = federation.kamailio
     binary = kamailio_binary()
     run = partner.root / "run"
@@ -93,8 +97,10 @@ def partner_log(partner: KamailioPartner) -> str:
     return (partner.root / "run" / "kamailio.log").read_text(errors="replace")
 
 
-def test_message_to_the_kamailio_partner(federation: Federation, kamailio: KamailioPartner) -> None:
-    alice = sign_in(federation.orgs["a"], "alice")
+def test_message_to_the_kamailio_partner(
+    discovering_federation: Federation, kamailio: KamailioPartner
+) -> None:
+    alice = sign_in(discovering_federation.orgs["a"], "alice")
     assert message(alice, "alice", f"sip:kim@{kamailio.domain}", b"hello kamailio") is None
     answer = alice.final()
     assert answer.status == 200, answer
@@ -103,19 +109,16 @@ def test_message_to_the_kamailio_partner(federation: Federation, kamailio: Kamai
     assert "proto=tls" in line and "body=hello kamailio" in line
 
 
-def test_message_from_the_kamailio_partner(
-    federation: Federation, kamailio: KamailioPartner, tmp_path: Path
-) -> None:
-    alice = sign_in(federation.orgs["a"], "alice")
-    scenario = tmp_path / "message.xml"
-    scenario.write_text(
+def sipp_message(path: Path, to: str, *, answers: str) -> Path:
+    """A sipp scenario: one MESSAGE from kim@org-k.test to ``to``, expecting ``answers``."""
+    path.write_text(
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
         '<scenario name="partner message">\n'
         '  <send retrans="500"><![CDATA[\n'
-        "MESSAGE sip:alice@org-a.test SIP/2.0\n"
+        f"MESSAGE {to} SIP/2.0\n"
         "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
         "From: <sip:kim@org-k.test>;tag=[call_number]\n"
-        "To: <sip:alice@org-a.test>\n"
+        f"To: <{to}>\n"
         "Call-ID: [call_id]\n"
         "CSeq: 1 MESSAGE\n"
         "Max-Forwards: 70\n"
@@ -123,8 +126,18 @@ def test_message_from_the_kamailio_partner(
         "Content-Length: [len]\n\n"
         "hello from kamailio\n"
         "]]></send>\n"
-        '  <recv response="200"/>\n'
+        f"{answers}"
         "</scenario>\n"
+    )
+    return path
+
+
+def test_message_from_the_kamailio_partner(
+    discovering_federation: Federation, kamailio: KamailioPartner, tmp_path: Path
+) -> None:
+    alice = sign_in(discovering_federation.orgs["a"], "alice")
+    scenario = sipp_message(
+        tmp_path / "message.xml", "sip:alice@org-a.test", answers='  <recv response="200"/>\n'
     )
     with ThreadPoolExecutor(1) as pool:  # sipp waits for the 200 while alice answers
         sent = pool.submit(
@@ -137,3 +150,25 @@ def test_message_from_the_kamailio_partner(
         alice.reply(incoming, 200)
         result = sent.result(timeout=40)
     assert result.ok, result
+
+
+def test_a_discovered_partner_is_throttled(
+    discovering_federation: Federation, kamailio: KamailioPartner, tmp_path: Path
+) -> None:
+    """Past 20 requests a second, a discovered partner gets 503 (which Kamailio passes to
+    sipp as 500), and the Edge logs the throttle."""
+    # Kamailio, a proxy, passes a 503 on as 500 (RFC 3261 §16.7 step 6).
+    answers = (
+        '  <recv response="404" optional="true" next="done"/>\n'
+        '  <recv response="500"/>\n'
+        '  <label id="done"/>\n'
+    )
+    scenario = sipp_message(tmp_path / "burst.xml", "sip:nobody@org-a.test", answers=answers)
+    result = run_sipp(
+        scenario, f"{kamailio.host}:{kamailio.udp_port}", transport="u1", calls=60,
+        rate=1000, timeout=30,
+    )  # fmt: skip
+    assert result.ok, result
+    edge = discovering_federation.edge("a")
+    throttled = edge.wait_for(lambda e: e.get("event") == "partner throttled", 15)
+    assert throttled["partner"] == "org-k.test"

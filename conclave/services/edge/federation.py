@@ -24,6 +24,13 @@ from cryptography import x509
 
 THROTTLE_LOG_INTERVAL = 10.0
 """Seconds between log lines about one partner's throttled requests."""
+DISCOVERED_RATE = 20
+"""Requests per second from one discovered partner (Lync's figure)."""
+MAX_DISCOVERED_CONTACTS = 1000
+"""Distinct local users one discovered partner may reach or be reached by (Lync's figure):
+a discovered domain cannot sweep the directory."""
+MAX_DISCOVERED_DOMAINS = 10_000
+"""Discovered domains tracked at once; past it the oldest is forgotten (its counts restart)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,10 @@ class FederationPolicy:
     allow: tuple[str, ...] = ()
     block: tuple[str, ...] = ()
     open: bool = False
+    discovery: bool = False
+    """Partner discovery: any domain not blocked, throttled as a discovered partner."""
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _contacts: dict[str, set[str]] = field(default_factory=dict)
 
     def blocked(self, domain: str) -> bool:
         return any(covers(entry, domain) for entry in self.block)
@@ -67,9 +77,35 @@ class FederationPolicy:
         """May we federate with ``domain`` at all?"""
         if not self.enabled or self.blocked(domain):
             return False
-        if self.open:
+        if self.open or self.discovery:
             return True
+        return self.listed(domain)
+
+    def listed(self, domain: str) -> bool:
+        """On the allow-list or a partner of the topology (not merely discovered)."""
         return any(covers(entry, domain) for entry in (*self.allow, *self.partners))
+
+    def discovered(self, domain: str) -> bool:
+        """Allowed only because discovery is on: the discovered partners' throttles apply."""
+        return self.discovery and not self.open and not self.listed(domain)
+
+    def note_contact(self, domain: str, local: str) -> bool:
+        """A discovered partner talks with local user ``local``: False once that would make
+        more than :data:`MAX_DISCOVERED_CONTACTS` distinct ones."""
+        if not self.discovered(domain):
+            return True
+        seen = self._contacts.pop(domain, None)
+        if seen is None:
+            seen = set()
+            while len(self._contacts) >= MAX_DISCOVERED_DOMAINS:
+                self._contacts.pop(next(iter(self._contacts)))
+        self._contacts[domain] = seen  # most recent last
+        if local in seen:
+            return True
+        if len(seen) >= MAX_DISCOVERED_CONTACTS:
+            return False
+        seen.add(local)
+        return True
 
     def partner(self, domain: str) -> PartnerPolicy:
         """The settings for ``domain``: its own, else the defaults (an allow-listed domain)."""
@@ -77,13 +113,15 @@ class FederationPolicy:
         for name, policy in self.partners.items():
             if covers(name, domain):
                 return policy
-        return PartnerPolicy(domain)
+        return PartnerPolicy(domain, rate=DISCOVERED_RATE)
 
     def admit(self, domain: str, now: float) -> bool:
         """Count one request from ``domain``; False when it is over its rate."""
         rate = float(self.partner(domain).rate)
         bucket = self._buckets.get(domain)
         if bucket is None:
+            while len(self._buckets) >= MAX_DISCOVERED_DOMAINS + len(self.partners):
+                self._buckets.pop(next(iter(self._buckets)))
             bucket = self._buckets[domain] = _Bucket(rate, now)
         bucket.tokens = min(rate, bucket.tokens + (now - bucket.at) * rate)
         bucket.at = now
@@ -108,6 +146,14 @@ def certificate_names(cert: x509.Certificate) -> list[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return [n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
+        return []
+
+
+def certificate_dns_names(der: bytes) -> list[str]:
+    """The DNS names of a certificate in DER (none when it cannot be parsed)."""
+    try:
+        return certificate_names(x509.load_der_x509_certificate(der))
+    except ValueError:
         return []
 
 

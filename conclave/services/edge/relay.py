@@ -81,8 +81,10 @@ class Links(Protocol):
         """``access`` (a remote user), ``federation`` (a partner) or ``inside``."""
         ...
 
-    def partner_of(self, flow: Flow) -> str | None:
-        """The partner domain a federation connection is authenticated as."""
+    def partner_of(self, flow: Flow, claimed: str | None = None) -> str | None:
+        """The partner domain a federation connection is authenticated as: a listed
+        partner by its certificate; with discovery, ``claimed`` when the certificate
+        names a host in that domain."""
         ...
 
     def to_partner(self, domain: str) -> Awaitable[Flow]:
@@ -283,10 +285,11 @@ class EdgeRelay:
         """A request from a federated partner's connection (mutual TLS, its certificate
         checked against its own CAs): its From must be in its domain, its rate within
         its limit, its target one of our users."""
-        partner = self.links.partner_of(flow)
+        sender = request.from_addr.uri
+        claimed = _host(sender) if isinstance(sender, SipURI) else None
+        partner = self.links.partner_of(flow, claimed)
         if partner is None or not self.federation.allowed(partner):
             raise RemoteProtocolError("Not a federated partner", 403)
-        sender = request.from_addr.uri
         if not isinstance(sender, SipURI) or not covers(partner, _host(sender)):
             log.warning("partner spoke for another domain", partner=partner)
             raise RemoteProtocolError("From is not in the partner's domain", 403)
@@ -312,6 +315,7 @@ class EdgeRelay:
             raise RemoteProtocolError("Partners do not register here", 403)
         if request.method in PRESENCE_METHODS and not self.federation.partner(partner).presence:
             raise RemoteProtocolError("Presence federation is not enabled for this partner", 403)
+        self._check_contacts(partner, f"sip:{uri.user}@{_host(uri)}")
         relayed = Relayed(self, txn, request, outward=False, partner=partner)
         headers = self._inward_headers(request)
         headers.add(PARTNER_HEADER, partner)
@@ -334,7 +338,7 @@ class EdgeRelay:
     ) -> None:
         dialog = self._dialog_of(own, request)
         if dialog.partner is not None:
-            if self.links.partner_of(flow) != dialog.partner:
+            if self.links.partner_of(flow, dialog.partner) != dialog.partner:
                 raise RemoteProtocolError("Not a party of this dialog", 403)
         elif dialog.outside != flow:
             raise RemoteProtocolError("Not on the dialog's connection", 403)
@@ -446,6 +450,7 @@ class EdgeRelay:
             raise RemoteProtocolError(f"Federation with {domain} is not allowed", 403)
         if request.method in PRESENCE_METHODS and not self.federation.partner(domain).presence:
             raise RemoteProtocolError("Presence federation is not enabled for this partner", 403)
+        self._check_contacts(domain, request.from_aor or "")
         relayed = Relayed(self, txn, request, outward=True, partner=domain)
         headers = self._outward_headers(request)
         if request.method in DIALOG_METHODS:
@@ -457,6 +462,12 @@ class EdgeRelay:
             headers.remove("Contact")
         self._relayed[txn] = relayed
         self.spawn(self._connect_then_send(relayed, headers))
+
+    def _check_contacts(self, partner: str, local: str) -> None:
+        """A discovered partner reaches at most MAX_DISCOVERED_CONTACTS local users."""
+        if not self.federation.note_contact(partner, local):
+            log.warning("partner throttled", partner=partner, reason="distinct local contacts")
+            raise RemoteProtocolError("Discovered partner contact limit reached", 403)
 
     def _hide_new_dialog(self, dialog: HiddenDialog, request: Request, headers: Headers) -> None:
         """A dialog an internal party starts: outside sees the Edge, the real route is kept."""
@@ -684,7 +695,7 @@ class EdgeRelay:
                 own = self._own_routes(request, self.names.is_outside_me)
                 dialog = self._dialog_of(own, request)
                 if dialog.partner is not None:
-                    if self.links.partner_of(flow) != dialog.partner:
+                    if self.links.partner_of(flow, dialog.partner) != dialog.partner:
                         return
                 elif dialog.outside != flow:
                     return

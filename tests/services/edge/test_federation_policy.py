@@ -113,3 +113,25 @@ def test_hidden_dialogs_expire_and_end_with_their_connection() -> None:
     assert dialogs.flow_closed(flow) == 1  # a partner's dialog outlives one connection
     assert dialogs.get(one.id, 2.0) is None and dialogs.get(partner.id, 2.0) is partner
     assert dialogs.get(partner.id, 2.0 + 13 * 3600) is None  # idle too long
+
+
+def test_discovered_partners_are_throttled_by_rate_and_by_distinct_contacts() -> None:
+    from conclave.services.edge.federation import DISCOVERED_RATE, MAX_DISCOVERED_CONTACTS
+
+    policy = FederationPolicy(
+        enabled=True,
+        partners={"listed.test": PartnerPolicy("listed.test", rate=100)},
+        block=("blocked.test",),
+        discovery=True,
+    )
+    assert policy.allowed("found.test") and policy.discovered("found.test")
+    assert not policy.allowed("blocked.test")
+    assert not policy.discovered("listed.test") and policy.partner("found.test").rate == 20
+    assert [policy.admit("found.test", 5.0) for _ in range(30)].count(True) == DISCOVERED_RATE
+    for n in range(MAX_DISCOVERED_CONTACTS):
+        assert policy.note_contact("found.test", f"sip:user{n}@example.test")
+    assert policy.note_contact("found.test", "sip:user0@example.test")  # one seen before
+    assert not policy.note_contact("found.test", "sip:one-more@example.test")
+    assert policy.note_contact("other.test", "sip:one-more@example.test")  # counted apart
+    for n in range(MAX_DISCOVERED_CONTACTS + 5):  # a listed partner has no such limit
+        assert policy.note_contact("listed.test", f"sip:user{n}@example.test")
