@@ -668,6 +668,28 @@ class EdgeSection(_Section):
     """let partners' DNS name private or loopback addresses (a lab only)"""
 
 
+class DirectorPoolSection(_Section):
+    """A Front End pool a Director sends users to."""
+
+    name: Str
+    database: Annotated[Str, AfterValidator(_not_empty)]
+    """the pool's back end, where its users are (read only)"""
+    next_hop: Annotated[Str, AfterValidator(_endpoint)]
+    """ip:port of a Front End of the pool"""
+    next_hop_name: Str
+    """the name its certificate carries (the pool FQDN)"""
+
+
+class DirectorSection(_Section):
+    """The Director role (docs/edge.md); ``conclave topology provision`` writes it."""
+
+    bind: Annotated[Str, AfterValidator(_ip)] = "127.0.0.1"
+    port: Port = 5061
+    """SIP over TLS from the Edges (and clients inside)"""
+    pools: tuple[DirectorPoolSection, ...] = ()
+    """the Front End pools whose users it authenticates and routes"""
+
+
 class TrustSection(_Section):
     """Servers a Front End trusts to speak for the clients behind them."""
 
@@ -675,6 +697,12 @@ class TrustSection(_Section):
     """internal FQDNs of the Edges whose clients' addresses (in their Via) count (docs/edge.md)"""
     addresses: tuple[Str, ...] = ()
     """the Edges' internal addresses: exempt from per-source limits (their clients are not)"""
+    edge_endpoints: tuple[Str, ...] = ()
+    """ip:port of each Edge's internal side, in the order of edges (remote users' requests)"""
+    directors: tuple[Str, ...] = ()
+    """FQDNs of the Directors whose authentication a Front End believes (docs/edge.md)"""
+    director_addresses: tuple[Str, ...] = ()
+    """the Directors' addresses: exempt from per-source limits"""
 
 
 class Config(_Section):
@@ -699,6 +727,7 @@ class Config(_Section):
     edge: EdgeSection = EdgeSection()
     trust: TrustSection = TrustSection()
     federation: FederationSection = FederationSection()
+    director: DirectorSection = DirectorSection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

@@ -17,7 +17,9 @@ handler:
   topology says;
 * ``edge``: the Access Edge (:mod:`conclave.edge_server`): remote users'
   sign-ins relayed to the pool, the inside hidden (docs/edge.md);
-* ``director``, ``mediation``, ``chat``: not built yet. ``serve``
+* ``director``: the Director (:mod:`conclave.director_server`): authenticates
+  every request before it reaches a pool, then sends it to the user's home pool;
+* ``mediation``, ``chat``: not built yet. ``serve``
   refuses them with a one-line message and starts nothing, never a stub.
 
 A host with several buildable roles runs one child process per role
@@ -155,6 +157,12 @@ def run_role(plan: HostPlan, role: str) -> None:
         logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
         _applied(plan, role, changed)
         run_edge(plan.data_dir, config)
+    elif role == "director":
+        from conclave.director_server import run_director
+
+        logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
+        _applied(plan, role, changed)
+        run_director(plan.data_dir, config)
     else:  # prepare() refused it already; never start a stand-in
         raise RoleError(not_available_message(role, plan.ref.name))
 

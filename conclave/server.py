@@ -51,10 +51,13 @@ from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.pki.tls import mutual_client_context
 from conclave.services.location import MemoryLocationService
+from conclave.sip.address import parse_name_addr
+from conclave.sip.errors import RemoteProtocolError
 from conclave.sip.flow import Flow, canonical_host
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request
 from conclave.sip.transaction import TransactionLayer
+from conclave.sip.uri import SipURI
 from conclave.store.database import Database
 from conclave.store.generations import USERS, GenerationStore, Reloader
 from conclave.store.registrations import RegistrationStore
@@ -105,10 +108,13 @@ class Server:
             ban_seconds=limits.ban_seconds,
             max_ban_seconds=limits.max_ban_seconds,
             auth_failures_per_minute=limits.auth_failures_per_minute,
-            exempt=config.trust.addresses,  # Edges: their clients are judged one by one
+            # Edges and Directors: the clients behind them are judged one by one.
+            exempt=(*config.trust.addresses, *config.trust.director_addresses),
         )
         self._edges = frozenset(name.lower() for name in config.trust.edges)
-        self._edge_flows: dict[int, bool] = {}
+        self._directors = frozenset(name.lower() for name in config.trust.directors)
+        self._peer_names: dict[int, frozenset[str]] = {}
+        self.edge_links = EdgeLinks(self)
         self.layer = TransactionLayer()
         self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
         ssl_context = None
@@ -124,7 +130,7 @@ class Server:
             )
             ssl_context = self.tls.context
         client_ssl = None
-        if config.federation.enabled:  # the Edge's internal side: mutual TLS
+        if config.federation.enabled or config.trust.edges:  # Edges' internal sides: mutual TLS
             files = server_tls_files(data_dir, config)
             client_ssl = mutual_client_context(
                 files.cert, files.key, ca_path=files.ca, crl_path=files.crl
@@ -229,7 +235,9 @@ class Server:
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
             client_source=self._edge_client if self._edges else None,
             federation=EdgeConnection(self) if c.federation.enabled else None,
-            is_edge=self._from_edge if self._edges else None,
+            is_edge=self._from_relay if self._edges or self._directors else None,
+            director=self._from_director if self._directors else None,
+            edge_routes=self.edge_links if self._edges else None,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -285,19 +293,33 @@ class Server:
         )
         return identity.user if identity is not None else None
 
-    def _from_edge(self, flow: Flow) -> bool:
-        """True for a mutual-TLS connection whose server certificate names a trusted Edge."""
+    def _peer_server_names(self, flow: Flow) -> frozenset[str]:
+        """The names of a TLS peer's verified *server* certificate (a user's: none)."""
         if not flow.secure:
-            return False
-        known = self._edge_flows.get(flow.conn_id)
+            return frozenset()
+        known = self._peer_names.get(flow.conn_id)
         if known is None:
             der = self.transports.peer_certificate_der(flow)
             try:
-                names = set(server_identity(der).names) if der else set()
+                known = frozenset(server_identity(der).names) if der else frozenset()
             except PkiError:
-                names = set()
-            known = self._edge_flows[flow.conn_id] = bool(names & self._edges)
+                known = frozenset()
+            self._peer_names[flow.conn_id] = known
+            for name in known & self._edges:
+                self.edge_links.seen(name, flow)
         return known
+
+    def _from_edge(self, flow: Flow) -> bool:
+        """True for a mutual-TLS connection whose server certificate names a trusted Edge."""
+        return bool(self._edges and self._peer_server_names(flow) & self._edges)
+
+    def _from_director(self, flow: Flow) -> bool:
+        """True for a mutual-TLS connection whose server certificate names a Director."""
+        return bool(self._directors and self._peer_server_names(flow) & self._directors)
+
+    def _from_relay(self, flow: Flow) -> bool:
+        """An Edge or a Director: they bind in-dialog requests to their parties themselves."""
+        return self._from_edge(flow) or self._from_director(flow)
 
     def _edge_client(self, request: Request, flow: Flow) -> str | None:
         """The client address a trusted Edge stamped in its Via (the one below the Edge's)."""
@@ -387,14 +409,55 @@ class Server:
             log.info("source bans ended", count=len(ended) - MAX_BAN_END_LINES, more=True)
 
     def _on_closed(self, flow: Flow) -> None:
-        self._edge_flows.pop(flow.conn_id, None)
+        relay = self._peer_names.pop(flow.conn_id, frozenset()) & (self._edges | self._directors)
         self.local.forget_reach(flow)
+        if relay:
+            # Remote users behind an Edge stay reachable through it on another connection.
+            return
         removed = self.location.remove_flow(flow)
         if removed:
             log.info("flow closed; bindings removed", flow=str(flow), removed=removed)
 
     def _write_pid(self) -> None:
         (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+
+
+class EdgeLinks:
+    """The Front End's connections to its Edges, for remote users' requests
+    (:class:`conclave.core.router.EdgeRoutes`)."""
+
+    def __init__(self, server: Server) -> None:
+        trust = server.config.trust
+        self.server = server
+        self.endpoints = {
+            name.lower(): endpoint
+            for name, endpoint in zip(trust.edges, trust.edge_endpoints, strict=False)
+        }
+        self._flows: dict[str, Flow] = {}
+
+    def edge_of(self, path: tuple[str, ...]) -> str | None:
+        try:
+            uri = parse_name_addr(path[0], angle_required=True).uri
+        except RemoteProtocolError:
+            return None
+        host = uri.host.lower() if isinstance(uri, SipURI) else ""
+        return host if host in self.endpoints else None
+
+    def seen(self, edge: str, flow: Flow) -> None:
+        """A connection with ``edge`` (it connected to us, or we to it)."""
+        self._flows[edge] = flow
+
+    def flow(self, edge: str) -> Flow | None:
+        flow = self._flows.get(edge)
+        return flow if flow is not None and self.server.transports.is_open(flow) else None
+
+    async def connect(self, edge: str) -> Flow:
+        host, _, port = self.endpoints[edge].rpartition(":")
+        flow = await self.server.transports.connect(
+            "tls", (host.strip("[]"), int(port)), server_hostname=edge
+        )
+        self._flows[edge] = flow
+        return flow
 
 
 class EdgeConnection:

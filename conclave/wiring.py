@@ -18,7 +18,7 @@ from conclave.core.auth import Authenticator, CredentialCache
 from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
 from conclave.core.proxy import Proxy
-from conclave.core.router import EdgeLink, Reach, Router
+from conclave.core.router import EdgeLink, EdgeRoutes, Reach, Router
 from conclave.core.signin import CertificateUser, ClientSource, SignIn
 from conclave.core.stack import SipStack
 from conclave.ops.lockout import lockout_from_config
@@ -82,6 +82,8 @@ def assemble(
     client_source: ClientSource | None = None,
     federation: EdgeLink | None = None,
     is_edge: Callable[[Flow], bool] | None = None,
+    director: Callable[[Flow], bool] | None = None,
+    edge_routes: EdgeRoutes | None = None,
 ) -> Assembly:
     """Build the core (sign-in, proxy, router) and every enabled feature around
     ``stack``: what a Front End process runs (``Server._wire``) and what the
@@ -107,14 +109,16 @@ def assemble(
         certificate_user=certificate_user,
         lockout=lockout,
         client_source=client_source,
+        director=director,
     )
     router = Router(
         host=host,
         proxy=proxy,
         signin=signin,
         reach=reach,
-        edges=frozenset(config.trust.edges),
+        edges=frozenset((*config.trust.edges, *config.trust.directors)),
         federation=federation,
         is_edge=is_edge,
+        edge_routes=edge_routes,
     )
     return Assembly(host, features, proxy, router, signin)

@@ -321,6 +321,8 @@ def test_model_has_every_documented_section() -> None:
         "media_relay",
         "edge",
         "trust",
+        "federation",
+        "director",
     }
 
 
@@ -612,3 +614,21 @@ def test_limits_max_ban_below_the_first_ban_is_refused() -> None:
         p.startswith("limits: max_ban_seconds (3600s) must be at least ban_seconds (7200s)")
         for p in problems
     ), problems
+
+
+def test_every_setting_description_is_one_line() -> None:
+    """A description becomes a `# comment` above its key in the written file: a second line
+    would be written as TOML and break the file."""
+    from pydantic import BaseModel
+
+    def sections(model: type[BaseModel]) -> list[type[BaseModel]]:
+        found = [model]
+        for info in model.model_fields.values():
+            kind = info.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found += sections(kind)
+        return found
+
+    for section in sections(Config):
+        for name, info in section.model_fields.items():
+            assert "\n" not in (info.description or ""), f"{section.__name__}.{name}"

@@ -68,6 +68,11 @@ DEFAULT_MAX_FORWARDS = 70
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 """Requests that can create a dialog, and so get Record-Route (§16.6 step 4)."""
 
+INTERNAL_HEADERS = ("Conclave-Authenticated", "Conclave-Partner", "Conclave-Source-Ban")
+"""What an Edge or a Director tells a Front End (conclave.core.signin, .router): believed
+only on their connections, never passed on by a proxy (a Director adds its own through
+``extra_headers``)."""
+
 IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID")
 """Identity claims only a trusted server may make (RFC 3325 §5, and the older
 Remote-Party-ID draft). Every flow is a client's today, so none is trusted:
@@ -159,6 +164,7 @@ class Proxy:
         inbound: Flow,
         sender: str,
         dialog: RoutedDialog | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Fork ``request`` to every target in parallel (§16.5, §16.6).
 
@@ -188,6 +194,8 @@ class Proxy:
                     request, owner=sender, caller_flow=inbound, callee_flow=target.flow, now=now
                 )
             branch_req = self._branch_request(request, target, inbound, sender, opened or dialog)
+            for name, value in extra_headers:
+                branch_req.headers.add(name, value)
             branch = Branch(self, weakref.ref(context), target, branch_req, opened)
             context.branches.append(branch)
         for branch in context.branches:
@@ -212,7 +220,7 @@ class Proxy:
         headers.set("Max-Forwards", str(max(remaining - 1, 0)))
         # §22.3: credentials for our realm were consumed here; do not pass them on.
         headers.remove("Proxy-Authorization")
-        for name in IDENTITY_HEADERS:
+        for name in (*IDENTITY_HEADERS, *INTERNAL_HEADERS):
             headers.remove(name)
         if not _privacy_id(request):
             headers.add("P-Asserted-Identity", f"<{sender}>")

@@ -54,6 +54,7 @@ from conclave.sip.validate import check_extensions
 
 from .dialogs import Hop, Refusal
 from .features import Exchange, FeatureHost
+from .locations import Binding
 from .proxy import Proxy, Target
 from .signin import SignIn
 
@@ -96,6 +97,20 @@ class EdgeLink(Protocol):
         ...
 
 
+class EdgeRoutes(Protocol):
+    """Remote users' bindings: their Path starts at a trusted Edge, and requests for them
+    go to that Edge on any connection with it (dialled when none is open), whichever
+    connection (the Edge's, a Director's) their REGISTER came on."""
+
+    def edge_of(self, path: tuple[str, ...]) -> str | None:
+        """The trusted Edge a binding's Path starts at, if it does."""
+        ...
+
+    def flow(self, edge: str) -> Flow | None: ...
+
+    def connect(self, edge: str) -> Awaitable[Flow]: ...
+
+
 class Reach(Protocol):
     """The transport, as far as routing needs it."""
 
@@ -131,6 +146,7 @@ class Router:
         edges: frozenset[str] = frozenset(),
         federation: EdgeLink | None = None,
         is_edge: Callable[[Flow], bool] | None = None,
+        edge_routes: EdgeRoutes | None = None,
     ) -> None:
         self.host = host
         self.stack = host.stack
@@ -145,6 +161,7 @@ class Router:
         self.clock = wall_clock
         self.federation = federation
         self.is_edge = is_edge
+        self.edge_routes = edge_routes
         """True for a connection from a trusted Edge (its server certificate)."""
         """Set when the topology federates: requests for other domains go to the Edge."""
         self.edges = frozenset(name.lower() for name in edges)
@@ -438,10 +455,39 @@ class Router:
         request = exchange.request
         secure_only = requires_tls(request.uri)
         targets = []
+        dialling: list[tuple[Binding, str]] = []
+        edges = self.edge_routes
         for binding in self.location.lookup(exchange.target, self.clock()):
-            device = None if binding.flow is None else self.reach.usable(binding.flow)
+            edge = edges.edge_of(binding.path) if edges is not None and binding.path else None
+            if edges is not None and edge is not None:
+                device = edges.flow(edge)
+                if device is None:
+                    dialling.append((binding, edge))
+                    continue
+            else:
+                device = None if binding.flow is None else self.reach.usable(binding.flow)
             if device is not None and (device.secure or not secure_only):
                 targets.append(Target(binding.uri, device, binding.path))
+        if dialling:
+            self.host.spawn(self._deliver_after_dialling(exchange, targets, dialling))
+            return
+        self._forward_or_unreachable(exchange, targets)
+
+    async def _deliver_after_dialling(
+        self, exchange: Exchange, targets: list[Target], dialling: list[tuple[Binding, str]]
+    ) -> None:
+        assert self.edge_routes is not None
+        for binding, edge in dialling:
+            try:
+                flow = await self.edge_routes.connect(edge)
+            except Exception as exc:  # that device is unreachable now; the others may not be
+                log.warning("edge unreachable", edge=edge, reason=str(exc))
+                continue
+            targets.append(Target(binding.uri, flow, binding.path))
+        self._forward_or_unreachable(exchange, targets)
+
+    def _forward_or_unreachable(self, exchange: Exchange, targets: list[Target]) -> None:
+        request = exchange.request
         if targets:
             self.proxy.forward(
                 exchange.txn, request, targets, inbound=exchange.flow, sender=exchange.sender

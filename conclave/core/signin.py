@@ -43,6 +43,13 @@ ClientSource = Callable[[Request, Flow], str | None]
 """For a request relayed by a trusted Edge: the client address the Edge stamped
 in its Via (docs/edge.md); None for a request from anyone else."""
 
+AUTHENTICATED_HEADER = "Conclave-Authenticated"
+"""Set by a Director on a request it authenticated: the local user it is from.
+Believed only on a trusted Director's connection; removed from every request."""
+
+Vouched = Callable[[Flow], bool]
+"""True for a connection from a trusted Director (its server certificate)."""
+
 BAN_HEADER = "Conclave-Source-Ban"
 """On a response to a trusted Edge: the client behind it is banned for this many
 seconds; the Edge applies the ban at the perimeter and removes the header."""
@@ -63,6 +70,8 @@ class SignIn:
     """Told when an account is locked (the server saves the lockout state)."""
     client_source: ClientSource | None = None
     """Set when the topology has Edges: the client a trusted Edge relays for."""
+    director: Vouched | None = None
+    """Set when the topology has Directors: who may vouch for a user it authenticated."""
 
     def identify(
         self, txn: ServerTransaction, request: Request, flow: Flow, *, proxy: bool
@@ -72,6 +81,14 @@ class SignIn:
         ``proxy`` selects Proxy-Authorization and 407 (every request but
         REGISTER) over Authorization and 401 (§22.2, §22.3).
         """
+        vouched = request.headers.get(AUTHENTICATED_HEADER)
+        if vouched is not None:
+            request.headers.remove(AUTHENTICATED_HEADER)
+            if self.director is not None and self.director(flow):
+                user = self.users.canonical(vouched)
+                if user is not None:
+                    structlog.contextvars.bind_contextvars(user=user, auth="director")
+                    return user
         user = self._by_certificate(request, flow)
         if user is not None:
             structlog.contextvars.bind_contextvars(user=user, auth="certificate")

@@ -44,7 +44,8 @@ def server_tls_files(data_dir: Path, config: Config) -> TlsFiles:
         crl=config.path(data_dir, tls.crl),
         required=server_required_names(config),
         # Edges present their certificates: ask for one (a client need not send any).
-        client_auth=tls.client_auth == "optional" or bool(config.trust.edges),
+        client_auth=tls.client_auth == "optional"
+        or bool(config.trust.edges or config.trust.directors),
         status=Path(data_dir) / STATUS_FILE,
     )
 

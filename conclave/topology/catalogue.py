@@ -52,7 +52,7 @@ ROLE_INFO: dict[str, RoleInfo] = {
             "director",
             "Director",
             "authenticates external sign-ins and redirects them to the home pool",
-            False,
+            True,
         ),
         RoleInfo(
             "mediation", "Mediation Server", "SIP trunk gateway toward an IP-PBX or PSTN", False

@@ -116,12 +116,36 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
     if "logging-controller" in host.roles:
         address = f"[{host.address}]" if ":" in host.address else host.address
         settings["logging_controller"] = {"listen": f"{address}:{host.ports.syslog_tls}"}
-    if "frontend" in host.roles:
-        edges = [ref for ref in topology.hosts() if ref.edge_internal is not None]
+    edges = [r for r in topology.hosts() if r.edge_internal is not None]
+    directors = [r for r in topology.hosts() if "director" in r.host.roles]
+    if {"frontend", "director"} & set(host.roles):
         settings["trust"] = {
             "edges": [e.edge_internal.fqdn for e in edges if e.edge_internal is not None],
             "addresses": [e.edge_internal.address for e in edges if e.edge_internal is not None],
+            "edge_endpoints": [
+                _endpoint_of(e.edge_internal.address, e.host.ports.edge_internal_tls)
+                for e in edges
+                if e.edge_internal is not None
+            ],
+            "directors": [d.host.fqdn for d in directors],
+            "director_addresses": [d.host.address for d in directors],
         }
+    if "director" in host.roles:
+        settings["director"] = {
+            "bind": host.address,
+            "port": host.ports.director_tls,
+            "pools": [
+                {
+                    "name": name, "database": pool.database,
+                    "next_hop": _endpoint_of(first.address, first.ports.sip_tls),
+                    "next_hop_name": pool.fqdn or first.fqdn,
+                }
+                for name, pool in topology.pools.items()
+                for first in pool.members[:1]
+                if pool.database and any("frontend" in m.roles for m in pool.members)
+            ],
+        }  # fmt: skip
+    if "frontend" in host.roles:
         first = edges[0].edge_internal if edges else None
         federation = policies.federation.enabled and first is not None
         settings["federation"] = {"enabled": federation, "edge": "", "edge_name": ""}
@@ -137,9 +161,15 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
 
 
 def remote_users_pool(topology: Topology) -> HostRef | None:
-    """The Front End the Edge relays remote users to: the first Front End pool's first
-    member (a Director, when built, will route each user to their home pool instead)."""
-    return next((r for r in topology.hosts() if "frontend" in r.host.roles), None)
+    """Where the Edge relays remote users: the first Director, which authenticates them and
+    sends each to their home pool; without one, the first Front End pool's first member."""
+    hosts = topology.hosts()
+    director = next((r for r in hosts if "director" in r.host.roles), None)
+    return director or next((r for r in hosts if "frontend" in r.host.roles), None)
+
+
+def _endpoint_of(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
@@ -160,9 +190,9 @@ def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
     if external is not None:
         values |= {"external_name": external.fqdn, "external_bind": external.address}
     if hop is not None:
-        address = f"[{hop.host.address}]" if ":" in hop.host.address else hop.host.address
+        port = hop.host.ports.director_tls if "director" in hop.roles else hop.host.ports.sip_tls
         values |= {
-            "next_hop": f"{address}:{hop.host.ports.sip_tls}",
+            "next_hop": _endpoint_of(hop.host.address, port),
             "next_hop_name": hop.pool_fqdn,
         }
     federation = topology.policies.federation

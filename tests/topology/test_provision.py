@@ -14,7 +14,7 @@ from conclave.topology import check_topology, load_topology
 from conclave.topology.checks import errors
 from conclave.topology.provision import differences, host_settings, provision, topology_owned
 
-from .helpers import base, host, with_edge, write
+from .helpers import base, enterprise, host, with_edge, write
 
 
 def test_a_standard_edition_host(tmp_path: Path) -> None:
@@ -102,16 +102,41 @@ def test_a_data_directory_with_its_own_ca_is_refused(tmp_path: Path) -> None:
 
 def test_roles_not_built_are_not_provisioned(tmp_path: Path) -> None:
     doc = base()
+    doc["pools"]["chat"] = {
+        "site": "hq", "edition": "enterprise", "members": [host("chat1", "10.0.0.9", ["chat"])]
+    }  # fmt: skip
+    path = write(tmp_path, doc)
+    topology = load_topology(path)
+    ref = topology.host("chat1")
+    assert ref is not None
+    done = provision(topology, path, ref)
+    assert "not available yet" in done.skipped
+    assert not (tmp_path / "hosts" / "chat1").exists()
+
+
+def test_a_director_and_the_pools_it_serves(tmp_path: Path) -> None:
+    doc = with_edge(enterprise(base()))
     doc["pools"]["dir"] = {
         "site": "hq", "edition": "enterprise", "members": [host("dir1", "10.0.0.9", ["director"])]
     }  # fmt: skip
     path = write(tmp_path, doc)
     topology = load_topology(path)
-    ref = topology.host("dir1")
-    assert ref is not None
-    done = provision(topology, path, ref)
-    assert "not available yet" in done.skipped
-    assert not (tmp_path / "hosts" / "dir1").exists()
+    director, edge, fe = (topology.host(n) for n in ("dir1", "edge1", "ee1-fe1"))
+    assert director is not None and edge is not None and fe is not None
+    settings = host_settings(topology, director)["director"]
+    assert settings["bind"] == "10.0.0.9"
+    # It serves the Enterprise pool (it reads its back end), not the Standard Edition one.
+    assert [p["name"] for p in settings["pools"]] == ["ee1"]
+    assert settings["pools"][0]["next_hop"] == "10.1.0.1:5061"
+    assert settings["pools"][0]["next_hop_name"] == "ee1.example.test"
+    edge_settings = host_settings(topology, edge)["edge"]
+    assert (edge_settings["next_hop"], edge_settings["next_hop_name"]) == (
+        "10.0.0.9:5061", "dir1.example.test"
+    )  # fmt: skip
+    trust = host_settings(topology, fe)["trust"]
+    assert trust["directors"] == ["dir1.example.test"]
+    assert trust["director_addresses"] == ["10.0.0.9"]
+    assert trust["edge_endpoints"] == ["172.16.0.10:5061"]
 
 
 def test_an_edge_and_the_front_ends_that_trust_it(tmp_path: Path) -> None:
@@ -134,7 +159,8 @@ def test_an_edge_and_the_front_ends_that_trust_it(tmp_path: Path) -> None:
     assert "edge1.example.test" in internal.dns_names
     assert not (done.data_dir / "conclave.db").exists()  # an Edge keeps no user data
     trust = host_settings(topology, fe_ref)["trust"]
-    assert trust == {"edges": ["edge1.example.test"], "addresses": ["172.16.0.10"]}
+    assert (trust["edges"], trust["addresses"]) == (["edge1.example.test"], ["172.16.0.10"])
+    assert trust["edge_endpoints"] == ["172.16.0.10:5061"] and trust["directors"] == []
 
 
 def test_settings_for_a_collocated_controller_and_an_enterprise_front_end(tmp_path: Path) -> None:
