@@ -52,6 +52,7 @@ def check_topology(topology: Topology, topology_path: Path | None = None) -> lis
         _pairing,
         _mediation,
         _admin,
+        _directors,
     ):
         problems += rule(topology)
     if topology_path is not None:
@@ -229,6 +230,24 @@ def _collocation(topology: Topology) -> list[Problem]:
                 a, b = sorted(pair)
                 problems.append(Problem(f"{ref.path}.roles", f"{a} and {b} may not share a host"))
     return problems
+
+
+def _directors(topology: Topology) -> list[Problem]:
+    """A Director reads its pools' users from their back ends: a Standard Edition pool (its
+    users in an embedded file on its own host) is not served, so its users cannot sign in
+    through the Edge, whose next hop the Director is."""
+    if not any("director" in ref.host.roles for ref in topology.hosts()):
+        return []
+    return [
+        Problem(
+            f"pools.{name}.database",
+            f"pool {name} has no back end a Director can read (a Standard Edition pool): its "
+            "users cannot sign in through the edge while a Director is its next hop",
+            "warning",
+        )
+        for name, pool in topology.pools.items()
+        if not pool.database and any("frontend" in m.roles for m in pool.members)
+    ]
 
 
 def _edges(topology: Topology) -> list[Problem]:
