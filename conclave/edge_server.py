@@ -21,25 +21,21 @@ client is applied here, at the perimeter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import dns.resolver
 import structlog
 
 from conclave.config import Config
-from conclave.core.stack import SipStack
 from conclave.ops import metrics
-from conclave.ops.runtime import Operations
 from conclave.pki import load_certificates
 from conclave.pki.errors import PkiError
 from conclave.pki.identity import server_identity
 from conclave.pki.tls import mutual_client_context, mutual_server_context, server_context
+from conclave.relaying import RelayProcess
 from conclave.services.edge.federation import (
     FederationPolicy,
     PartnerPolicy,
@@ -49,47 +45,27 @@ from conclave.services.edge.federation import (
 )
 from conclave.services.edge.relay import EdgeNames, EdgeRelay, Side
 from conclave.sip.flow import Flow, canonical_host
-from conclave.sip.transaction import TransactionLayer
 from conclave.transport.flow import TransportError
-from conclave.transport.guard import SourceGuard
 from conclave.transport.manager import TransportManager
 from conclave.transport.resolve import FEDERATION_SERVICE, SipResolver, is_public
 
 log = structlog.get_logger("conclave.edge")
 
-PID_FILE = "conclave.pid"
 KEEPALIVE_INTERVAL = 30.0
 """Seconds between CRLF pings on the connection to the next hop (RFC 5626 §3.5.1),
 well inside any idle timeout between the Edge and the pool (Conclave's: 300 s)."""
-DRAIN_TIMEOUT = 10.0
-"""Longest a graceful stop waits for relayed requests to get their final responses."""
-BAN_SWEEP_INTERVAL = 1.0
-"""Seconds between collections of ended source bans (logged)."""
 
 
-class EdgeServer:
+class EdgeServer(RelayProcess):
     """One Edge process. Create, then ``await run()``."""
 
+    role = "edge"
+
     def __init__(self, data_dir: Path, config: Config) -> None:
-        self.data_dir = data_dir
-        self.config = config
         edge = config.edge
-        self.ops = Operations(data_dir, config, role="edge")
-        self.stop_event = asyncio.Event()
         limits = config.limits
         hop = edge.next_hop.rpartition(":")[0].strip("[]")
-        self.guard = SourceGuard(
-            rate=limits.requests_per_second,
-            burst=limits.burst,
-            ban_seconds=limits.ban_seconds,
-            max_ban_seconds=limits.max_ban_seconds,
-            auth_failures_per_minute=limits.auth_failures_per_minute,
-            exempt=[hop] if hop else [],
-        )
-        self.layer = TransactionLayer()
-        self.stack = SipStack(
-            layer=self.layer, guard=self.guard, supported=frozenset({"path", "outbound"})
-        )
+        super().__init__(data_dir, config, exempt=[hop] if hop else [])
         tls = config.tls
         cert, key = config.path(data_dir, tls.cert), config.path(data_dir, tls.key)
         ca, crl = config.path(data_dir, tls.ca), config.path(data_dir, tls.crl)
@@ -110,17 +86,17 @@ class EdgeServer:
         self.internal: tuple[str, int] | None = None
         self.federation_address: tuple[str, int] | None = None
         self._trusted: dict[int, bool] = {}
+        """Connections on the internal side: whether their certificate is a pool server's."""
         self.federation = federation_policy(data_dir, config)
         self._partners: dict[int, str | None] = {}
         self._cert_names: dict[int, tuple[str, ...]] = {}
         """Federation connections: the DNS names their certificates carry."""
+        self._spawned: set[asyncio.Task[None]] = set()
+        self.relay: EdgeRelay | None = None
         """Federation connections: the partner each is authenticated as (None: none)."""
         self._partner_tls: dict[str, ssl.SSLContext] = {}
         self.federation_tls = self._federation_server_context() if edge.federation else None
         self.resolver = partner_resolver(config) if edge.federation else None
-        self.tasks: list[asyncio.Task[None]] = []
-        self._spawned: set[asyncio.Task[None]] = set()
-        self.relay: EdgeRelay | None = None
 
     # -- the relay's view of the transport (conclave.services.edge.relay.Links) -----------
     def side(self, flow: Flow) -> Side:
@@ -268,20 +244,7 @@ class EdgeServer:
             self.federation_address = await self.transports.listen(
                 "tls", edge.external_bind, edge.federation_port, tls=self.federation_tls
             )
-        self._install_signals()
-        (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-        self.tasks = [
-            asyncio.create_task(self._every(KEEPALIVE_INTERVAL, self._keepalive)),
-            asyncio.create_task(self._every(BAN_SWEEP_INTERVAL, self._ended_bans)),
-        ]
-        await self.ops.start(
-            registrations=lambda: 0,
-            connections=lambda: self.transports.connection_count,
-            subscriptions=None,
-            certificate_expiry=None,
-            listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
-            database=None,
-        )
+        await self.serve([(KEEPALIVE_INTERVAL, self._keepalive)])
         log.info(
             "edge ready",
             external=f"{edge.external_name}:{edge.access_port}" if edge.remote_users else "",
@@ -292,10 +255,7 @@ class EdgeServer:
             partners=sorted(self.federation.partners),
             listeners=[f"{t}:{h}:{p}" for t, h, p in self.transports.listeners],
         )
-        try:
-            await self.stop_event.wait()
-        finally:
-            await self._shutdown()
+        await self.wait_and_stop(self._spawned)
 
     def _names(self) -> EdgeNames:
         edge = self.config.edge
@@ -362,44 +322,13 @@ class EdgeServer:
         if self.relay is not None:
             self.relay.flow_closed(flow)
 
-    def _install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
-
-    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await job()
-            except Exception as exc:
-                log.warning("background job failed", reason=str(exc))
-
     async def _keepalive(self) -> None:
         inside = self.relay.inside if self.relay is not None else None
         if inside is not None and self.transports.is_open(inside):
             self.transports.send(inside, b"\r\n\r\n")
 
-    async def _ended_bans(self) -> None:
-        for source in self.guard.ended_bans(time.time())[:100]:
-            log.info("source ban ended", source=source)
-
-    async def _shutdown(self) -> None:
-        log.info("stopping", open_transactions=len(self.layer))
-        self.stack.draining = True
-        await self.transports.stop_listening()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while self.relay is not None and self.relay.pending() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for task in [*self.tasks, *self._spawned]:
-            task.cancel()
-        await asyncio.gather(*self.tasks, *self._spawned, return_exceptions=True)
-        self.stack.stop()
-        await self.transports.close()
-        with contextlib.suppress(OSError):
-            (self.data_dir / PID_FILE).unlink()
-        log.info("stopped")
-        await self.ops.stop()
+    def pending(self) -> int:
+        return self.relay.pending() if self.relay is not None else 0
 
 
 def federation_policy(data_dir: Path, config: Config) -> FederationPolicy:

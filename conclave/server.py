@@ -39,30 +39,27 @@ from conclave.core.features import Feature
 from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
-from conclave.ops import metrics
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.lockout import LockoutKeeper
 from conclave.ops.runtime import Operations
-from conclave.pki.errors import PkiError
-from conclave.pki.identity import identity_from_peer_cert, server_identity
+from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.info import describe
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.pki.tls import mutual_client_context
+from conclave.relaying import BAN_SWEEP_INTERVAL, PeerTrust, log_ended_bans, source_guard
 from conclave.services.location import MemoryLocationService
 from conclave.sip.address import parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.flow import Flow, canonical_host
+from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
-from conclave.sip.message import Request
 from conclave.sip.transaction import TransactionLayer
 from conclave.sip.uri import SipURI
 from conclave.store.database import Database
 from conclave.store.generations import USERS, GenerationStore, Reloader
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
-from conclave.transport.guard import SourceGuard
 from conclave.transport.manager import TransportManager
 from conclave.wiring import assemble
 
@@ -81,11 +78,6 @@ users table (on the event loop: 6% of the call benchmark's CPU with 10,000
 users when it ran every 5 s, BENCHMARKS.md) runs only when the counter moved."""
 PURGE_INTERVAL = 10.0
 """Seconds between sweeps of expired registrations."""
-BAN_SWEEP_INTERVAL = 1.0
-"""Seconds between collections of ended source bans (logged, counted)."""
-MAX_BAN_END_LINES = 100
-"""Ended bans logged one line each per sweep; beyond this, one summary line,
-so that the end of a mass ban does not become a log flood."""
 
 
 class Server:
@@ -102,19 +94,10 @@ class Server:
         self.user_reloader = Reloader("users", self._reload_users, lambda: generations.get(USERS))
         self.location = MemoryLocationService(RegistrationStore(self.db))
         limits = config.limits
-        self.guard = SourceGuard(
-            rate=limits.requests_per_second,
-            burst=limits.burst,
-            ban_seconds=limits.ban_seconds,
-            max_ban_seconds=limits.max_ban_seconds,
-            auth_failures_per_minute=limits.auth_failures_per_minute,
-            # Edges and Directors: the clients behind them are judged one by one.
-            exempt=(*config.trust.addresses, *config.trust.director_addresses),
+        # Edges and Directors: the clients behind them are judged one by one.
+        self.guard = source_guard(
+            config, (*config.trust.addresses, *config.trust.director_addresses)
         )
-        self._edges = frozenset(name.lower() for name in config.trust.edges)
-        self._directors = frozenset(name.lower() for name in config.trust.directors)
-        self._peer_names: dict[int, frozenset[str]] = {}
-        self.edge_links = EdgeLinks(self)
         self.layer = TransactionLayer()
         self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
         ssl_context = None
@@ -143,6 +126,12 @@ class Server:
             guard=self.guard,
             max_message_size=limits.max_message_size,
         )
+        self.edge_links = EdgeLinks(self)
+        trust = config.trust
+        self.peers = PeerTrust(
+            self.transports, edges=trust.edges, directors=trust.directors,
+            on_edge=self.edge_links.seen,
+        )  # fmt: skip
         if self.tls is not None:  # a reload that brings a revocation closes what it condemns
             self.tls.peer_closer = self.transports.close_tls_connections
         domain = config.server.domain
@@ -233,11 +222,11 @@ class Server:
             guard=self.guard,
             reach=self,
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
-            client_source=self._edge_client if self._edges else None,
+            client_source=self.peers.edge_client if self.peers.edges else None,
             federation=EdgeConnection(self) if c.federation.enabled else None,
-            is_edge=self._from_relay if self._edges or self._directors else None,
-            director=self._from_director if self._directors else None,
-            edge_routes=self.edge_links if self._edges else None,
+            is_edge=self.peers.from_relay if self.peers.edges or self.peers.directors else None,
+            director=self.peers.from_director if self.peers.directors else None,
+            edge_routes=self.edge_links if self.peers.edges else None,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -292,47 +281,6 @@ class Server:
             self.transports.peer_certificate(flow), self.config.server.domain
         )
         return identity.user if identity is not None else None
-
-    def _peer_server_names(self, flow: Flow) -> frozenset[str]:
-        """The names of a TLS peer's verified *server* certificate (a user's: none)."""
-        if not flow.secure:
-            return frozenset()
-        known = self._peer_names.get(flow.conn_id)
-        if known is None:
-            der = self.transports.peer_certificate_der(flow)
-            try:
-                known = frozenset(server_identity(der).names) if der else frozenset()
-            except PkiError:
-                known = frozenset()
-            self._peer_names[flow.conn_id] = known
-            for name in known & self._edges:
-                self.edge_links.seen(name, flow)
-        return known
-
-    def _from_edge(self, flow: Flow) -> bool:
-        """True for a mutual-TLS connection whose server certificate names a trusted Edge."""
-        return bool(self._edges and self._peer_server_names(flow) & self._edges)
-
-    def _from_director(self, flow: Flow) -> bool:
-        """True for a mutual-TLS connection whose server certificate names a Director."""
-        return bool(self._directors and self._peer_server_names(flow) & self._directors)
-
-    def _from_relay(self, flow: Flow) -> bool:
-        """An Edge or a Director: they bind in-dialog requests to their parties themselves."""
-        return self._from_edge(flow) or self._from_director(flow)
-
-    def _edge_client(self, request: Request, flow: Flow) -> str | None:
-        """The client address a trusted Edge stamped in its Via (the one below the Edge's)."""
-        if not self._from_edge(flow):
-            return None
-        vias = request.vias
-        if len(vias) < 2:
-            return None
-        client = vias[1]
-        try:
-            return canonical_host(client.received or client.host)
-        except ValueError:  # a name, not an address: the Edge did not stamp it
-            return None
 
     async def _shutdown(self) -> None:
         log.info("stopping", open_transactions=len(self.layer))
@@ -399,17 +347,10 @@ class Server:
         self.location.purge_expired(time.time())
 
     async def _ended_bans(self) -> None:
-        ended = self.guard.ended_bans(time.time())
-        if not ended:
-            return
-        metrics.SOURCE_UNBANS.inc(len(ended))
-        for source in ended[:MAX_BAN_END_LINES]:
-            log.info("source ban ended", source=source)
-        if len(ended) > MAX_BAN_END_LINES:
-            log.info("source bans ended", count=len(ended) - MAX_BAN_END_LINES, more=True)
+        log_ended_bans(self.guard)
 
     def _on_closed(self, flow: Flow) -> None:
-        relay = self._peer_names.pop(flow.conn_id, frozenset()) & (self._edges | self._directors)
+        relay = self.peers.forget(flow)
         self.local.forget_reach(flow)
         if relay:
             # Remote users behind an Edge stay reachable through it on another connection.

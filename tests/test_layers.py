@@ -43,7 +43,8 @@ TOP = (
 TOP_PACKAGES = ("conclave.commands", "conclave.audit")
 """What assembles processes and commands, and the audit that inspects them: the top,
 which nothing below may import (``conclave.edge_server`` and ``conclave.director_server``
-assemble an Edge and a Director as ``conclave.server`` assembles a Front End).
+assemble an Edge and a Director as ``conclave.server`` assembles a Front End, with
+``conclave.relaying``, what the three processes share).
 ``conclave.roles`` (which of a host's roles ``serve`` runs, one process each)
 is not in ARCHITECTURE.md's layout; it starts ``Server`` and belongs beside it."""
 
