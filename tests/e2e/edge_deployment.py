@@ -10,7 +10,6 @@ serve --topology FILE --host NAME``, each its own process.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from conclave.topology.document import dumps_toml
 
 from .server import conclave
 from .sipclient import SipClient, digest_header
-from .test_roles import RoleProcess
+from .test_roles import RoleProcess, free_ports
 
 DOMAIN = "example.test"
 EDGE_EXTERNAL = "127.0.0.2"
@@ -32,17 +31,6 @@ INTERNAL_NAMES = ("fe1", "edge1", "127.0.0.1")
 """What must never appear in a message a remote user receives."""
 PASSWORDS = {"alice": "Wonderland-Tea-41", "bob": "Builder-Crane-52", "carol": "Christmas-Song-63"}
 REG_URI = f"sip:{DOMAIN}"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass

@@ -16,7 +16,6 @@ import ssl
 import statistics
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import pytest
 
 from conclave.config import load_config, write_config
 from conclave.sip.framing import Frame, StreamFramer
-from conclave.sip.message import Response
 from conclave.topology.provision import apply_settings
 from tests.e2e.edge_deployment import (
     DOMAIN,
@@ -34,13 +32,11 @@ from tests.e2e.edge_deployment import (
     make_deployment,
 )
 from tests.e2e.peers_base import free_port, require_tool
-from tests.e2e.sipclient import SipClient, digest_header
+
+from .test_enumeration import ATTEMPTS, MAX_MEDIAN_GAP, timed_wrong_password
 
 REAL = sorted(PASSWORDS)
 INVENTED = ["dave", "1000", "1001", "admin", "root", "test", "operator", "reception"]
-ATTEMPTS = 500
-MAX_MEDIAN_GAP = 0.001
-"""Seconds: the issue's bound on the gap between the two medians."""
 SVWAR_TIMEOUT = 60.0
 
 
@@ -142,22 +138,6 @@ def test_svwar_through_the_edge_finds_no_user(deployment: EdgeDeployment, tmp_pa
         bridge.close()
 
 
-def timed_wrong_password(client: SipClient, user: str, method: str) -> float:
-    """Seconds from sending credentials with a wrong password to the answer."""
-    uri = f"sip:{DOMAIN}" if method == "REGISTER" else f"sip:bob@{DOMAIN}"
-    to = f"sip:{user}@{DOMAIN}" if method == "REGISTER" else uri
-    first = client.send(method, uri, from_user=user, to=to)
-    assert first.status == (401 if method == "REGISTER" else 407), first
-    auth = digest_header(first, user=user, password="not-the-Password-9", method=method, uri=uri)
-    data = client.request(method, uri, from_user=user, to=to, headers=[auth])
-    started = time.perf_counter()
-    client.send_raw(data)
-    answer: Response = client.final()
-    took = time.perf_counter() - started
-    assert answer.status == first.status, answer
-    return took
-
-
 @pytest.mark.parametrize(
     ("method", "source"), [("REGISTER", "127.0.0.62"), ("MESSAGE", "127.0.0.63")]
 )
@@ -169,10 +149,10 @@ def test_a_stopwatch_at_the_edge_cannot_tell_real_users_from_invented_ones(
     try:
         for _ in range(20):  # warm both paths first
             for user in times:
-                timed_wrong_password(client, user, method)
+                timed_wrong_password(client, user, method, DOMAIN)
         for _ in range(ATTEMPTS):
             for user, taken in times.items():
-                taken.append(timed_wrong_password(client, user, method))
+                taken.append(timed_wrong_password(client, user, method, DOMAIN))
     finally:
         client.close()
     real, invented = (statistics.median(t) for t in times.values())

@@ -91,10 +91,12 @@ def test_svwar_finds_no_user(server: ConclaveServer, tmp_path: Path) -> None:
                 assert f"| {name} " not in report and f"|{name}|" not in report, report
 
 
-def timed_wrong_password(client: SipClient, user: str, method: str) -> float:
+def timed_wrong_password(
+    client: SipClient, user: str, method: str, domain: str = "localhost"
+) -> float:
     """Seconds from sending credentials with a wrong password to the answer."""
-    uri = "sip:localhost" if method == "REGISTER" else "sip:bob@localhost"
-    to = f"sip:{user}@localhost" if method == "REGISTER" else uri
+    uri = f"sip:{domain}" if method == "REGISTER" else f"sip:bob@{domain}"
+    to = f"sip:{user}@{domain}" if method == "REGISTER" else uri
     body = b"hello" if method == "MESSAGE" else b""
     extra = ["Content-Type: text/plain"] if body else []
     first = client.send(method, uri, from_user=user, to=to, headers=extra, body=body)
