@@ -604,7 +604,7 @@ class PartnerSection(_Section):
     """the partner's edge FQDN; empty: DNS SRV _sipfederationtls._tcp.<domain>"""
     port: Port = 5061
     ca: Str = ""
-    """PEM file of the CAs that issue the partner's certificates"""
+    """PEM file of the CAs that sign the partner's certificates"""
     presence: Bool = False
     rate: Annotated[Int, _within(int, 1, 10_000)] = 20
     """requests per second accepted from the partner"""

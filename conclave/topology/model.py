@@ -292,7 +292,7 @@ class Partner(_Model):
     port: Port = 5061
     """the partner edge's federation port, with ``edge``"""
     ca: Str = ""
-    """PEM file of the CA(s) that issue the partner's certificates, relative to the topology
+    """PEM file of the CA(s) that sign the partner's certificates, relative to the topology
     file; its certificate must be issued by one of them and name the partner's domain"""
     presence: Bool = False
     """exchange presence (SUBSCRIBE/NOTIFY) with this partner, not only IM and calls"""

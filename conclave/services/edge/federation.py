@@ -41,7 +41,7 @@ class PartnerPolicy:
     presence: bool = False
     rate: int = 20
     cas: tuple[x509.Certificate, ...] = ()
-    """The CAs that issue the partner's certificates; empty: a public CA (the system's)."""
+    """The CAs that sign the partner's certificates; empty: a public CA (the system's)."""
 
 
 @dataclass
