@@ -109,19 +109,21 @@ def test_message_to_the_kamailio_partner(
     assert "proto=tls" in line and "body=hello kamailio" in line
 
 
-def sipp_message(path: Path, to: str, *, answers: str) -> Path:
-    """A sipp scenario: one MESSAGE from kim@org-k.test to ``to``, expecting ``answers``."""
+def sipp_message(path: Path, to: str, *, answers: str, method: str = "MESSAGE") -> Path:
+    """A sipp scenario: one request from kim@org-k.test to ``to``, expecting ``answers``."""
+    event = "Event: presence\nExpires: 600\n" if method == "SUBSCRIBE" else ""
     path.write_text(
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
-        '<scenario name="partner message">\n'
+        '<scenario name="partner request">\n'
         '  <send retrans="500"><![CDATA[\n'
-        f"MESSAGE {to} SIP/2.0\n"
+        f"{method} {to} SIP/2.0\n"
         "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
         "From: <sip:kim@org-k.test>;tag=[call_number]\n"
         f"To: <{to}>\n"
         "Call-ID: [call_id]\n"
-        "CSeq: 1 MESSAGE\n"
+        f"CSeq: 1 {method}\n"
         "Max-Forwards: 70\n"
+        f"{event}"
         "Content-Type: text/plain\n"
         "Content-Length: [len]\n\n"
         "hello from kamailio\n"
@@ -149,6 +151,18 @@ def test_message_from_the_kamailio_partner(
         assert incoming.from_aor == "sip:kim@org-k.test"
         alice.reply(incoming, 200)
         result = sent.result(timeout=40)
+    assert result.ok, result
+
+
+def test_a_discovered_partner_gets_no_presence(
+    discovering_federation: Federation, kamailio: KamailioPartner, tmp_path: Path
+) -> None:
+    """Presence federation is opt-in per partner, and a discovered partner has not opted in."""
+    scenario = sipp_message(
+        tmp_path / "subscribe.xml", "sip:alice@org-a.test", method="SUBSCRIBE",
+        answers='  <recv response="403"/>\n',
+    )  # fmt: skip
+    result = run_sipp(scenario, f"{kamailio.host}:{kamailio.udp_port}", transport="u1", timeout=20)
     assert result.ok, result
 
 
