@@ -36,6 +36,7 @@ import structlog
 from conclave.config import Config
 from conclave.core.auth import CredentialCache, UserCredentials
 from conclave.core.features import Feature
+from conclave.core.locations import Binding
 from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
@@ -227,6 +228,7 @@ class Server:
             is_edge=self.peers.from_relay if self.peers.edges or self.peers.directors else None,
             director=self.peers.from_director if self.peers.directors else None,
             edge_routes=self.edge_links if self.peers.edges else None,
+            device_flow=self._device_flow,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -236,6 +238,14 @@ class Server:
         if restored:
             log.info("lockout state restored", accounts=restored)
         self.stack.attach(self.router, self.transports)
+
+    def _device_flow(self, binding: Binding) -> Flow | None:
+        """Where a feature's request for a device goes: a remote user's to the Edge its
+        Path starts at (an open connection with it), anyone else's on its own flow."""
+        edge = self.edge_links.edge_of(binding.path) if binding.path else None
+        if edge is not None:
+            return self.edge_links.flow(edge)
+        return binding.flow if binding.flow is not None else None
 
     def usable(self, flow: Flow) -> Flow | None:
         """``flow`` if it still works (the router's :class:`~conclave.core.router.Reach`).

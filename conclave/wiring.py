@@ -17,6 +17,7 @@ from conclave.config import Config
 from conclave.core.auth import Authenticator, CredentialCache
 from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
+from conclave.core.locations import Binding
 from conclave.core.proxy import Proxy
 from conclave.core.router import EdgeLink, EdgeRoutes, Reach, Router
 from conclave.core.signin import CertificateUser, ClientSource, SignIn
@@ -84,6 +85,7 @@ def assemble(
     is_edge: Callable[[Flow], bool] | None = None,
     director: Callable[[Flow], bool] | None = None,
     edge_routes: EdgeRoutes | None = None,
+    device_flow: Callable[[Binding], Flow | None] | None = None,
 ) -> Assembly:
     """Build the core (sign-in, proxy, router) and every enabled feature around
     ``stack``: what a Front End process runs (``Server._wire``) and what the
@@ -91,6 +93,8 @@ def assemble(
     host = FeatureHost(
         registry=Registry(), stack=stack, local=local, location=location, users=users
     )
+    if device_flow is not None:
+        host.device_flow = device_flow
     features = build_features(Setup(config, data_dir, db, host, location), host)
     proxy = Proxy(stack, local, DialogTable())
     auth = Authenticator(

@@ -64,6 +64,9 @@ class NoLocations:
     def lookup(self, aor: str, now: float) -> Sequence[Binding]:
         return ()
 
+    def remove_binding(self, aor: str, binding: Binding) -> bool:
+        return False
+
 
 class DirectorRouter(Router):
     """The Router of a Director process (see the module docstring)."""

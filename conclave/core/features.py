@@ -52,7 +52,7 @@ from conclave.sip.transaction import ServerTransaction
 
 from .dialogs import Hop
 from .dialogs import Refusal as Refusal  # re-exported: what gates answer
-from .locations import Locations
+from .locations import Binding, Locations
 from .stack import SipStack
 
 
@@ -168,6 +168,9 @@ class FeatureHost:
     local: LocalEndpoint
     location: Locations
     users: UserDirectory
+    device_flow: Callable[[Binding], Flow | None] = field(default=lambda binding: binding.flow)
+    """The connection a request for ``binding`` goes on: its own, or (a remote user
+    behind an Edge) a connection with the Edge its Path starts at."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:

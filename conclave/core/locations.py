@@ -31,8 +31,13 @@ class Binding(Protocol):
 
 
 class Locations(Protocol):
-    """Read access to registrations."""
+    """Read access to registrations, and the one removal routing may make."""
 
     def lookup(self, aor: str, now: float) -> Sequence[Binding]:
         """The reachable bindings of ``aor`` at wall-clock ``now``, best first."""
+        ...
+
+    def remove_binding(self, aor: str, binding: Binding) -> bool:
+        """Forget ``binding`` (one :meth:`lookup` returned): its flow failed (RFC 5626
+        §5.3: 430 from the edge proxy that held it). False if it was gone already."""
         ...

@@ -132,11 +132,18 @@ class Branch:
         self.proxy.branch_failed(self, status, reason)
 
 
+FlowsFailed = Callable[[list[Target], bool], bool]
+"""Told, when every branch has its final answer, which targets answered 430 Flow Failed
+(RFC 5626 §5.3: the edge proxy holding that flow lost it) and whether all did; True
+when it has answered the request itself (the offline store took it)."""
+
+
 @dataclass(eq=False)
 class ProxyContext:
     server_txn: ServerTransaction
     request: Request
     branches: list[Branch] = field(default_factory=list)
+    flows_failed: FlowsFailed | None = None
     final_sent: bool = False
     best: Response | None = None
 
@@ -165,6 +172,7 @@ class Proxy:
         sender: str,
         dialog: RoutedDialog | None = None,
         extra_headers: tuple[tuple[str, str], ...] = (),
+        flows_failed: FlowsFailed | None = None,
     ) -> None:
         """Fork ``request`` to every target in parallel (§16.5, §16.6).
 
@@ -184,7 +192,7 @@ class Proxy:
                 headers=[("Retry-After", RETRY_AFTER_TOO_MANY_DIALOGS)],
             )
             return
-        context = ProxyContext(server_txn, request)
+        context = ProxyContext(server_txn, request, flows_failed=flows_failed)
         self._contexts[server_txn] = context
         now = self.stack.now()
         for target in targets:
@@ -401,6 +409,12 @@ class Proxy:
     def _maybe_finish(self, context: ProxyContext) -> None:
         if context.final_sent or not all(b.done for b in context.branches):
             return
+        failed = [b.target for b in context.branches if b.final and b.final.status == 430]
+        if failed and context.flows_failed is not None:
+            everyone = len(failed) == len(context.branches)
+            if context.flows_failed(failed, everyone) and everyone:
+                context.final_sent = True
+                return
         finals = [b.final for b in context.branches if b.final is not None]
         best = choose_best(finals) if finals else None
         if best is None:

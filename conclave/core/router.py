@@ -455,6 +455,7 @@ class Router:
         request = exchange.request
         secure_only = requires_tls(request.uri)
         targets = []
+        bound: list[tuple[Target, Binding]] = []
         dialling: list[tuple[Binding, str]] = []
         edges = self.edge_routes
         for binding in self.location.lookup(exchange.target, self.clock()):
@@ -468,13 +469,18 @@ class Router:
                 device = None if binding.flow is None else self.reach.usable(binding.flow)
             if device is not None and (device.secure or not secure_only):
                 targets.append(Target(binding.uri, device, binding.path))
+                bound.append((targets[-1], binding))
         if dialling:
-            self.host.spawn(self._deliver_after_dialling(exchange, targets, dialling))
+            self.host.spawn(self._deliver_after_dialling(exchange, targets, bound, dialling))
             return
-        self._forward_or_unreachable(exchange, targets)
+        self._forward_or_unreachable(exchange, targets, bound)
 
     async def _deliver_after_dialling(
-        self, exchange: Exchange, targets: list[Target], dialling: list[tuple[Binding, str]]
+        self,
+        exchange: Exchange,
+        targets: list[Target],
+        bound: list[tuple[Target, Binding]],
+        dialling: list[tuple[Binding, str]],
     ) -> None:
         assert self.edge_routes is not None
         for binding, edge in dialling:
@@ -484,19 +490,48 @@ class Router:
                 log.warning("edge unreachable", edge=edge, reason=str(exc))
                 continue
             targets.append(Target(binding.uri, flow, binding.path))
-        self._forward_or_unreachable(exchange, targets)
+            bound.append((targets[-1], binding))
+        self._forward_or_unreachable(exchange, targets, bound)
 
-    def _forward_or_unreachable(self, exchange: Exchange, targets: list[Target]) -> None:
+    def _forward_or_unreachable(
+        self, exchange: Exchange, targets: list[Target], bound: list[tuple[Target, Binding]]
+    ) -> None:
         request = exchange.request
         if targets:
             self.proxy.forward(
-                exchange.txn, request, targets, inbound=exchange.flow, sender=exchange.sender
-            )
+                exchange.txn, request, targets, inbound=exchange.flow, sender=exchange.sender,
+                flows_failed=lambda failed, everyone: self._flows_failed(
+                    exchange, bound, failed, everyone
+                ),
+            )  # fmt: skip
             return
+        self._unreachable(exchange)
+
+    def _unreachable(self, exchange: Exchange) -> None:
         for takeover in self.registry.takeovers:
             if takeover(exchange):
                 return
         self.stack.respond(exchange.txn, 480, "User is offline")
+
+    def _flows_failed(
+        self,
+        exchange: Exchange,
+        bound: list[tuple[Target, Binding]],
+        failed: list[Target],
+        everyone: bool,
+    ) -> bool:
+        """Devices whose flow failed at the edge (430) are gone: forget their bindings, and
+        when no device was left, treat the target as unreachable (the offline store)."""
+        aor = exchange.target
+        if aor is None:
+            return False
+        for target, binding in bound:
+            if any(target is f for f in failed) and self.location.remove_binding(aor, binding):
+                log.info("binding removed: flow failed", aor=aor, contact=str(binding.uri))
+        if not everyone:
+            return False
+        self._unreachable(exchange)
+        return True
 
     def _register(self, txn: ServerTransaction, request: Request, flow: Flow) -> None:
         uri = request.uri

@@ -62,6 +62,8 @@ class OfflineMessages:
     store: OfflineMessageStore
     stack: Sender
     via: ViaFactory
+    device_flow: Callable[[Contact], Flow | None] = field(default=lambda contact: contact.flow)
+    """Where a request for a device goes (a remote user's: to the Edge on its Path)."""
     _waiting: set[str] | None = None
     """Recipients with messages held, so a REGISTER of anyone else costs no
     database query; None until :meth:`load` (then every REGISTER checks)."""
@@ -112,9 +114,13 @@ class OfflineMessages:
             log.info("offline message delivered", aor=aor, id=message.id)
 
     async def _send(self, aor: str, contact: Contact, message: StoredMessage) -> int:
-        assert contact.flow is not None
+        flow = self.device_flow(contact)
+        if flow is None:
+            return 503
         headers = Headers()
-        headers.add("Via", self.via(contact.flow, "z9hG4bK" + os.urandom(12).hex()))
+        headers.add("Via", self.via(flow, "z9hG4bK" + os.urandom(12).hex()))
+        for hop in contact.path:  # RFC 3327 §5.3: the way the device registered
+            headers.add("Route", hop)
         headers.add("Max-Forwards", "70")
         headers.add("From", message.sender)
         headers.add("To", f"<{aor}>")
@@ -135,7 +141,7 @@ class OfflineMessages:
                 future.set_result(status)
 
         try:
-            self.stack.send_request(request, contact.flow, ClientCallbacks(answered, failed))
+            self.stack.send_request(request, flow, ClientCallbacks(answered, failed))
         except Exception as exc:
             log.warning("offline delivery not started", reason=str(exc))
             return 503
@@ -234,6 +240,8 @@ def build(setup: Setup) -> Feature:
     store = OfflineMessageStore(
         setup.db, max_per_user=c.im.offline_max_per_user, max_age=c.im.offline_max_age
     )
-    messages = OfflineMessages(store, setup.host.stack, setup.host.local.via)
+    messages = OfflineMessages(
+        store, setup.host.stack, setup.host.local.via, setup.host.device_flow
+    )
     setup.location.add_listener(messages.on_registered)
     return OfflineImFeature(messages, c.im.offline_max_age)

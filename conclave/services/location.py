@@ -273,6 +273,10 @@ class LocationService(Protocol):
         """Remove every binding registered over ``flow`` (it closed); return how many."""
         ...
 
+    def remove_binding(self, aor: str, binding: object) -> bool:
+        """Remove one binding :meth:`lookup` returned (its flow failed); False if gone."""
+        ...
+
     def purge_expired(self, now: float) -> int:
         """Drop expired bindings; return how many went."""
         ...
@@ -381,6 +385,14 @@ class MemoryLocationService:
             removed += len(held) - len(kept)
             self._set(aor, kept)
         return removed
+
+    def remove_binding(self, aor: str, binding: object) -> bool:
+        held = self._aors.get(aor, [])
+        kept = [c for c in held if c is not binding]
+        if len(kept) == len(held):
+            return False
+        self._set(aor, kept)
+        return True
 
     def purge_expired(self, now: float) -> int:
         """Drop expired bindings (a full scan: call it every few seconds, not per request)."""

@@ -204,3 +204,24 @@ def test_baresip_signs_in_through_the_edge_messages_and_calls(
         bob.wait_call_established(timeout=20)
         alice.hangup()
         bob.wait_call_closed(timeout=20)
+
+
+def test_a_remote_user_who_left_gets_the_message_later(edge_deployment: EdgeDeployment) -> None:
+    """carol signs in through the Edge and drops her connection. bob's message to her gets
+    430 Flow Failed at the Edge (RFC 5626 §5.3): the Front End forgets that binding and
+    stores the message as for anyone offline (202); carol gets it when she is back."""
+    carol = edge_deployment.remote("127.0.0.24")
+    assert sign_in(carol, "carol").status == 200
+    carol.close()
+    bob = edge_deployment.internal()
+    assert sign_in(bob, "bob").status == 200
+    fe1 = next(p for p in edge_deployment.processes if "fe1" in p.args)
+    send_message(bob, "bob", "carol", b"while you were away")
+    assert final(bob, remote=False).status == 202
+    fe1.wait_for(lambda e: e.get("event") == "binding removed: flow failed", 10)
+    back = edge_deployment.remote("127.0.0.24")
+    assert sign_in(back, "carol").status == 200
+    delivered = back.recv_request()
+    hides_inside(delivered)
+    assert delivered.body == b"while you were away"
+    back.reply(delivered, 200)
