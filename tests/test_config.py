@@ -13,15 +13,12 @@ from conclave.config import (
     Config,
     ConfigError,
     dumps_config,
-    format_duration,
-    format_size,
     load_config,
     loads_config,
-    parse_duration,
-    parse_size,
     write_config,
     write_default_config,
 )
+from conclave.config_fields import format_duration, format_size, parse_duration, parse_size
 
 SERVER = '[server]\ndomain = "example.test"\nhost = "sip.example.test"\n'
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from conclave.config import Config, parse_duration
+from conclave.config import Config
+from conclave.config_fields import parse_duration
 from conclave.ops.logstore import DEFAULT_LIMIT, open_readonly, parse_time
 from conclave.ops.runtime import DEBUG_SIGNAL, controller_settings, split_endpoint
 from conclave.ops.trace import add_session, read_sessions, remove_sessions

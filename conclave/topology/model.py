@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
-from conclave.config import Duration
+from conclave.config_fields import Duration
 
 ROLES = ("frontend", "edge", "director", "mediation", "chat", "logging-controller")
 """Every role a host can be given, in the order documents list them."""
