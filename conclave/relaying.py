@@ -63,6 +63,16 @@ def source_guard(config: Config, exempt: Iterable[str] = ()) -> SourceGuard:
     )
 
 
+async def every(interval: float, job: Callable[[], Awaitable[object]]) -> None:
+    """Run ``job`` every ``interval`` seconds for good; a failure is logged and retried."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await job()
+        except Exception as exc:  # keep the loop alive; the next round retries
+            log.warning("background job failed", job=job.__name__, reason=str(exc))
+
+
 def log_ended_bans(guard: SourceGuard) -> None:
     """Collect the bans that ended: one line each (bounded) and the unban counter."""
     ended = guard.ended_bans(time.time())
@@ -168,7 +178,7 @@ class RelayProcess:
         loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
         (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         self.tasks = [
-            asyncio.create_task(self._every(interval, job))
+            asyncio.create_task(every(interval, job))
             for interval, job in (*jobs, (BAN_SWEEP_INTERVAL, self._ended_bans))
         ]
         await self.ops.start(
@@ -185,14 +195,6 @@ class RelayProcess:
             await self.stop_event.wait()
         finally:
             await self._shutdown(list(extra))
-
-    async def _every(self, interval: float, job: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await job()
-            except Exception as exc:  # keep the loop alive; the next round retries
-                log.warning("background job failed", job=job.__name__, reason=str(exc))
 
     async def _ended_bans(self) -> None:
         log_ended_bans(self.guard)

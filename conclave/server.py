@@ -28,7 +28,6 @@ import ipaddress
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -49,7 +48,13 @@ from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.pki.tls import mutual_client_context
-from conclave.relaying import BAN_SWEEP_INTERVAL, PeerTrust, log_ended_bans, source_guard
+from conclave.relaying import (
+    BAN_SWEEP_INTERVAL,
+    PeerTrust,
+    every,
+    log_ended_bans,
+    source_guard,
+)
 from conclave.services.location import MemoryLocationService
 from conclave.sip.address import parse_name_addr
 from conclave.sip.errors import RemoteProtocolError
@@ -156,9 +161,9 @@ class Server:
         self._write_pid()
         self.tasks = [
             asyncio.create_task(self.location.run_persistence(1.0)),
-            asyncio.create_task(self._every(USER_POLL_INTERVAL, self._poll_users)),
-            asyncio.create_task(self._every(PURGE_INTERVAL, self._purge)),
-            asyncio.create_task(self._every(BAN_SWEEP_INTERVAL, self._ended_bans)),
+            asyncio.create_task(every(USER_POLL_INTERVAL, self._poll_users)),
+            asyncio.create_task(every(PURGE_INTERVAL, self._purge)),
+            asyncio.create_task(every(BAN_SWEEP_INTERVAL, self._ended_bans)),
             asyncio.create_task(self.lockout.run()),
         ]
         for feature in self.features.values():
@@ -323,14 +328,6 @@ class Server:
         return self.proxy.pending() > 0 or self.host.pending() > 0
 
     # -- background work -------------------------------------------------------------------
-    async def _every(self, interval: float, job: Callable[[], Awaitable[object]]) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await job()
-            except Exception as exc:  # keep the loop alive; the next round retries
-                log.warning("background job failed", job=job.__name__, reason=str(exc))
-
     async def _poll_users(self) -> None:
         await self.user_reloader.reload_if_changed()
 

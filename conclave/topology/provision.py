@@ -351,15 +351,27 @@ def _certificate(
 ) -> None:
     cert_path = config.path(target, config.tls.cert)
     key_path = config.path(target, config.tls.key)
+    reason = _issue_if_needed(ca, cert_path, key_path, names, now)
+    if reason:
+        result.actions.append(f"issued the host certificate ({reason} before): {', '.join(names)}")
+
+
+def _issue_if_needed(
+    ca: CertificateAuthority,
+    cert_path: Path,
+    key_path: Path,
+    names: tuple[str, ...],
+    now: dt.datetime,
+) -> str:
+    """Issue a server certificate for ``names`` unless a good one is there; why, if issued."""
     if cert_path.exists() and key_path.exists():
         reason = _renewal_reason(cert_path, names, now)
     else:
         reason = "missing"
-    if not reason:
-        return
-    issued = ca.issue_server(list(names))
-    issued.write(cert_path, key_path)
-    result.actions.append(f"issued the host certificate ({reason} before): {', '.join(names)}")
+    if reason and names:
+        ca.issue_server(list(names)).write(cert_path, key_path)
+        return reason
+    return ""
 
 
 def _partner_cas(
@@ -395,17 +407,12 @@ def _external_certificate(
     devices); the audit says a public one is needed for partners (docs/edge.md)."""
     cert_path = config.path(target, config.edge.external_cert)
     key_path = config.path(target, config.edge.external_key)
-    if cert_path.exists() and key_path.exists():
-        reason = _renewal_reason(cert_path, names, now)
-    else:
-        reason = "missing"
-    if not reason or not names:
-        return
-    ca.issue_server(list(names)).write(cert_path, key_path)
-    result.actions.append(
-        f"issued the external certificate from the organisation's CA ({reason} before): "
-        + ", ".join(names)
-    )
+    reason = _issue_if_needed(ca, cert_path, key_path, names, now)
+    if reason:
+        result.actions.append(
+            f"issued the external certificate from the organisation's CA ({reason} before): "
+            + ", ".join(names)
+        )
 
 
 def topology_owned(config: Config, topology: Topology, ref: HostRef, *, source: str) -> Config:
