@@ -57,6 +57,7 @@ from .config_perimeter import (
     DirectorSection,
     EdgeSection,
     FederationSection,
+    PoolSection,
     TrustSection,
 )  # fmt: skip
 
@@ -462,6 +463,7 @@ class Config(_Section):
     trust: TrustSection = TrustSection()
     federation: FederationSection = FederationSection()
     director: DirectorSection = DirectorSection()
+    pool: PoolSection = PoolSection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, model_validator
 
 from .config_fields import (
     Bool,
@@ -131,3 +131,32 @@ class TrustSection(_Section):
     """FQDNs of the Directors whose authentication a Front End believes (docs/edge.md)"""
     director_addresses: tuple[Str, ...] = ()
     """the Directors' addresses: exempt from per-source limits"""
+
+
+def _redis_url(value: str) -> str:
+    if value and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+class PoolSection(_Section):
+    """An Enterprise pool's shared state (docs/pools.md); provisioning writes it."""
+
+    redis: Annotated[Str, AfterValidator(_redis_url)] = ""
+    """the pool state's Redis, redis://host:port/db; empty: this Front End shares no state"""
+    key_prefix: Str = "conclave:"
+    """prefix of every Redis key and channel of this pool (pools may share one Redis)"""
+    members: tuple[Str, ...] = ()
+    """FQDNs of the pool's other Front Ends (their server certificates name them)"""
+    member_endpoints: tuple[Annotated[Str, AfterValidator(_endpoint)], ...] = ()
+    """ip:port of each other Front End, in the order of members"""
+
+    @model_validator(mode="after")
+    def _paired(self) -> PoolSection:
+        if len(self.members) != len(self.member_endpoints):
+            raise ValueError("members and member_endpoints must list the same Front Ends")
+        return self
+
+    def endpoint_hosts(self) -> tuple[str, ...]:
+        """The other members' addresses (exempt from per-source limits)."""
+        return tuple(e.rpartition(":")[0].strip("[]") for e in self.member_endpoints)

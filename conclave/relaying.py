@@ -95,13 +95,16 @@ class PeerTrust:
         *,
         edges: Iterable[str] = (),
         directors: Iterable[str] = (),
+        members: Iterable[str] = (),
         on_edge: Callable[[str, Flow], None] | None = None,
     ) -> None:
         self.transports = transports
         self.edges = frozenset(n.lower() for n in edges)
         self.directors = frozenset(n.lower() for n in directors)
+        self.members = frozenset(n.lower() for n in members)
+        """The other Front Ends of this pool (docs/pools.md)."""
         self.on_edge = on_edge
-        """Told of each connection found to be with an Edge (by the Edge's name)."""
+        """Told of each connection found to be with an Edge or a pool member (by its name)."""
         self._names: dict[int, frozenset[str]] = {}
 
     def names(self, flow: Flow) -> frozenset[str]:
@@ -117,7 +120,7 @@ class PeerTrust:
                 known = frozenset()
             self._names[flow.conn_id] = known
             if self.on_edge is not None:
-                for name in known & self.edges:
+                for name in known & (self.edges | self.members):
                     self.on_edge(name, flow)
         return known
 
@@ -126,6 +129,9 @@ class PeerTrust:
 
     def from_director(self, flow: Flow) -> bool:
         return bool(self.directors and self.names(flow) & self.directors)
+
+    def from_member(self, flow: Flow) -> bool:
+        return bool(self.members and self.names(flow) & self.members)
 
     def from_relay(self, flow: Flow) -> bool:
         """An Edge or a Director: each binds in-dialog requests to their parties itself."""
@@ -144,9 +150,9 @@ class PeerTrust:
             return None
 
     def forget(self, flow: Flow) -> bool:
-        """The connection closed; True if it was an Edge's or a Director's."""
+        """The connection closed; True if it was an Edge's, a Director's or a member's."""
         names = self._names.pop(flow.conn_id, frozenset())
-        return bool(names & (self.edges | self.directors))
+        return bool(names & (self.edges | self.directors | self.members))
 
 
 class RelayProcess:

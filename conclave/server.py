@@ -32,6 +32,10 @@ from pathlib import Path
 
 import structlog
 
+from conclave.cluster.locations import PoolLocationService
+from conclave.cluster.presence import PoolPresenceState
+from conclave.cluster.state import PoolState, start_pool
+from conclave.cluster.tokens import MemberTokens
 from conclave.config import Config
 from conclave.core.auth import CredentialCache, UserCredentials
 from conclave.core.features import Feature
@@ -98,11 +102,23 @@ class Server:
         self.db = Database(config.database_url(data_dir))
         generations = GenerationStore(self.db)
         self.user_reloader = Reloader("users", self._reload_users, lambda: generations.get(USERS))
-        self.location = MemoryLocationService(RegistrationStore(self.db))
+        self.pool: PoolState | None = None
+        self.member_tokens = MemberTokens()
+        self.presence_state: PoolPresenceState | None = None
+        if config.pool.redis:  # an Enterprise pool member: registrations and presence shared
+            self.pool = PoolState(config.pool.redis, config.pool.key_prefix, config.server.host)
+            self.location: MemoryLocationService = PoolLocationService(
+                self.pool, self.member_tokens, self._member_hop
+            )
+            self.presence_state = PoolPresenceState(self.pool)
+        else:
+            self.location = MemoryLocationService(RegistrationStore(self.db))
         limits = config.limits
-        # Edges and Directors: the clients behind them are judged one by one.
+        # Edges, Directors and pool members: the clients behind them are judged one by one.
+        trust = config.trust
         self.guard = source_guard(
-            config, (*config.trust.addresses, *config.trust.director_addresses)
+            config,
+            (*trust.addresses, *trust.director_addresses, *config.pool.endpoint_hosts()),
         )
         self.layer = TransactionLayer()
         self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
@@ -119,7 +135,8 @@ class Server:
             )
             ssl_context = self.tls.context
         client_ssl = None
-        if config.federation.enabled or config.trust.edges:  # Edges' internal sides: mutual TLS
+        if config.federation.enabled or config.trust.edges or config.pool.members:
+            # Edges' internal sides and the pool's other members: mutual TLS
             files = server_tls_files(data_dir, config)
             client_ssl = mutual_client_context(
                 files.cert, files.key, ca_path=files.ca, crl_path=files.crl
@@ -133,10 +150,9 @@ class Server:
             max_message_size=limits.max_message_size,
         )
         self.edge_links = EdgeLinks(self)
-        trust = config.trust
         self.peers = PeerTrust(
             self.transports, edges=trust.edges, directors=trust.directors,
-            on_edge=self.edge_links.seen,
+            members=config.pool.members, on_edge=self.edge_links.seen,
         )  # fmt: skip
         if self.tls is not None:  # a reload that brings a revocation closes what it condemns
             self.tls.peer_closer = self.transports.close_tls_connections
@@ -155,11 +171,13 @@ class Server:
         restored = await self.location.load(time.time())
         await self._listen()
         self._wire()
+        if self.pool is not None:
+            self.tasks += await start_pool(self.pool)
         for feature in self.features.values():
             await feature.start()
         self._install_signals()
         self._write_pid()
-        self.tasks = [
+        self.tasks += [
             asyncio.create_task(self.location.run_persistence(1.0)),
             asyncio.create_task(every(USER_POLL_INTERVAL, self._poll_users)),
             asyncio.create_task(every(PURGE_INTERVAL, self._purge)),
@@ -230,10 +248,14 @@ class Server:
             certificate_user=self._client_cert_user if c.tls.client_auth == "optional" else None,
             client_source=self.peers.edge_client if self.peers.edges else None,
             federation=EdgeConnection(self) if c.federation.enabled else None,
-            is_edge=self.peers.from_relay if self.peers.edges or self.peers.directors else None,
+            is_edge=self._from_trusted
+            if self.peers.edges or self.peers.directors or self.peers.members
+            else None,
             director=self.peers.from_director if self.peers.directors else None,
-            edge_routes=self.edge_links if self.peers.edges else None,
+            edge_routes=self.edge_links if self.peers.edges or self.peers.members else None,
             device_flow=self._device_flow,
+            members=self if self.peers.members else None,
+            presence_state=self.presence_state,
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
@@ -243,6 +265,27 @@ class Server:
         if restored:
             log.info("lockout state restored", accounts=restored)
         self.stack.attach(self.router, self.transports)
+
+    def _from_trusted(self, flow: Flow) -> bool:
+        """An Edge, a Director or another member of the pool: each binds the
+        in-dialog requests it carries to their parties itself."""
+        return self.peers.from_relay(flow) or self.peers.from_member(flow)
+
+    # -- the pool (docs/pools.md) ------------------------------------------------------------
+    def from_member(self, flow: Flow) -> bool:
+        return self.peers.from_member(flow)
+
+    def device(self, token: str) -> Flow | None:
+        """The client connection one of our member tokens names, if still open."""
+        flow = self.member_tokens.flow(token)
+        return flow if flow is not None and self.transports.is_open(flow) else None
+
+    def _member_hop(self, member: str, token: str) -> str | None:
+        """The Path entry through ``member`` to the connection ``token`` names there."""
+        port = self.edge_links.member_port(member)
+        if port is None:
+            return None
+        return f"<sip:{token}@{member}:{port};transport=tls;lr>"
 
     def _device_flow(self, binding: Binding) -> Flow | None:
         """Where a feature's request for a device goes: a remote user's to the Edge its
@@ -311,6 +354,8 @@ class Server:
             await feature.close()
         await self.host.settle()
         self.lockout.save()
+        if self.pool is not None:
+            await self.pool.leave()
         try:
             written = await self.location.flush()
         except Exception as exc:  # the store is gone: say so, keep stopping
@@ -371,15 +416,19 @@ class Server:
 
 
 class EdgeLinks:
-    """The Front End's connections to its Edges, for remote users' requests
-    (:class:`conclave.core.router.EdgeRoutes`)."""
+    """The Front End's connections to its Edges, for remote users' requests, and to
+    the other members of its pool, for their clients' (:class:`conclave.core.router.EdgeRoutes`)."""
 
     def __init__(self, server: Server) -> None:
         trust = server.config.trust
         self.server = server
+        pool = server.config.pool
         self.endpoints = {
             name.lower(): endpoint
-            for name, endpoint in zip(trust.edges, trust.edge_endpoints, strict=False)
+            for name, endpoint in (
+                *zip(trust.edges, trust.edge_endpoints, strict=False),
+                *zip(pool.members, pool.member_endpoints, strict=True),
+            )
         }
         self._flows: dict[str, Flow] = {}
 
@@ -390,6 +439,12 @@ class EdgeLinks:
             return None
         host = uri.host.lower() if isinstance(uri, SipURI) else ""
         return host if host in self.endpoints else None
+
+    def member_port(self, member: str) -> int | None:
+        endpoint = self.endpoints.get(member.lower())
+        if endpoint is None or member.lower() not in self.server.peers.members:
+            return None
+        return int(endpoint.rpartition(":")[2])
 
     def seen(self, edge: str, flow: Flow) -> None:
         """A connection with ``edge`` (it connected to us, or we to it)."""

@@ -19,13 +19,14 @@ from conclave.core.dialogs import DialogTable
 from conclave.core.features import Feature, FeatureHost, Registry
 from conclave.core.locations import Binding
 from conclave.core.proxy import Proxy
-from conclave.core.router import EdgeLink, EdgeRoutes, Reach, Router
+from conclave.core.router import EdgeLink, EdgeRoutes, MemberRelay, Reach, Router
 from conclave.core.signin import CertificateUser, ClientSource, SignIn
 from conclave.core.stack import SipStack
 from conclave.ops.lockout import lockout_from_config
 from conclave.services import activity, archive, calls, cdr, im, registrar, relay
 from conclave.services.location import MemoryLocationService
 from conclave.services.presence import feature as presence
+from conclave.services.presence.state import PresenceState
 from conclave.services.setup import Setup
 from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
@@ -86,6 +87,8 @@ def assemble(
     director: Callable[[Flow], bool] | None = None,
     edge_routes: EdgeRoutes | None = None,
     device_flow: Callable[[Binding], Flow | None] | None = None,
+    members: MemberRelay | None = None,
+    presence_state: PresenceState | None = None,
 ) -> Assembly:
     """Build the core (sign-in, proxy, router) and every enabled feature around
     ``stack``: what a Front End process runs (``Server._wire``) and what the
@@ -95,7 +98,9 @@ def assemble(
     )
     if device_flow is not None:
         host.device_flow = device_flow
-    features = build_features(Setup(config, data_dir, db, host, location), host)
+    features = build_features(
+        Setup(config, data_dir, db, host, location, presence_state=presence_state), host
+    )
     proxy = Proxy(stack, local, DialogTable())
     auth = Authenticator(
         realm=config.server.domain,
@@ -124,5 +129,6 @@ def assemble(
         federation=federation,
         is_edge=is_edge,
         edge_routes=edge_routes,
+        members=members,
     )
     return Assembly(host, features, proxy, router, signin)

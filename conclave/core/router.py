@@ -111,6 +111,19 @@ class EdgeRoutes(Protocol):
     def connect(self, edge: str) -> Awaitable[Flow]: ...
 
 
+class MemberRelay(Protocol):
+    """The other Front Ends of this pool (docs/pools.md): a request one of them sends
+    for a client connected here names that client's connection in its Route."""
+
+    def from_member(self, flow: Flow) -> bool:
+        """True for a mutual-TLS connection from another member of the pool."""
+        ...
+
+    def device(self, token: str) -> Flow | None:
+        """The open client connection ``token`` names (made here), else None."""
+        ...
+
+
 class Reach(Protocol):
     """The transport, as far as routing needs it."""
 
@@ -147,8 +160,10 @@ class Router:
         federation: EdgeLink | None = None,
         is_edge: Callable[[Flow], bool] | None = None,
         edge_routes: EdgeRoutes | None = None,
+        members: MemberRelay | None = None,
     ) -> None:
         self.host = host
+        self.members = members
         self.stack = host.stack
         self.local: LocalEndpoint = host.local
         self.users = host.users
@@ -199,6 +214,9 @@ class Router:
             if self.is_edge is None or not self.is_edge(flow):
                 partner = None
         token = self._pop_own_routes(request, flow)
+        if token is not None and not in_dialog and self._from_member(flow):
+            self._to_device(txn, request, flow, token)
+            return
         if request.headers.get("Route") is not None and not (
             in_dialog and token is not None and self._edge_routes(request)
         ):
@@ -233,6 +251,29 @@ class Router:
             request.headers.add("Route", str(route))
         first = routes[0].uri
         return first.user if isinstance(first, SipURI) else None
+
+    def _from_member(self, flow: Flow) -> bool:
+        return self.members is not None and self.members.from_member(flow)
+
+    def _to_device(self, txn: ServerTransaction, request: Request, flow: Flow, token: str) -> None:
+        """Another member of the pool sends a request for a client connected here: it
+        authenticated the sender and applied policy; this member only carries it on
+        the connection the token names (and records the dialog, so the client's
+        in-dialog requests come back through here on that connection)."""
+        assert self.members is not None
+        device = self.members.device(token)
+        if device is None:
+            # RFC 5626 §5.3: the client's connection is gone; the member forgets it.
+            self.stack.respond(txn, 430, "Flow Failed")
+            return
+        if request.headers.get("Route") is not None:
+            self.stack.respond(txn, 403, "Relaying to other servers is not enabled")
+            return
+        if request.max_forwards == 0:
+            self.stack.respond(txn, 483, "Too Many Hops")
+            return
+        sender = request.from_aor or str(request.from_addr.uri)
+        self.proxy.forward(txn, request, [Target(request.uri, device)], inbound=flow, sender=sender)
 
     def _same_edge(self, recorded: Flow | None, flow: Flow) -> bool:
         if self.is_edge is None or recorded is None:

@@ -43,9 +43,9 @@ def server_tls_files(data_dir: Path, config: Config) -> TlsFiles:
         ca=config.path(data_dir, tls.ca),
         crl=config.path(data_dir, tls.crl),
         required=server_required_names(config),
-        # Edges present their certificates: ask for one (a client need not send any).
+        # Edges and pool members present certificates: ask for one (clients need not send any).
         client_auth=tls.client_auth == "optional"
-        or bool(config.trust.edges or config.trust.directors),
+        or bool(config.trust.edges or config.trust.directors or config.pool.members),
         status=Path(data_dir) / STATUS_FILE,
     )
 

@@ -16,6 +16,7 @@ from conclave.core.features import Feature, FeatureHost
 from conclave.store.database import Database
 
 from .location import MemoryLocationService
+from .presence.state import PresenceState
 
 
 @dataclass
@@ -25,5 +26,7 @@ class Setup:
     db: Database
     host: FeatureHost
     location: MemoryLocationService
+    presence_state: PresenceState | None = None
+    """A pool's shared presence state (:mod:`conclave.cluster`); None: presence keeps its own."""
     built: dict[str, Feature] = field(default_factory=dict)
     """Features built so far, by name (a later one may depend on an earlier one)."""

@@ -255,6 +255,8 @@ class Pool(_Model):
     """pool FQDN (DNS load balancing over the members); required for enterprise pools"""
     database: Str = ""
     """enterprise Front End pools: the back end, postgresql://..."""
+    state: Str = ""
+    """enterprise Front End pools: the shared pool state, redis://... (docs/pools.md)"""
     transports: Annotated[list[TransportName], Field(min_length=1), AfterValidator(_unique)] = [
         "tls"
     ]

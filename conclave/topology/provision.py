@@ -105,6 +105,8 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
         settings["media_relay"] = {"enabled": bool(servers), "servers": list(servers)}
     if pool.edition == "enterprise" and pool.database:
         settings["database"] = {"url": pool.database}
+    if "frontend" in host.roles:
+        settings["pool"] = pool_settings(ref)
     controller = logging_controller_for(ref, topology)
     if controller is not None:
         address = controller.host.address
@@ -158,6 +160,20 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
     if "edge" in host.roles:
         settings["edge"] = edge_settings(topology, ref)
     return settings
+
+
+def pool_settings(ref: HostRef) -> dict[str, Any]:
+    """A Front End's ``[pool]``: the shared state and the other members (docs/pools.md)."""
+    pool = ref.pool
+    if pool.edition != "enterprise" or not pool.state:
+        return {"redis": "", "members": [], "member_endpoints": []}
+    others = [m for m in pool.members if m.name != ref.host.name and "frontend" in m.roles]
+    return {
+        "redis": pool.state,
+        "key_prefix": f"conclave:{ref.pool_name}:",
+        "members": [m.fqdn for m in others],
+        "member_endpoints": [_endpoint_of(m.address, m.ports.sip_tls) for m in others],
+    }
 
 
 def remote_users_pool(topology: Topology) -> HostRef | None:

@@ -79,6 +79,7 @@ def build(setup: Setup) -> PresenceFeature | None:
         load=lambda: read_directory(db, domain),
         generation=lambda: GenerationStore(db).get(DIRECTORY),
         on_reloaded=settle_heap,  # the snapshot lives until the next change
+        state=setup.presence_state,
     )
     calls = setup.built.get("calls")
     if calls is not None:

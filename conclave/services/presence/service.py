@@ -48,7 +48,14 @@ from .directory import Directory
 from .notifier import PUMP_SLICE, Notifier, NotifyStack
 from .publications import Answer, Publications, new_etag
 from .settings import PresenceSettings
-from .state import Kind, MemoryPresenceState, PresenceState, SubKey
+from .state import (
+    Kind,
+    MemoryPresenceState,
+    PresenceState,
+    Publication,
+    SharedPresenceState,
+    SubKey,
+)
 from .subscriptions import Subscriptions
 from .timers import Deadlines
 from .views import Views
@@ -150,6 +157,8 @@ class PresenceService:
             local=local,
             new_tag=tags,
         )
+        if isinstance(self.state, SharedPresenceState):
+            self.state.follow(self.shared_changed)
 
     # -- the owner of SUBSCRIBE and PUBLISH ---------------------------------------------------
     def knows_dialog(self, request: Request, flow: Flow) -> bool:
@@ -317,6 +326,18 @@ class PresenceService:
             except Exception as exc:  # keep serving the last snapshot; retry soon
                 log.warning("presence reload failed", reason=str(exc))
             await asyncio.sleep(interval if self.loaded else min(interval, 0.5))
+
+    def shared_changed(
+        self, aor: str, added: list[Publication], removed: list[Publication]
+    ) -> None:
+        """Another Front End of the pool changed ``aor``'s publications (already in
+        :attr:`state`): keep their expiry timers and tell our watchers."""
+        for pub in removed:
+            self.deadlines.cancel(("pub", pub.etag))
+        for pub in added:
+            self.deadlines.schedule(("pub", pub.etag), pub.expires_at)
+        self._presentity_changed(aor)
+        self._after(self.clock())
 
     # -- timers ------------------------------------------------------------------------------
     def _presentity_changed(self, aor: str) -> None:

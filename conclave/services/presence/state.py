@@ -3,11 +3,11 @@
 :class:`PresenceState` is to presence what
 :class:`~conclave.services.location.LocationService` is to registrations: a
 narrow, synchronous interface (every method is a dict operation; nothing
-awaits), so that a pool can later keep the same data in Redis with a local
-cache kept current over pub/sub. :class:`MemoryPresenceState` is the
+awaits), so that a pool keeps the same data in Redis with a local copy kept
+current over pub/sub (:class:`SharedPresenceState`). :class:`MemoryPresenceState` is the
 Standard Edition implementation.
 
-What lives where in a pool (later): publications are pool-wide (any Front
+What lives where in a pool (:mod:`conclave.cluster.presence`): publications are pool-wide (any Front
 End may receive a user's PUBLISH, and every Front End serving a watcher
 needs the result). A subscription's dialog can be stored anywhere, but its
 NOTIFYs must leave from the Front End holding the subscriber's connection
@@ -25,9 +25,9 @@ RFC 6665 §4.1.2.2); until then its watchers see it Offline.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from conclave.sip.flow import Flow
 from conclave.sip.uri import URI
@@ -179,6 +179,16 @@ class PresenceState(Protocol):
     def all_subscriptions(self) -> list[Subscription]: ...
 
     def subscription_count(self) -> int: ...
+
+
+@runtime_checkable
+class SharedPresenceState(PresenceState, Protocol):
+    """Presence state that other processes change too (a pool's, :mod:`conclave.cluster`)."""
+
+    def follow(self, changed: Callable[[str, list[Publication], list[Publication]], None]) -> None:
+        """Call ``changed(aor, added, removed)`` after another process changed ``aor``'s
+        publications (already applied here)."""
+        ...
 
 
 class MemoryPresenceState:

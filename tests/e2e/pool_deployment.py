@@ -1,0 +1,144 @@
+"""An Enterprise pool of two Front Ends sharing PostgreSQL and Redis, on loopback.
+
+fe1 listens on 127.0.4.1 and fe2 on 127.0.4.2 (any address of 127.0.0.0/8 works
+on Linux; distinct ones keep each member's own address out of its clients'),
+clients connect from 127.0.0.1. Each test module gets its own PostgreSQL
+database and its own Redis key prefix, so runs never see each other's state.
+Both hosts are provisioned from one topology and run as ``conclave serve
+--topology FILE --host NAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+from conclave.topology.document import dumps_toml
+
+from .edge_deployment import DOMAIN, PASSWORDS
+from .server import conclave
+from .sipclient import SipClient
+from .test_roles import POSTGRES_ADMIN_URL, RoleProcess, free_ports
+
+REDIS_URL = os.environ.get("CONCLAVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+MEMBERS = {"fe1": "127.0.4.1", "fe2": "127.0.4.2"}
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def _peers_or_fail(database: str) -> None:
+    try:
+        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+        redis.Redis.from_url(REDIS_URL, socket_timeout=5).ping()
+    except (OSError, asyncpg.PostgresError, TimeoutError, redis.RedisError) as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL or Redis not usable: {exc}")
+        pytest.skip(f"PostgreSQL or Redis not usable: {exc}")  # outside CI only
+
+
+@dataclass
+class PoolDeployment:
+    root: Path
+    ports: dict[str, int]
+    prefix: str
+    processes: dict[str, RoleProcess] = field(default_factory=dict)
+
+    @property
+    def ca(self) -> str:
+        return str(self.root / "ca" / "ca.crt")
+
+    @property
+    def topology(self) -> Path:
+        return self.root / "topology.toml"
+
+    def client(self, member: str, source: str = "127.0.0.1") -> SipClient:
+        """A client connected to ``member`` directly."""
+        return SipClient(
+            "tls", self.ports[member], domain=DOMAIN, ca=self.ca, host=source,
+            server=MEMBERS[member], server_name=f"{member}.{DOMAIN}",
+        )  # fmt: skip
+
+    def start(self, member: str) -> RoleProcess:
+        process = RoleProcess(["serve", "--topology", str(self.topology), "--host", member])
+        self.processes[member] = process.start()
+        process.event("ready")
+        return process
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=5)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
+    database = f"conclave_pool_{uuid.uuid4().hex[:10]}"
+    _peers_or_fail(database)
+    url = make_url(POSTGRES_ADMIN_URL).set(database=database)
+    root = tmp_path_factory.mktemp("pool")
+    ports = dict(zip(MEMBERS, free_ports(len(MEMBERS)), strict=True))
+    tag = uuid.uuid4().hex[:8]
+    members = [
+        {"name": name, "fqdn": f"{name}.{DOMAIN}", "address": address, "roles": ["frontend"],
+         "ports": {"sip_tls": ports[name]}}
+        for name, address in MEMBERS.items()
+    ]  # fmt: skip
+    doc = {
+        "organisation": {"name": "Example Ltd", "sip_domains": [DOMAIN]},
+        "requirements": {"users": 100, "high_availability": True},
+        "sites": {"hq": {}},
+        "pools": {
+            f"ee{tag}": {
+                "site": "hq", "edition": "enterprise", "fqdn": f"pool.{DOMAIN}",
+                "database": url.render_as_string(hide_password=False),
+                "state": REDIS_URL, "members": members,
+            },
+        },
+        "policies": {"presence": {"enabled": True}},
+    }  # fmt: skip
+    (root / "topology.toml").write_text(dumps_toml(doc))
+    conclave("topology", "provision", str(root / "topology.toml"), "--all")
+    for user, password in PASSWORDS.items():
+        conclave(
+            "user", "add", user, "--dir", str(root / "hosts" / "fe1"), "--password-stdin",
+            stdin=password + "\n",
+        )  # fmt: skip
+    deployment = PoolDeployment(root, ports, prefix=f"conclave:ee{tag}:")
+    try:
+        for member in MEMBERS:
+            deployment.start(member)
+        yield deployment
+    finally:
+        for process in deployment.processes.values():
+            if process.proc is not None and process.proc.poll() is None:
+                process.stop()
+        with deployment.redis() as r:
+            keys = list(r.scan_iter(match=deployment.prefix + "*"))
+            if keys:
+                r.delete(*keys)
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+def knows(process: RoleProcess, aor: str, member: str) -> None:
+    """Wait until ``process`` has learnt that ``aor`` is reachable through ``member``."""
+    process.wait_for(
+        lambda e: (
+            e.get("event") == "pool registrations changed"
+            and e.get("aor") == aor
+            and f"{member}.{DOMAIN}" in e.get("members", ())
+        ),
+        10,
+    )
