@@ -347,6 +347,8 @@ class Server:
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self.pool is not None:
+            self.pool.closing = True
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -125,7 +125,7 @@ def assemble(
         proxy=proxy,
         signin=signin,
         reach=reach,
-        edges=frozenset((*config.trust.edges, *config.trust.directors)),
+        edges=frozenset((*config.trust.edges, *config.trust.directors, *config.pool.members)),
         federation=federation,
         is_edge=is_edge,
         edge_routes=edge_routes,

@@ -320,6 +320,7 @@ def test_model_has_every_documented_section() -> None:
         "trust",
         "federation",
         "director",
+        "pool",
     }
 
 

@@ -211,7 +211,12 @@ class PoolLocationService(MemoryLocationService):
             self._member_of[id(contact)] = member
         after = {field: member for field, (member, _c) in others.items()}
         if after != before:  # a device appeared, moved or went; refreshes are not news
-            log.info("pool registrations changed", aor=aor, members=sorted(set(after.values())))
+            log.info(
+                "pool registrations changed",
+                aor=aor,
+                members=sorted(set(after.values())),
+                contacts=sorted(str(c.uri) for _m, c in others.values()),
+            )
 
     async def resync(self) -> None:
         """Read every binding of the pool (joining, or back after losing Redis);

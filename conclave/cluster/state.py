@@ -88,6 +88,9 @@ class PoolState:
         """True while the event channel is subscribed."""
         self.synced = asyncio.Event()
         """Set once the first resynchronisation finished."""
+        self.closing = False
+        """Set by a stopping member before it cancels the tasks: redis-py may turn a
+        cancellation into a connection error, which must end a loop, not retry."""
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -145,7 +148,7 @@ class PoolState:
         return True
 
     async def run_writer(self) -> None:
-        while True:
+        while not self.closing:
             await self._wake.wait()
             self._wake.clear()
             if not await self.flush():
@@ -155,7 +158,7 @@ class PoolState:
     # -- events ------------------------------------------------------------------------------
     async def run_listener(self) -> None:
         """Follow the event channel; after each (re)subscription, resynchronise."""
-        while True:
+        while not self.closing:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -166,7 +169,7 @@ class PoolState:
                     log.info("pool state connected", member=self.member)
                 self.connected = True
                 self.synced.set()
-                while True:
+                while not self.closing:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
@@ -215,7 +218,7 @@ class PoolState:
         self.alive = names
 
     async def run_heartbeat(self) -> None:
-        while True:
+        while not self.closing:
             try:
                 await self.beat()
             except (RedisError, OSError) as exc:
@@ -223,7 +226,9 @@ class PoolState:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     async def leave(self) -> None:
-        """A graceful stop: send what is queued, end the heartbeat at once."""
+        """A graceful stop (the tasks are cancelled): send what is queued, end the
+        heartbeat at once."""
+        self.closing = True
         with contextlib.suppress(RedisError, OSError):
             await self.flush()
             await self.redis.delete(self.key("member", self.member))

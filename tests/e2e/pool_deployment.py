@@ -132,13 +132,16 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
-def knows(process: RoleProcess, aor: str, member: str) -> None:
-    """Wait until ``process`` has learnt that ``aor`` is reachable through ``member``."""
+def knows(process: RoleProcess, client: SipClient, user: str, member: str) -> None:
+    """Wait until ``process`` has learnt that ``client`` (signed in as ``user``) is
+    reachable through ``member``."""
+    contact = f"sip:{user}@{client.host}:{client.local_port};transport=tls"
     process.wait_for(
         lambda e: (
             e.get("event") == "pool registrations changed"
-            and e.get("aor") == aor
+            and e.get("aor") == f"sip:{user}@{DOMAIN}"
             and f"{member}.{DOMAIN}" in e.get("members", ())
+            and contact in e.get("contacts", ())
         ),
         10,
     )

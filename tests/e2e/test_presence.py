@@ -33,7 +33,9 @@ DOMAIN = "localhost"
 FAST = {"presence": {"min_expires": 1, "notify_merge_window": "0ms"}}
 
 
-def pidf(user: str, *, note: str | None = None, activity: str | None = None) -> bytes:
+def pidf(
+    user: str, *, note: str | None = None, activity: str | None = None, domain: str = DOMAIN
+) -> bytes:
     person = ""
     if note or activity:
         acts = f"<rpid:activities><rpid:{activity}/></rpid:activities>" if activity else ""
@@ -45,7 +47,7 @@ def pidf(user: str, *, note: str | None = None, activity: str | None = None) -> 
         '<presence xmlns="urn:ietf:params:xml:ns:pidf"'
         ' xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"'
         ' xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid"'
-        f' entity="sip:{user}@{DOMAIN}"><tuple id="t"><status><basic>open</basic></status>'
+        f' entity="sip:{user}@{domain}"><tuple id="t"><status><basic>open</basic></status>'
         f"</tuple>{person}</presence>"
     ).encode()
 
@@ -57,6 +59,7 @@ class Peer:
         self.client = SipClient("tls", server.ports["tls"], ca=str(server.ca))
         self.user = user
         self.password = password or PASSWORDS[user]
+        self.domain = DOMAIN
         self.notifies: list[Request] = []
         self.responses: list[Response] = []
         self._cseq = itertools.count(1)
@@ -98,7 +101,7 @@ class Peer:
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/TLS 127.0.0.1:{port};branch=z9hG4bK{os.urandom(8).hex()};rport",
             "Max-Forwards: 70",
-            f"From: <sip:{self.user}@{DOMAIN}>;tag={from_tag}",
+            f"From: <sip:{self.user}@{self.domain}>;tag={from_tag}",
             f"To: {to}",
             f"Call-ID: {call_id}",
             f"CSeq: {next(self._cseq)} {method}",
@@ -143,7 +146,7 @@ class Peer:
         if body:
             headers.append("Content-Type: application/pidf+xml")
         resp = self.transact(
-            "PUBLISH", f"sip:{self.user}@{DOMAIN}", headers=headers, body=body or b""
+            "PUBLISH", f"sip:{self.user}@{self.domain}", headers=headers, body=body or b""
         )
         assert resp.status == 200, resp
         return resp.headers.get("SIP-ETag") or ""
