@@ -107,7 +107,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
                 "state": REDIS_URL, "members": members,
             },
         },
-        "policies": {"presence": {"enabled": True}},
+        "policies": {"presence": {"enabled": True}, "archiving": {"mode": "internal"}},
     }  # fmt: skip
     (root / "topology.toml").write_text(dumps_toml(doc))
     conclave("topology", "provision", str(root / "topology.toml"), "--all")
