@@ -108,7 +108,7 @@ class Server:
         if config.pool.redis:  # an Enterprise pool member: registrations and presence shared
             self.pool = PoolState(config.pool.redis, config.pool.key_prefix, config.server.host)
             self.location: MemoryLocationService = PoolLocationService(
-                self.pool, self.member_tokens, self._member_hop
+                self.pool, self.member_tokens, self._member_hop, via_edge=self._via_edge
             )
             self.presence_state = PoolPresenceState(self.pool)
         else:
@@ -286,6 +286,10 @@ class Server:
         if port is None:
             return None
         return f"<sip:{token}@{member}:{port};transport=tls;lr>"
+
+    def _via_edge(self, path: tuple[str, ...]) -> bool:
+        edge = self.edge_links.edge_of(path)
+        return edge is not None and edge in self.peers.edges
 
     def _device_flow(self, binding: Binding) -> Flow | None:
         """Where a feature's request for a device goes: a remote user's to the Edge its

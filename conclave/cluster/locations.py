@@ -12,11 +12,14 @@ its connection and the token naming that connection (:mod:`.tokens`).
   it changes and removed when it goes (expiry, its connection closing, a
   REGISTER anywhere in the pool replacing or removing it).
 - A binding held by another member has no flow here and a Path that starts at
-  that member: ``<sip:TOKEN@member:port;transport=tls;lr>``. The router
+  that member: ``<sip:TOKEN@member:port;transport=tls;lr>``, only ever one of the
+  members the configuration names (an entry in Redis naming anything else is
+  ignored: a member never sends to an address the shared state merely names). The router
   sends a request for it to that member over mutual TLS like a request for a
   remote user to its Edge, and the member relays it on the client's connection
   (430 Flow Failed when it is gone, and the binding is dropped). A binding that
-  came through an Edge keeps the Edge's Path: any member reaches the Edge.
+  came through one of our trusted Edges keeps the Edge's Path: any member reaches
+  the Edge.
 - A member that dies (its heartbeat lapses) takes its bindings with it: the
   others drop them and delete them from Redis; its clients reconnect to another
   member (DNS gives every member) and register there.
@@ -71,12 +74,15 @@ class PoolLocationService(MemoryLocationService):
         state: PoolState,
         tokens: MemberTokens,
         hop: Callable[[str, str], str | None],
+        via_edge: Callable[[tuple[str, ...]], bool] = lambda _path: False,
     ) -> None:
         super().__init__(store=None)
         self.pool = state
         self.tokens = tokens
         self._hop = hop
         """``hop(member, token)``: the Path entry through that member, None if unknown."""
+        self._via_edge = via_edge
+        """True for a Path that starts at one of our trusted Edges (any member reaches it)."""
         self._member_of: dict[int, str] = {}
         """id(contact) -> member, for bindings another member holds."""
         state.on_event("loc", self._changed_elsewhere)
@@ -157,11 +163,11 @@ class PoolLocationService(MemoryLocationService):
             if not isinstance(uri, SipURI):
                 return None
             path = tuple(str(p) for p in data.get("path") or ())
-            if not path:
+            if not path or not self._via_edge(path):
                 hop = self._hop(member, str(data["token"]))
-                if hop is None:
+                if hop is None:  # not a member we know: never a place to send to
                     return None
-                path = (hop,)
+                path = (hop, *path)
             reg_id = data.get("reg_id")
             contact = Contact(
                 aor=aor,

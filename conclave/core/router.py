@@ -266,12 +266,10 @@ class Router:
             # RFC 5626 §5.3: the client's connection is gone; the member forgets it.
             self.stack.respond(txn, 430, "Flow Failed")
             return
-        if request.headers.get("Route") is not None:
-            self.stack.respond(txn, 403, "Relaying to other servers is not enabled")
-            return
         if request.max_forwards == 0:
             self.stack.respond(txn, 483, "Too Many Hops")
             return
+        # Any Route left is the client's own Path: it travels on the client's connection.
         sender = request.from_aor or str(request.from_addr.uri)
         self.proxy.forward(txn, request, [Target(request.uri, device)], inbound=flow, sender=sender)
 
