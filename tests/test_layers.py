@@ -233,6 +233,13 @@ RULES = {
             lambda t: within(t, "conclave.core", "conclave.services"),
         ),
         Rule(
+            "cluster",
+            "cluster (pool state in Redis) never imports transport or the core: the server "
+            "hands it what it needs",
+            lambda m: within(m, "conclave.cluster"),
+            lambda t: within(t, "conclave.transport", "conclave.core"),
+        ),
+        Rule(
             "top",
             "nothing below imports conclave.server, wiring, roles, cli or commands",
             lambda m: not is_top(m),
@@ -302,6 +309,11 @@ def test_services_use_only_the_feature_interface(module: Module) -> None:
 @pytest.mark.parametrize("module", cases("store"))
 def test_store_knows_no_feature(module: Module) -> None:
     check("store", module)
+
+
+@pytest.mark.parametrize("module", cases("cluster"))
+def test_cluster_knows_no_sockets_and_no_core(module: Module) -> None:
+    check("cluster", module)
 
 
 @pytest.mark.parametrize("module", cases("topology-sockets"))
