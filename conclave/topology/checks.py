@@ -174,17 +174,21 @@ def _pools(topology: Topology) -> list[Problem]:
                 if reason:
                     problems.append(Problem(f"{path}.database", reason))
                 fes = sum(1 for h in pool.members if "frontend" in h.roles)
-                if fes > 1:
+                if pool.state and not pool.state.startswith(("redis://", "rediss://")):
+                    problems.append(
+                        Problem(f"{path}.state", "the pool state is Redis: redis://host:port/db")
+                    )
+                elif fes > 1 and not pool.state:
                     problems.append(
                         Problem(
-                            f"{path}.members",
-                            f"{fes} Front Ends: they share the back end, but not pool state "
-                            "(registrations, presence: Conclave does not share it between "
-                            "servers); each Front End serves the users registered to it",
+                            f"{path}.state",
+                            f"{fes} Front Ends share the back end but no pool state: each "
+                            "serves only the clients connected to it (registrations and "
+                            'presence stay apart); set state = "redis://..." (docs/pools.md)',
                             "warning",
                         )
                     )
-            elif pool.database:
+            elif pool.database or pool.state:
                 problems.append(Problem(f"{path}.database", "only Front End pools have a back end"))
         if pool.transports != ["tls"] and not has_frontend:
             problems.append(

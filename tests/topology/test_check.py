@@ -368,8 +368,18 @@ def test_warnings_do_not_fail_the_check() -> None:
     topology = topology_from_mapping(doc)
     found = check_topology(topology)
     assert errors(found) == []
-    assert {p.path for p in found} == {"pools.ee1.members", "organisation.sip_domains"}
+    assert {p.path for p in found} == {"pools.ee1.state", "organisation.sip_domains"}
     assert all(p.level == "warning" for p in found)
+
+
+def test_a_pool_with_shared_state_has_no_warning_and_a_wrong_url_is_an_error() -> None:
+    doc = enterprise(base())
+    doc["pools"]["ee1"]["members"].append(host("ee1-fe2", "10.1.0.2", ["frontend"]))
+    doc["pools"]["ee1"]["state"] = "redis://state.example.test:6379/0"
+    assert check_topology(topology_from_mapping(doc)) == []
+    doc["pools"]["ee1"]["state"] = "postgresql://db.example.test/x"
+    found = check_topology(topology_from_mapping(doc))
+    assert [(p.path, p.level) for p in found] == [("pools.ee1.state", "error")]
 
 
 def test_invalid_toml_names_the_document() -> None:

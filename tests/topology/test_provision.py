@@ -197,6 +197,29 @@ def test_settings_for_a_collocated_controller_and_an_enterprise_front_end(tmp_pa
     }  # fmt: skip
 
 
+def test_pool_members_are_told_of_each_other_and_the_shared_state(tmp_path: Path) -> None:
+    doc = base()
+    doc["pools"]["ee"] = {
+        "site": "hq", "edition": "enterprise", "fqdn": "pool.example.test",
+        "database": "postgresql://conclave@db.example.test/conclave",
+        "state": "redis://state.example.test:6379/0",
+        "members": [host("ee-fe1", "10.2.0.1", ["frontend"]),
+                    host("ee-fe2", "10.2.0.2", ["frontend"], ports={"sip_tls": 5071})],
+    }  # fmt: skip
+    topology = load_topology(write(tmp_path, doc))
+    fe1 = topology.host("ee-fe1")
+    assert fe1 is not None
+    assert host_settings(topology, fe1)["pool"] == {
+        "redis": "redis://state.example.test:6379/0",
+        "key_prefix": "conclave:ee:",
+        "members": ["ee-fe2.example.test"],
+        "member_endpoints": ["10.2.0.2:5071"],
+    }
+    standard = topology.host("fe1")
+    assert standard is not None
+    assert host_settings(topology, standard)["pool"]["redis"] == ""
+
+
 def test_serve_lays_the_topology_over_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, base())
     topology = load_topology(path)
