@@ -134,8 +134,8 @@ class TrustSection(_Section):
 
 
 def _redis_url(value: str) -> str:
-    if value and not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if value and not value.startswith(("redis://", "rediss://", "unix://", "sentinel://")):
+        raise ValueError("must be a redis://, rediss://, unix:// or sentinel:// URL")
     return value
 
 
@@ -143,7 +143,7 @@ class PoolSection(_Section):
     """An Enterprise pool's shared state (docs/pools.md); provisioning writes it."""
 
     redis: Annotated[Str, AfterValidator(_redis_url)] = ""
-    """the pool state's Redis, redis://host:port/db; empty: this Front End shares no state"""
+    """the pool state: redis://host:port/db, or sentinel://host:port,.../SERVICE; empty: none"""
     key_prefix: Str = "conclave:"
     """prefix of every Redis key and channel of this pool (pools may share one Redis)"""
     members: tuple[Str, ...] = ()

@@ -17,6 +17,7 @@ declare -A want=(
   [svwar]=sipvicious      # SIP user enumeration scanner: tests/security/test_enumeration.py
   [dnsmasq]=dnsmasq-base  # DNS server for published zones: tests/e2e/dnsmasq.py
   [kamailio]=kamailio     # a federated partner that is not Conclave: test_federation_kamailio.py
+  [redis-server]=redis-server  # private Redis and Sentinel instances: tests/cluster/redis_servers.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(

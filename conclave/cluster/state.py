@@ -17,6 +17,12 @@ member re-reads that key. A member's own events are ignored.
 pool's current state instead of waiting for clients to refresh, and one that
 lost Redis for a while catches up on what it missed.
 
+**Redis itself** is one server (``redis://``) or a master watched by Redis
+Sentinel (``sentinel://host:port,host:port/SERVICE``): after a Sentinel failover
+the connections break, the client asks the Sentinels for the new master, and the
+event channel's resynchronisation writes every member's own registrations and
+publications again, so nothing the old master had not yet copied is lost for good.
+
 **Heartbeats.** Each member sets ``<prefix>member:<name>`` every
 :data:`HEARTBEAT_INTERVAL` with a lifetime of :data:`MEMBER_LIFETIME`. A
 member whose key is gone has died (kill -9, a lost host): the others drop the
@@ -34,6 +40,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
 log = structlog.get_logger("conclave.cluster")
@@ -56,6 +63,44 @@ writes them again)."""
 WRITE_BATCH = 500
 """Changes sent per pipeline."""
 
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """``sentinel://host:port,host:port/SERVICE[/DB]``: the Sentinels, the monitored
+    service's name and the database number. Raises ValueError."""
+    rest = url.removeprefix("sentinel://")
+    hosts, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    sentinels = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a Sentinel is host:port, not {entry!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    if not service:
+        raise ValueError("name the Sentinel service: sentinel://host:port/SERVICE")
+    return sentinels, service, int(db or 0)
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for ``url``: ``redis://`` (one server) or ``sentinel://`` (the master
+    that Redis Sentinel names, found again after a failover)."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": REDIS_TIMEOUT,
+        "socket_connect_timeout": REDIS_TIMEOUT,
+    }
+    if not url.startswith("sentinel://"):
+        return aioredis.Redis.from_url(url, **options)
+    sentinels, service, db = parse_sentinel_url(url)
+    sentinel = Sentinel(
+        sentinels,
+        socket_timeout=REDIS_TIMEOUT,
+        socket_connect_timeout=REDIS_TIMEOUT,
+    )
+    master: aioredis.Redis = sentinel.master_for(service, db=db, **options)
+    return master
+
+
 Op = Callable[[Any], None]
 """Adds commands to a pipeline."""
 Handler = Callable[[str, str], Awaitable[None]]
@@ -66,12 +111,7 @@ class PoolState:
     """One member's connection to the pool's Redis (see the module docstring)."""
 
     def __init__(self, url: str, prefix: str, member: str) -> None:
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-        )
+        self.redis: aioredis.Redis = connect(url)
         self.prefix = prefix
         self.member = member
         self.channel = f"{prefix}events"
@@ -88,6 +128,7 @@ class PoolState:
         """True while the event channel is subscribed."""
         self.synced = asyncio.Event()
         """Set once the first resynchronisation finished."""
+        self._lost = False
         self.closing = False
         """Set by a stopping member before it cancels the tasks: redis-py may turn a
         cancellation into a connection error, which must end a loop, not retry."""
@@ -166,7 +207,7 @@ class PoolState:
                 for callback in self._resync:
                     await callback()
                 if not self.connected:
-                    log.info("pool state connected", member=self.member)
+                    log.info("pool state connected", member=self.member, again=self._lost)
                 self.connected = True
                 self.synced.set()
                 while not self.closing:
@@ -177,6 +218,7 @@ class PoolState:
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("pool state lost", reason=str(exc))
+                    self._lost = True
                 self.connected = False
             finally:
                 with contextlib.suppress(Exception):

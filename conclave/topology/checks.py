@@ -174,9 +174,15 @@ def _pools(topology: Topology) -> list[Problem]:
                 if reason:
                     problems.append(Problem(f"{path}.database", reason))
                 fes = sum(1 for h in pool.members if "frontend" in h.roles)
-                if pool.state and not pool.state.startswith(("redis://", "rediss://")):
+                if pool.state and not pool.state.startswith(
+                    ("redis://", "rediss://", "sentinel://")
+                ):
                     problems.append(
-                        Problem(f"{path}.state", "the pool state is Redis: redis://host:port/db")
+                        Problem(
+                            f"{path}.state",
+                            "the pool state is Redis: redis://host:port/db, or "
+                            "sentinel://host:port,host:port/SERVICE behind Redis Sentinel",
+                        )
                     )
                 elif fes > 1 and not pool.state:
                     problems.append(

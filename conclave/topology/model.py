@@ -256,7 +256,7 @@ class Pool(_Model):
     database: Str = ""
     """enterprise Front End pools: the back end, postgresql://..."""
     state: Str = ""
-    """enterprise Front End pools: the shared pool state, redis://... (docs/pools.md)"""
+    """enterprise Front End pools: shared state, redis://... or sentinel://... (docs/pools.md)"""
     transports: Annotated[list[TransportName], Field(min_length=1), AfterValidator(_unique)] = [
         "tls"
     ]

@@ -11,6 +11,7 @@ Both hosts are provisioned from one topology and run as ``conclave serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ class PoolDeployment:
     root: Path
     ports: dict[str, int]
     prefix: str
+    state: str = REDIS_URL
     processes: dict[str, RoleProcess] = field(default_factory=dict)
 
     @property
@@ -80,15 +82,17 @@ class PoolDeployment:
         return process
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(REDIS_URL, decode_responses=True, socket_timeout=5)
+        """The pool's Redis (the default one; a Sentinel test asks its Sentinels)."""
+        url = self.state if self.state.startswith("redis://") else REDIS_URL
+        return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
+@contextlib.contextmanager
+def pool_of_two(root: Path, state: str = REDIS_URL) -> Iterator[PoolDeployment]:
+    """Provision and start fe1 and fe2 with the pool state at ``state``; stop them after."""
     database = f"conclave_pool_{uuid.uuid4().hex[:10]}"
     _peers_or_fail(database)
     url = make_url(POSTGRES_ADMIN_URL).set(database=database)
-    root = tmp_path_factory.mktemp("pool")
     ports = dict(zip(MEMBERS, free_ports(len(MEMBERS)), strict=True))
     tag = uuid.uuid4().hex[:8]
     members = [
@@ -104,7 +108,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
             f"ee{tag}": {
                 "site": "hq", "edition": "enterprise", "fqdn": f"pool.{DOMAIN}",
                 "database": url.render_as_string(hide_password=False),
-                "state": REDIS_URL, "members": members,
+                "state": state, "members": members,
             },
         },
         "policies": {"presence": {"enabled": True}, "archiving": {"mode": "internal"}},
@@ -116,7 +120,7 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
             "user", "add", user, "--dir", str(root / "hosts" / "fe1"), "--password-stdin",
             stdin=password + "\n",
         )  # fmt: skip
-    deployment = PoolDeployment(root, ports, prefix=f"conclave:ee{tag}:")
+    deployment = PoolDeployment(root, ports, prefix=f"conclave:ee{tag}:", state=state)
     try:
         for member in MEMBERS:
             deployment.start(member)
@@ -125,11 +129,17 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
         for process in deployment.processes.values():
             if process.proc is not None and process.proc.poll() is None:
                 process.stop()
-        with deployment.redis() as r:
+        with contextlib.suppress(redis.RedisError, OSError), deployment.redis() as r:
             keys = list(r.scan_iter(match=deployment.prefix + "*"))
             if keys:
                 r.delete(*keys)
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolDeployment]:
+    with pool_of_two(tmp_path_factory.mktemp("pool")) as deployment:
+        yield deployment
 
 
 def knows(process: RoleProcess, client: SipClient, user: str, member: str) -> None:
