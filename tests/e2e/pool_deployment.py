@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from conclave.topology.document import dumps_toml
 from .edge_deployment import DOMAIN, PASSWORDS
 from .server import conclave
 from .sipclient import SipClient
-from .test_roles import POSTGRES_ADMIN_URL, RoleProcess, free_ports
+from .test_roles import POSTGRES_ADMIN_URL, RoleProcess
 
 REDIS_URL = os.environ.get("CONCLAVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 MEMBERS = {"fe1": "127.0.4.1", "fe2": "127.0.4.2"}
@@ -87,13 +88,32 @@ class PoolDeployment:
         return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
 
+def common_port() -> int:
+    """A port free on every member's address."""
+    for _ in range(50):
+        sockets = [socket.socket() for _ in MEMBERS]
+        try:
+            sockets[0].bind((MEMBERS["fe1"], 0))
+            port = int(sockets[0].getsockname()[1])
+            for s, address in zip(sockets[1:], list(MEMBERS.values())[1:], strict=True):
+                s.bind((address, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise AssertionError("no port free on every member's address")
+
+
 @contextlib.contextmanager
 def pool_of_two(root: Path, state: str = REDIS_URL) -> Iterator[PoolDeployment]:
     """Provision and start fe1 and fe2 with the pool state at ``state``; stop them after."""
     database = f"conclave_pool_{uuid.uuid4().hex[:10]}"
     _peers_or_fail(database)
     url = make_url(POSTGRES_ADMIN_URL).set(database=database)
-    ports = dict(zip(MEMBERS, free_ports(len(MEMBERS)), strict=True))
+    port = common_port()  # one SIP port on every member, as DNS SRV for the pool names one
+    ports = dict.fromkeys(MEMBERS, port)
     tag = uuid.uuid4().hex[:8]
     members = [
         {"name": name, "fqdn": f"{name}.{DOMAIN}", "address": address, "roles": ["frontend"],

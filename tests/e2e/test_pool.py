@@ -22,12 +22,16 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
+
+import dns.resolver
 
 from conclave.sip.address import parse_name_addr
 from conclave.sip.message import Request, Response
 
+from .dnsmasq import Dnsmasq
 from .edge_deployment import DOMAIN, PASSWORDS, send_message, sign_in
-from .pool_deployment import PoolDeployment, knows, pool
+from .pool_deployment import MEMBERS, PoolDeployment, knows, pool
 from .server import conclave
 from .sipclient import SipClient
 from .test_edge import SDP, answer, final, in_dialog, invite
@@ -198,3 +202,27 @@ def test_a_killed_member_s_clients_carry_on_at_the_other(pool: PoolDeployment) -
         stop.set()
         responder.join(10)
     assert received[-1].body == b"fe1 is back"
+
+
+def test_dns_spreads_clients_over_the_members(pool: PoolDeployment, tmp_path: Path) -> None:
+    """`topology publish` writes the pool FQDN with one A record per member and the SRV
+    records that lead to it; dnsmasq serves them, rotating the A records, and clients
+    that take the first answer land on both members."""
+    conclave("topology", "publish", str(pool.topology), "--output", str(tmp_path))
+    with Dnsmasq(tmp_path / "dns-internal.dnsmasq.conf") as dns_server:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers, resolver.port = ["127.0.0.1"], dns_server.port
+        (srv,) = resolver.resolve(f"_sipinternaltls._tcp.{DOMAIN}", "SRV")
+        target = str(srv.target).rstrip(".")
+        assert (target, srv.port) == (f"pool.{DOMAIN}", pool.ports["fe1"])
+        reached: dict[str, int] = {}
+        for number in range(4):
+            first = resolver.resolve(target, "A")[0].address
+            client = SipClient(
+                "tls", srv.port, domain=DOMAIN, ca=pool.ca, host=f"127.0.0.5{number}",
+                server=first, server_name=target,
+            )  # fmt: skip
+            assert sign_in(client, "alice").status == 200
+            reached[first] = reached.get(first, 0) + 1
+            client.close()
+    assert set(reached) == set(MEMBERS.values()), reached
