@@ -31,6 +31,7 @@ from conclave.sip.message import Request, Response
 
 from .dnsmasq import Dnsmasq
 from .edge_deployment import DOMAIN, PASSWORDS, send_message, sign_in
+from .peers_baresip import Baresip
 from .pool_deployment import MEMBERS, PoolDeployment, knows, pool
 from .server import conclave
 from .sipclient import SipClient
@@ -226,3 +227,36 @@ def test_dns_spreads_clients_over_the_members(pool: PoolDeployment, tmp_path: Pa
             reached[first] = reached.get(first, 0) + 1
             client.close()
     assert set(reached) == set(MEMBERS.values()), reached
+
+
+def test_baresip_clients_on_both_members_message_and_call(pool: PoolDeployment) -> None:
+    """Real clients, one per member: messages both ways and a call across the pool."""
+    fe1 = f"sip:{MEMBERS['fe1']}:{pool.ports['fe1']};transport=tls"
+    fe2 = f"sip:{MEMBERS['fe2']}:{pool.ports['fe2']};transport=tls"
+    with (
+        Baresip(f"sip:alice@{DOMAIN}", password=PASSWORDS["alice"], outbound=fe1,
+                ca_file=pool.ca, contacts=[f"sip:bob@{DOMAIN}"], name="alice at fe1") as alice,
+        Baresip(f"sip:bob@{DOMAIN}", password=PASSWORDS["bob"], outbound=fe2,
+                ca_file=pool.ca, contacts=[f"sip:alice@{DOMAIN}"], name="bob at fe2") as bob,
+    ):  # fmt: skip
+        alice.wait_registered(timeout=20)
+        bob.wait_registered(timeout=20)
+        pool.processes["fe1"].wait_for(
+            lambda e: (
+                e.get("event") == "pool registrations changed"
+                and e.get("aor") == f"sip:bob@{DOMAIN}"
+                and e.get("members") == [f"fe2.{DOMAIN}"]
+            ),
+            20,
+        )
+        alice.send_message(f"sip:bob@{DOMAIN}", "from fe1's side")
+        assert "from fe1's side" in bob.wait_message(timeout=20)
+        bob.send_message(f"sip:alice@{DOMAIN}", "from fe2's side")
+        assert "from fe2's side" in alice.wait_message(timeout=20)
+        alice.dial(f"sip:bob@{DOMAIN}")
+        bob.wait_call_incoming(timeout=20)
+        bob.accept()
+        alice.wait_call_established(timeout=20)
+        bob.wait_call_established(timeout=20)
+        bob.hangup()
+        alice.wait_call_closed(timeout=20)
