@@ -99,7 +99,16 @@ def assemble(
     if device_flow is not None:
         host.device_flow = device_flow
     features = build_features(
-        Setup(config, data_dir, db, host, location, presence_state=presence_state), host
+        Setup(
+            config,
+            data_dir,
+            db,
+            host,
+            location,
+            pool_member=bool(config.pool.redis),
+            presence_state=presence_state,
+        ),
+        host,
     )
     proxy = Proxy(stack, local, DialogTable())
     auth = Authenticator(

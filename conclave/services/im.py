@@ -41,6 +41,9 @@ log = structlog.get_logger("conclave.services.im")
 
 PURGE_INTERVAL = 10.0
 """Seconds between sweeps of held messages past ``[im] offline_max_age``."""
+STORE_RETRY_AFTER = "30"
+"""Retry-After (seconds) on 503 when a message for an offline user cannot be stored
+because the back end is unreachable: long enough for a database failover."""
 
 
 class Sender(Protocol):
@@ -64,14 +67,19 @@ class OfflineMessages:
     via: ViaFactory
     device_flow: Callable[[Contact], Flow | None] = field(default=lambda contact: contact.flow)
     """Where a request for a device goes (a remote user's: to the Edge on its Path)."""
+    shared: bool = False
+    """The back end is a pool's, which other Front Ends store into too: who has messages
+    held cannot be known from here, so every registration checks (after its 200)."""
     _waiting: set[str] | None = None
     """Recipients with messages held, so a REGISTER of anyone else costs no
-    database query; None until :meth:`load` (then every REGISTER checks)."""
+    database query; None until :meth:`load`, and always when ``shared`` (then every
+    REGISTER checks)."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def load(self) -> None:
         """Learn who has messages held (at start-up, before serving)."""
-        self._waiting = await self.store.recipients()
+        if not self.shared:
+            self._waiting = await self.store.recipients()
 
     async def hold(self, request: Request, recipient: str, now: float) -> bool:
         """Store ``request`` for ``recipient``; False when their queue is full."""
@@ -223,6 +231,13 @@ class OfflineImFeature(Feature):
         assert stack is not None
         try:
             stored = await self.messages.hold(exchange.request, aor, self.clock())
+        except StoreError as exc:  # the back end is away (bounded by its timeouts)
+            log.error("offline store unavailable", aor=aor, reason=str(exc))
+            stack.respond(
+                exchange.txn, 503, "Message store unavailable",
+                headers=[("Retry-After", STORE_RETRY_AFTER)],
+            )  # fmt: skip
+            return
         except Exception as exc:
             log.error("offline store failed", aor=aor, reason=str(exc))
             stack.respond(exchange.txn, 500, "Message could not be stored")
@@ -241,7 +256,8 @@ def build(setup: Setup) -> Feature:
         setup.db, max_per_user=c.im.offline_max_per_user, max_age=c.im.offline_max_age
     )
     messages = OfflineMessages(
-        store, setup.host.stack, setup.host.local.via, setup.host.device_flow
-    )
+        store, setup.host.stack, setup.host.local.via, setup.host.device_flow,
+        shared=setup.pool_member,  # the pool's other members store messages too
+    )  # fmt: skip
     setup.location.add_listener(messages.on_registered)
     return OfflineImFeature(messages, c.im.offline_max_age)

@@ -26,6 +26,8 @@ class Setup:
     db: Database
     host: FeatureHost
     location: MemoryLocationService
+    pool_member: bool = False
+    """A member of an Enterprise pool: other Front Ends share the back end and the state."""
     presence_state: PresenceState | None = None
     """A pool's shared presence state (:mod:`conclave.cluster`); None: presence keeps its own."""
     built: dict[str, Feature] = field(default_factory=dict)

@@ -46,6 +46,14 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 """How long SQLite waits for another writer (say ``conclave user add`` while
 the server runs) before failing with "database is locked"."""
 
+PG_CONNECT_TIMEOUT = 3.0
+"""Seconds to open a PostgreSQL connection (each host of a multi-host URL) before the
+store reports the database unreachable: a request that must write gets a prompt error
+(503 with Retry-After), never a hang."""
+PG_COMMAND_TIMEOUT = 5.0
+"""Seconds any one PostgreSQL statement may take (a primary that died mid-query, a
+synchronous standby that stopped acknowledging) before it fails the same way."""
+
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 PRIVATE_FILE_MODE = 0o600
@@ -161,7 +169,18 @@ class Database:
         self._async_url = async_url(url)
         if self.dialect == "sqlite":
             _prepare_sqlite_file(url)
-        self.engine: AsyncEngine = create_async_engine(self._async_url, echo=echo)
+        options: dict[str, Any] = {}
+        if self.dialect == "postgresql":
+            # Bounded waits, and a connection that died with its server (a failover, a
+            # restart) is noticed at checkout and replaced instead of failing a request.
+            options = {
+                "connect_args": {
+                    "timeout": PG_CONNECT_TIMEOUT,
+                    "command_timeout": PG_COMMAND_TIMEOUT,
+                },
+                "pool_pre_ping": True,
+            }
+        self.engine: AsyncEngine = create_async_engine(self._async_url, echo=echo, **options)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -198,6 +217,8 @@ class Database:
             raise ConflictError(f"conflicting data: {one_line(exc)}") from exc
         except SQLAlchemyError as exc:
             raise StoreError(f"database error: {one_line(exc)}") from exc
+        except (OSError, TimeoutError) as exc:  # the driver's own: refused, unreachable, slow
+            raise StoreError(f"database unreachable: {one_line(exc)}") from exc
 
     async def current_revision(self) -> str | None:
         """The schema revision recorded in the database, or None if never migrated."""

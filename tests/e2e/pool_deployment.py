@@ -107,11 +107,16 @@ def common_port() -> int:
 
 
 @contextlib.contextmanager
-def pool_of_two(root: Path, state: str = REDIS_URL) -> Iterator[PoolDeployment]:
-    """Provision and start fe1 and fe2 with the pool state at ``state``; stop them after."""
+def pool_of_two(
+    root: Path, state: str = REDIS_URL, back_end: str | None = None
+) -> Iterator[PoolDeployment]:
+    """Provision and start fe1 and fe2 with the pool state at ``state`` and the back end
+    at ``back_end`` (default: a new database on the machine's PostgreSQL); stop them after."""
     database = f"conclave_pool_{uuid.uuid4().hex[:10]}"
     _peers_or_fail(database)
-    url = make_url(POSTGRES_ADMIN_URL).set(database=database)
+    url = back_end or make_url(POSTGRES_ADMIN_URL).set(database=database).render_as_string(
+        hide_password=False
+    )
     port = common_port()  # one SIP port on every member, as DNS SRV for the pool names one
     ports = dict.fromkeys(MEMBERS, port)
     tag = uuid.uuid4().hex[:8]
@@ -127,7 +132,7 @@ def pool_of_two(root: Path, state: str = REDIS_URL) -> Iterator[PoolDeployment]:
         "pools": {
             f"ee{tag}": {
                 "site": "hq", "edition": "enterprise", "fqdn": f"pool.{DOMAIN}",
-                "database": url.render_as_string(hide_password=False),
+                "database": url,
                 "state": state, "members": members,
             },
         },
