@@ -23,6 +23,7 @@ declare -A want=(
 also=(
   rsyslog-gnutls          # rsyslog's TLS stream driver (RFC 5425)
   kamailio-tls-modules    # Kamailio's tls module (mutual TLS with the partner)
+  postgresql              # server binaries for a private primary and standby: tests/e2e/postgres_cluster.py
 )
 missing=()
 for tool in "${!want[@]}"; do
