@@ -13,6 +13,7 @@ from conclave.commands.demo import demo_command
 from conclave.commands.init import init_command
 from conclave.commands.lockout import lockout_group
 from conclave.commands.logs import logs_group
+from conclave.commands.pool import pool_group
 from conclave.commands.serve import serve_command
 from conclave.commands.sip import sip_group
 from conclave.commands.topology import topology_group
@@ -38,4 +39,5 @@ main.add_command(lockout_group)
 main.add_command(archive_group)
 main.add_command(cdr_group)
 main.add_command(topology_group)
+main.add_command(pool_group)
 main.add_command(audit_command)

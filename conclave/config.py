@@ -57,6 +57,7 @@ from .config_perimeter import (
     DirectorSection,
     EdgeSection,
     FederationSection,
+    PairingSection,
     PoolSection,
     TrustSection,
 )  # fmt: skip
@@ -464,6 +465,7 @@ class Config(_Section):
     federation: FederationSection = FederationSection()
     director: DirectorSection = DirectorSection()
     pool: PoolSection = PoolSection()
+    pairing: PairingSection = PairingSection()
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

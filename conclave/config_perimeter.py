@@ -1,15 +1,17 @@
 """The sections of ``conclave.toml`` for the perimeter roles and the trust between
-processes: ``[edge]``, ``[federation]``, ``[director]`` and ``[trust]`` (docs/edge.md).
+processes: ``[edge]``, ``[federation]``, ``[director]`` and ``[trust]`` (docs/edge.md), and an
+Enterprise pool's ``[pool]`` and ``[pairing]`` (docs/pools.md).
 ``conclave topology provision`` writes them from the topology."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, model_validator
 
 from .config_fields import (
     Bool,
+    Duration,
     Int,
     Port,
     RelPath,
@@ -21,6 +23,7 @@ from .config_fields import (
     _not_empty,
     _Section,
     _within,
+    parse_duration,
 )  # fmt: skip
 
 
@@ -160,3 +163,30 @@ class PoolSection(_Section):
     def endpoint_hosts(self) -> tuple[str, ...]:
         """The other members' addresses (exempt from per-source limits)."""
         return tuple(e.rpartition(":")[0].strip("[]") for e in self.member_endpoints)
+
+
+class PairingSection(_Section):
+    """Pool pairing: the backup service and the partner's heartbeat (docs/pools.md)."""
+
+    partner: Str = ""
+    """the partner pool's name; empty: this pool is not paired"""
+    pool: Str = ""
+    """this pool's name, as the partner knows it"""
+    listen: Annotated[Str, AfterValidator(_endpoint)] = ""
+    """ip:port of this Front End's pairing listener (mutual TLS, the partner's members only)"""
+    partner_members: tuple[Str, ...] = ()
+    """FQDNs of the partner pool's Front Ends (their certificates name them)"""
+    partner_endpoints: tuple[Annotated[Str, AfterValidator(_endpoint)], ...] = ()
+    """ip:port of each partner member's pairing listener, in the order of partner_members"""
+    failover: Literal["manual", "automatic"] = "manual"
+    """take the partner's users over by hand (conclave pool failover) or when it is silent"""
+    failover_after: Annotated[Duration, _within(parse_duration, "5s", "1d")] = 120
+    """with automatic failover: how long the partner may be silent"""
+
+    @model_validator(mode="after")
+    def _paired(self) -> PairingSection:
+        if len(self.partner_members) != len(self.partner_endpoints):
+            raise ValueError("partner_members and partner_endpoints must list the same hosts")
+        if self.partner and not (self.listen and self.partner_endpoints and self.pool):
+            raise ValueError("a paired pool needs pool, listen and the partner's endpoints")
+        return self

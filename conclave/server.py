@@ -33,6 +33,7 @@ from pathlib import Path
 import structlog
 
 from conclave.cluster.locations import PoolLocationService
+from conclave.cluster.pairing import PairingService
 from conclave.cluster.presence import PoolPresenceState
 from conclave.cluster.state import PoolState, start_pool
 from conclave.cluster.tokens import MemberTokens
@@ -51,7 +52,7 @@ from conclave.pki.info import describe
 from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
-from conclave.pki.tls import mutual_client_context
+from conclave.pki.tls import mutual_client_context, server_context
 from conclave.relaying import (
     BAN_SWEEP_INTERVAL,
     PeerTrust,
@@ -163,6 +164,7 @@ class Server:
         self.local = LocalEndpoint(host=config.server.host, domain=domain, names=names)
         self.tasks: list[asyncio.Task[None]] = []
         self.features: dict[str, Feature] = {}  # set by _wire: the enabled ones, by name
+        self.pairing: PairingService | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -173,6 +175,7 @@ class Server:
         self._wire()
         if self.pool is not None:
             self.tasks += await start_pool(self.pool)
+        self.pairing = await self._start_pairing()
         for feature in self.features.values():
             await feature.start()
         self._install_signals()
@@ -266,6 +269,40 @@ class Server:
             log.info("lockout state restored", accounts=restored)
         self.stack.attach(self.router, self.transports)
 
+    async def _start_pairing(self) -> PairingService | None:
+        """Pool pairing (docs/pools.md): the backup service's listener, sender and watchdog."""
+        settings = self.config.pairing
+        if not settings.partner:
+            return None
+        files = server_tls_files(self.data_dir, self.config)
+        crl = files.crl if files.crl is not None and files.crl.exists() else None
+        server_ssl = server_context(
+            files.cert, files.key, ca_path=files.ca, require_client_cert=True, crl_path=crl
+        )
+        client_ssl = mutual_client_context(
+            files.cert, files.key, ca_path=files.ca, crl_path=files.crl
+        )
+        host, _, port = settings.listen.rpartition(":")
+        endpoints = []
+        for name, endpoint in zip(
+            settings.partner_members, settings.partner_endpoints, strict=True
+        ):
+            address, _, member_port = endpoint.rpartition(":")
+            endpoints.append((name, address.strip("[]"), int(member_port)))
+        service = PairingService(
+            pool=settings.pool, partner=settings.partner, db=self.db,
+            listen=(host.strip("[]"), int(port)), partner_endpoints=endpoints,
+            server_ssl=server_ssl, client_ssl=client_ssl, failover=settings.failover,
+            failover_after=settings.failover_after,
+            on_takeover=lambda: asyncio.ensure_future(self._on_hangup()),
+        )  # fmt: skip
+        await service.start()
+        self.tasks += [
+            asyncio.create_task(service.run_sender()),
+            asyncio.create_task(service.run_watchdog()),
+        ]
+        return service
+
     def _from_trusted(self, flow: Flow) -> bool:
         """An Edge, a Director or another member of the pool: each binds the
         in-dialog requests it carries to their parties itself."""
@@ -348,6 +385,8 @@ class Server:
         log.info("stopping", open_transactions=len(self.layer))
         self.stack.draining = True
         await self.transports.stop_listening(keep_udp=True)
+        if self.pairing is not None:
+            await self.pairing.close()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

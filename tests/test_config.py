@@ -321,6 +321,7 @@ def test_model_has_every_documented_section() -> None:
         "federation",
         "director",
         "pool",
+        "pairing",
     }
 
 

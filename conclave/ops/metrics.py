@@ -163,6 +163,19 @@ LOG_CONNECTED: Final = Gauge(
     registry=REGISTRY,
 )
 
+PAIRING_LAG: Final = Gauge(
+    "conclave_pairing_replication_lag_seconds",
+    "Seconds from a change in the partner pool's user data to its copy arriving here",
+    ["pool"],
+    registry=REGISTRY,
+)
+PAIRING_SILENT: Final = Gauge(
+    "conclave_pairing_partner_silent_seconds",
+    "Seconds since the partner pool's last heartbeat",
+    ["pool"],
+    registry=REGISTRY,
+)
+
 _request_children: dict[str, Counter] = {}
 _response_children: dict[tuple[str, int], Counter] = {}
 _latency_children: dict[str, Histogram] = {}

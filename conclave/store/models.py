@@ -239,3 +239,30 @@ class CallDetailRecord(Base):
     reason: Mapped[str] = mapped_column(String(255))
     detail: Mapped[str] = mapped_column(Text)
     """A JSON object with kind-specific facts (contact, expires, conversation id...)."""
+
+
+class PoolBackup(Base):
+    """The latest copy of a partner pool's user data (pool pairing, docs/pools.md)."""
+
+    __tablename__ = "pool_backups"
+
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The partner pool the copy is of."""
+    payload: Mapped[str] = mapped_column(Text)
+    """JSON: its users (with their digest HA1s), contact lists and privacy rules."""
+    changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    """When the partner's data last changed (its clock), as the partner said."""
+    received_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    heard_at: Mapped[dt.datetime] = mapped_column(UtcDateTime())
+    """The partner's last heartbeat."""
+
+
+class PoolFailover(Base):
+    """A partner pool whose users this pool serves since a failover."""
+
+    __tablename__ = "pool_failovers"
+
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    users: Mapped[str] = mapped_column(Text)
+    """JSON list of the user names taken over (failback moves exactly these home)."""
+    since: Mapped[dt.datetime] = mapped_column(UtcDateTime())

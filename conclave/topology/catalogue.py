@@ -139,6 +139,14 @@ def _frontend(ref: HostRef, topology: Topology) -> list[Listener]:
                     f"{path}.sip",
                 )
             )  # fmt: skip
+    if ref.pool.paired_with:
+        found.append(
+            Listener(
+                "frontend", "pairing_tls", "tcp", host.address, ports.pairing_tls, "internal",
+                "TLS", "backup service and heartbeat: mutual TLS from the partner pool",
+                f"{path}.pairing_tls",
+            )
+        )  # fmt: skip
     return found
 
 

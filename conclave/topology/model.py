@@ -169,6 +169,8 @@ class Ports(_Model):
     chat_tls: Port = 5041
     """chat: SIP over mutual TLS from the pool"""
     syslog_tls: Port = 6514
+    pairing_tls: Port = 5078
+    """paired Front End pools: the backup service (mutual TLS from the partner pool)"""
     """logging-controller: syslog over TLS from every server (RFC 5425)"""
     edge_internal_tls: Port = 5061
     """edge, internal interface: SIP over mutual TLS from directors and Front Ends"""
@@ -263,6 +265,11 @@ class Pool(_Model):
     """SIP transports of the Front Ends: tls; tcp and udp are plain text"""
     paired_with: Str = ""
     """the pool in another site that takes over if this one fails"""
+    failover: Literal["manual", "automatic"] = "manual"
+    """paired pools: the partner takes this pool's users over by hand (conclave pool
+    failover), or by itself when this pool has been silent for failover_after"""
+    failover_after: Duration = 120
+    """with automatic failover: seconds (or 90s, 5m) of silence before the partner acts"""
     gateways: list[Gateway] = []
     """mediation pools: the gateways they serve"""
     members: Annotated[list[Host], Field(min_length=1)]

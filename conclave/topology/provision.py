@@ -107,6 +107,7 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
         settings["database"] = {"url": pool.database}
     if "frontend" in host.roles:
         settings["pool"] = pool_settings(ref)
+        settings["pairing"] = pairing_settings(topology, ref)
     controller = logging_controller_for(ref, topology)
     if controller is not None:
         address = controller.host.address
@@ -173,6 +174,25 @@ def pool_settings(ref: HostRef) -> dict[str, Any]:
         "key_prefix": f"conclave:{ref.pool_name}:",
         "members": [m.fqdn for m in others],
         "member_endpoints": [_endpoint_of(m.address, m.ports.sip_tls) for m in others],
+    }
+
+
+def pairing_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
+    """A Front End's ``[pairing]``: its partner pool's members (docs/pools.md)."""
+    pool = ref.pool
+    partner = topology.pools.get(pool.paired_with) if pool.paired_with else None
+    if partner is None or pool.edition != "enterprise":
+        return {"partner": "", "pool": "", "listen": "", "partner_members": [],
+                "partner_endpoints": []}  # fmt: skip
+    members = [m for m in partner.members if "frontend" in m.roles]
+    return {
+        "partner": pool.paired_with,
+        "pool": ref.pool_name,
+        "listen": _endpoint_of(ref.host.address, ref.host.ports.pairing_tls),
+        "partner_members": [m.fqdn for m in members],
+        "partner_endpoints": [_endpoint_of(m.address, m.ports.pairing_tls) for m in members],
+        "failover": partner.failover,
+        "failover_after": partner.failover_after,
     }
 
 

@@ -227,6 +227,14 @@ def _sources(ref: HostRef, listener: Listener, topology: Topology) -> list[tuple
                 if (internal := e.edge_internal) is not None
             ]
         return sources if key != "sip" else [internal_clients]
+    if key == "pairing_tls":
+        partner = topology.pools.get(ref.pool.paired_with)
+        members = partner.members if partner is not None else []
+        return [
+            ("internal", f"Front End {m.name} {m.address} (partner pool)")
+            for m in members
+            if "frontend" in m.roles
+        ]
     if key == "mediation_tls" or key == "chat_tls":
         return [
             ("internal", f"Front End {r.name} {r.host.address}")
