@@ -2,9 +2,11 @@
 
 Scenarios: 1 REGISTER (UDP, TLS), 2 MESSAGE, 3 call -- both
 servers, same sipp scenarios, same run; 4 presence fan-out and 5 capacity
--- Conclave only; 6 scale across processes -- not applicable yet; 7 hold, overload at
+-- Conclave only; 6 scale across processes -- not measured yet; 7 hold, overload at
 3x and recovery (MESSAGE, UDP) -- both servers; 8 a million mutated messages -- Conclave
-(not in the default run: ``--scenarios 8``).
+(not in the default run: ``--scenarios 8``); 9 availability of Enterprise pools (a member
+killed, a whole pool failed over to its partner, backup lag) -- Conclave, on the
+machine's PostgreSQL and Redis.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Conclave always runs (Kamailio uses its certificate); "
                         "leave kamailio out to skip the comparison; floor is the do-nothing "
                         "Python responder of bench/floor.py (scenario 1, UDP)")  # fmt: skip
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,7", help="which of 1-8 to run")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,7,9", help="which of 1-9 to run")
+    p.add_argument("--availability-rounds", type=int, default=3, help="repetitions (9)")
     p.add_argument("--users", type=int, default=10_000, help="distinct users (scenario 1)")
     p.add_argument("--rates", default=LADDER, help="offered call rates per step (1-3)")
     p.add_argument("--step-seconds", type=float, default=5.0)
@@ -336,8 +339,15 @@ def main(argv: list[str] | None = None) -> int:
             results["capacity"] = run_capacity_ladder(args, work)
         if "6" in wanted:
             results["not_run"]["6-scale-out"] = (
-                "not applicable yet: pool mode (several Front End processes) does not exist"
+                "not measured yet: pools exist (docs/pools.md), the sipp ladder across two "
+                "Front Ends does not"
             )
+        if "9" in wanted:
+            log("scenario 9. Availability of Enterprise pools (Conclave only)")
+            from .availability import run_availability
+
+            results["availability"] = run_availability(args.availability_rounds)
+            log(f"  {results['availability']}")
     finally:
         # Keep the servers' logs (slow garbage collections, warnings) beside the results.
         args.out.mkdir(parents=True, exist_ok=True)

@@ -258,6 +258,8 @@ class Pool(_Model):
     database: Str = ""
     """enterprise Front End pools: the back end, postgresql://..."""
     state: Str = ""
+    state_prefix: Str = ""
+    """prefix of the pool's Redis keys; default conclave:<pool>: (deployments sharing a Redis)"""
     """enterprise Front End pools: shared state, redis://... or sentinel://... (docs/pools.md)"""
     transports: Annotated[list[TransportName], Field(min_length=1), AfterValidator(_unique)] = [
         "tls"

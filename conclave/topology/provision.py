@@ -171,7 +171,7 @@ def pool_settings(ref: HostRef) -> dict[str, Any]:
     others = [m for m in pool.members if m.name != ref.host.name and "frontend" in m.roles]
     return {
         "redis": pool.state,
-        "key_prefix": f"conclave:{ref.pool_name}:",
+        "key_prefix": pool.state_prefix or f"conclave:{ref.pool_name}:",
         "members": [m.fqdn for m in others],
         "member_endpoints": [_endpoint_of(m.address, m.ports.sip_tls) for m in others],
     }

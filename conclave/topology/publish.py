@@ -218,6 +218,14 @@ def _sources(ref: HostRef, listener: Listener, topology: Topology) -> list[tuple
     hosts = topology.hosts()
     role, key = listener.role, listener.port_key
     internal_clients = ("internal", "clients and servers of the internal network")
+    if key == "pairing_tls":
+        partner = topology.pools.get(ref.pool.paired_with)
+        members = partner.members if partner is not None else []
+        return [
+            ("internal", f"Front End {m.name} {m.address} (partner pool)")
+            for m in members
+            if "frontend" in m.roles
+        ]
     if role == "frontend" or key == "director_tls":
         sources = [internal_clients]
         if ref in next_hops_of_edge(topology):
@@ -227,14 +235,6 @@ def _sources(ref: HostRef, listener: Listener, topology: Topology) -> list[tuple
                 if (internal := e.edge_internal) is not None
             ]
         return sources if key != "sip" else [internal_clients]
-    if key == "pairing_tls":
-        partner = topology.pools.get(ref.pool.paired_with)
-        members = partner.members if partner is not None else []
-        return [
-            ("internal", f"Front End {m.name} {m.address} (partner pool)")
-            for m in members
-            if "frontend" in m.roles
-        ]
     if key == "mediation_tls" or key == "chat_tls":
         return [
             ("internal", f"Front End {r.name} {r.host.address}")

@@ -29,18 +29,10 @@ from conclave.topology.document import dumps_toml
 from .edge_deployment import DOMAIN, PASSWORDS
 from .server import conclave
 from .sipclient import SipClient
-from .test_roles import POSTGRES_ADMIN_URL, RoleProcess
+from .test_roles import POSTGRES_ADMIN_URL, RoleProcess, _admin
 
 REDIS_URL = os.environ.get("CONCLAVE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 MEMBERS = {"fe1": "127.0.4.1", "fe2": "127.0.4.2"}
-
-
-async def _admin(sql: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
 
 
 def _peers_or_fail(database: str) -> None:

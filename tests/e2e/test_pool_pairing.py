@@ -1,117 +1,61 @@
-"""Paired pools: the backup service copies each pool's users to its partner over mutual
-TLS, the partner takes them over when the pool dies, and failback brings them home.
+"""Two paired pools of two Front Ends each, ee1's back end a replicated PostgreSQL, all
+from one topology document (:mod:`.paired_deployment`).
 
-Pool ee1 (site hq, fe-a on 127.0.5.1) homes alice and carol; pool ee2 (site dr, fe-b on
-127.0.6.1) homes bob. ee1 fails over automatically after 5 s of silence. fe-a is
-killed; fe-b takes alice over from its copy, alice signs in at ee2 with her contact
-list and messages bob; what she changes there comes home with failback. The manual
-commands (`conclave pool failover|failback|status`) are driven too.
+1. ee1's back end fails over: messages for offline alice are stored (202) while the
+   primary and its synchronous standby both acknowledge every commit; the primary is
+   killed; while nobody accepts writes a message for her gets a prompt 503 with
+   Retry-After (never a hang); the standby is promoted; writes go on there without a
+   restart, and alice, signing in, gets every message answered 2xx.
+2. The whole of ee1 dies: ee2, which holds a copy of ee1's users (backup service, mutual
+   TLS), takes them over after 5 s of silence; alice signs in at ee2 with her contact
+   list and messages bob across ee2's two members; what she changes there comes home
+   with `conclave pool failback`.
+3. The manual commands and their refusals.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import contextlib
 import os
 import signal
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy.engine import make_url
-
-from conclave.topology.document import dumps_toml
 
 from .edge_deployment import DOMAIN, PASSWORDS, send_message, sign_in
-from .pool_deployment import REDIS_URL, _admin, _peers_or_fail
+from .paired_deployment import Paired, paired_pools
+from .postgres_cluster import ReplicatedPostgres, start_replicated
 from .server import conclave
-from .sipclient import SipClient
+from .sipclient import SipClient, digest_header
 from .test_metrics import admin_port, scrape
-from .test_roles import POSTGRES_ADMIN_URL, RoleProcess, free_ports
 
-HOSTS = {"fe-a": ("ee1", "127.0.5.1"), "fe-b": ("ee2", "127.0.6.1")}
-FAILOVER_AFTER = 5
-
-
-@dataclass
-class Paired:
-    root: Path
-    ports: dict[str, int]
-    processes: dict[str, RoleProcess] = field(default_factory=dict)
-
-    @property
-    def topology(self) -> Path:
-        return self.root / "topology.toml"
-
-    def start(self, host: str) -> RoleProcess:
-        process = RoleProcess(["serve", "--topology", str(self.topology), "--host", host])
-        self.processes[host] = process.start()
-        process.event("ready")
-        return process
-
-    def client(self, host: str, source: str) -> SipClient:
-        return SipClient(
-            "tls", self.ports[host], domain=DOMAIN, ca=str(self.root / "ca" / "ca.crt"),
-            host=source, server=HOSTS[host][1], server_name=f"{host}.{DOMAIN}",
-        )  # fmt: skip
-
-    def contacts(self, host: str, user: str) -> list[str]:
-        out = conclave("contacts", "list", user, "--dir", str(self.root / "hosts" / host)).stdout
-        return sorted(line.split("\t")[-1] for line in out.splitlines() if "\tsip:" in line)
+PROMPT = 15.0
+"""An error must come well before a client's own transaction timeout (32 s)."""
 
 
 @pytest.fixture(scope="module")
-def paired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Paired]:
-    databases = {pool: f"conclave_pair_{pool}_{uuid.uuid4().hex[:8]}" for pool in ("ee1", "ee2")}
-    for database in databases.values():
-        _peers_or_fail(database)
-    root = tmp_path_factory.mktemp("paired")
-    sip_a, sip_b, pair_a, pair_b, admin_b = free_ports(5)
-
-    def pool(name: str, site: str, host: str, sip: int, pairing: int, partner: str) -> dict:
-        url = make_url(POSTGRES_ADMIN_URL).set(database=databases[name])
-        extra = {"admin": f"127.0.0.1:{admin_b}"} if host == "fe-b" else {}
-        return {
-            "site": site, "edition": "enterprise", "fqdn": f"{name}.{DOMAIN}",
-            "database": url.render_as_string(hide_password=False),
-            "state": REDIS_URL, "paired_with": partner, "failover": "automatic",
-            "failover_after": FAILOVER_AFTER,
-            "members": [{"name": host, "fqdn": f"{host}.{DOMAIN}", "address": HOSTS[host][1],
-                         "roles": ["frontend"], "ports": {"sip_tls": sip, "pairing_tls": pairing},
-                         **extra}],
-        }  # fmt: skip
-
-    doc = {
-        "organisation": {"name": "Example Ltd", "sip_domains": [DOMAIN]},
-        "requirements": {"users": 100, "high_availability": True},
-        "sites": {"hq": {}, "dr": {}},
-        "pools": {
-            "ee1": pool("ee1", "hq", "fe-a", sip_a, pair_a, "ee2"),
-            "ee2": pool("ee2", "dr", "fe-b", sip_b, pair_b, "ee1"),
-        },
-    }
-    (root / "topology.toml").write_text(dumps_toml(doc))
-    conclave("topology", "provision", str(root / "topology.toml"), "--all")
-    for user, host in (("alice", "fe-a"), ("carol", "fe-a"), ("bob", "fe-b")):
-        conclave("user", "add", user, "--dir", str(root / "hosts" / host), "--password-stdin",
-                 stdin=PASSWORDS[user] + "\n")  # fmt: skip
-    conclave(
-        "contacts", "add", "alice", f"sip:carol@{DOMAIN}", "--dir", str(root / "hosts" / "fe-a")
-    )
-    deployment = Paired(root, {"fe-a": sip_a, "fe-b": sip_b})
+def paired(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Paired, ReplicatedPostgres]]:
+    cluster = start_replicated(synchronous=True)
     try:
-        for host in HOSTS:
-            deployment.start(host)
-        yield deployment
+        root = tmp_path_factory.mktemp("paired")
+        with paired_pools(root, members=2, ee1_back_end=cluster.url) as deployment:
+            yield deployment, cluster
     finally:
-        for process in deployment.processes.values():
-            if process.proc is not None and process.proc.poll() is None:
-                process.stop()
-        for database in databases.values():
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        cluster.stop()
+
+
+def either(
+    pool: Paired, name: str, match: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any]:
+    """The first event ``match`` accepts in the log of any member of pool ``name``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for host in pool.members(name):
+            with contextlib.suppress(AssertionError):
+                return pool.processes[host].wait_for(match, 0.1)
+        assert time.monotonic() < deadline, f"no member of {name} logged it in {timeout}s"
 
 
 def talk(sender: SipClient, user: str, receiver: SipClient, to_user: str, text: bytes) -> None:
@@ -122,55 +66,103 @@ def talk(sender: SipClient, user: str, receiver: SipClient, to_user: str, text: 
     assert sender.final().status == 200
 
 
-def status(paired: Paired) -> dict[str, dict]:
-    out = conclave("pool", "status", "--topology", str(paired.topology), "--json").stdout
-    return {entry["pool"]: entry for entry in json.loads(out)}
+def message(
+    client: SipClient, user: str, to_user: str, text: bytes
+) -> tuple[int, str | None, float]:
+    """A MESSAGE with credentials: its final status, Retry-After, and how long it took."""
+    uri = f"sip:{to_user}@{DOMAIN}"
+    started = time.monotonic()
+    headers = ["Content-Type: text/plain"]
+    first = client.send("MESSAGE", uri, from_user=user, headers=headers, body=text)
+    assert first.status == 407, first
+    auth = digest_header(first, user=user, password=PASSWORDS[user], method="MESSAGE", uri=uri)
+    final = client.send("MESSAGE", uri, from_user=user, headers=[*headers, auth], body=text)
+    return final.status, final.headers.get("Retry-After"), time.monotonic() - started
 
 
-def test_a_failed_pool_s_users_carry_on_at_its_partner_and_come_home(paired: Paired) -> None:
-    fe_a, fe_b = paired.processes["fe-a"], paired.processes["fe-b"]
-    copied = fe_b.wait_for(
+def test_the_back_end_fails_over_and_loses_no_acknowledged_write(
+    paired: tuple[Paired, ReplicatedPostgres],
+) -> None:
+    pool, cluster = paired
+    carol = pool.client("fe-a2", "127.0.0.61")
+    assert sign_in(carol, "carol").status == 200
+    stored = [f"before {n}".encode() for n in range(5)]
+    for text in stored:
+        assert message(carol, "carol", "alice", text)[0] == 202  # alice is offline: held
+
+    cluster.primary.kill()
+    status, retry_after, took = message(carol, "carol", "alice", b"while nobody writes")
+    assert status == 503 and retry_after is not None, (status, retry_after)
+    assert took < PROMPT, took
+
+    cluster.standby.pg_ctl("-w", "promote")
+    deadline = time.monotonic() + 30
+    while (status := message(carol, "carol", "alice", b"after the failover")[0]) != 202:
+        assert status == 503 and time.monotonic() < deadline, status
+    stored.append(b"after the failover")
+
+    alice = pool.client("fe-a1", "127.0.0.62")
+    assert sign_in(alice, "alice").status == 200
+    delivered = []
+    for _ in stored:
+        incoming = alice.recv_request()
+        alice.reply(incoming, 200)
+        delivered.append(incoming.body)
+    assert sorted(delivered) == sorted(stored)
+    alice.close()
+    carol.close()
+
+
+def test_a_failed_pool_s_users_carry_on_at_its_partner_and_come_home(
+    paired: tuple[Paired, ReplicatedPostgres],
+) -> None:
+    pool, _cluster = paired
+    fe_b1 = pool.processes["fe-b1"]
+    copied = fe_b1.wait_for(
         lambda e: e.get("event") == "pool backup received" and e.get("pool") == "ee1", 20
     )
     assert copied["users"] == 2
-    port = admin_port(fe_b)
-    lag = scrape(port).get(("conclave_pairing_replication_lag_seconds", (("pool", "ee1"),)))
+    lag = scrape(admin_port(fe_b1)).get(
+        ("conclave_pairing_replication_lag_seconds", (("pool", "ee1"),))
+    )
     assert lag is not None and 0 <= lag < 30, lag
-    assert status(paired)["ee2"]["partner_copy"]["users"] == 2
+    assert pool.status()["ee2"]["partner_copy"]["users"] == 2
 
-    bob = paired.client("fe-b", "127.0.0.71")
+    bob = pool.client("fe-b2", "127.0.0.71")
     assert sign_in(bob, "bob").status == 200
-    os.kill(fe_a.pid, signal.SIGKILL)  # the whole of pool ee1
+    for host in pool.members("ee1"):  # the whole of pool ee1
+        os.kill(pool.processes[host].pid, signal.SIGKILL)
     killed = time.monotonic()
-    taken = fe_b.wait_for(lambda e: e.get("event") == "pool failover", 30)
+    taken = either(pool, "ee2", lambda e: e.get("event") == "pool failover", 30)
     assert taken["pool"] == "ee1" and taken["users"] == 2 and taken["trigger"] == "automatic"
-    fe_b.wait_for(
+    fe_b1.wait_for(  # the member that took over reloads at once, the other within 5 s
         lambda e: e.get("event") == "users reloaded" and e.get("time", "") > taken["time"], 15
     )
-    alice = paired.client("fe-b", "127.0.0.72")
+    alice = pool.client("fe-b1", "127.0.0.72")
     assert sign_in(alice, "alice").status == 200  # at the partner, her password as ever
-    talk(alice, "alice", bob, "bob", b"from the partner pool")
-    served_again = time.monotonic() - killed
-    print(f"alice served at the partner {served_again:.1f} s after her pool was killed")
-    assert paired.contacts("fe-b", "alice") == [f"sip:carol@{DOMAIN}"]  # her list came along
+    talk(alice, "alice", bob, "bob", b"from the partner pool")  # fe-b1 -> fe-b2
+    print(f"alice served at the partner {time.monotonic() - killed:.1f} s after ee1 died")
+    assert pool.contacts("fe-b1", "alice") == [f"sip:carol@{DOMAIN}"]  # her list came along
     conclave("contacts", "add", "alice", f"sip:bob@{DOMAIN}",
-             "--dir", str(paired.root / "hosts" / "fe-b"))  # fmt: skip
-    assert "ee1" in status(paired)["ee2"]["serving_for"]
+             "--dir", str(pool.root / "hosts" / "fe-b1"))  # fmt: skip
+    assert "ee1" in pool.status()["ee2"]["serving_for"]
 
-    fe_a = paired.start("fe-a")  # ee1 is back: its users go home with what they changed
-    out = conclave("pool", "failback", "ee1", "--topology", str(paired.topology)).stdout
+    for host in pool.members("ee1"):  # ee1 is back: its users go home with what changed
+        pool.start(host)
+    out = conclave("pool", "failback", "ee1", "--topology", str(pool.topology)).stdout
     assert "2 users served at home again" in out
-    assert paired.contacts("fe-a", "alice") == [f"sip:bob@{DOMAIN}", f"sip:carol@{DOMAIN}"]
-    fe_a.wait_for(
+    assert pool.contacts("fe-a1", "alice") == [f"sip:bob@{DOMAIN}", f"sip:carol@{DOMAIN}"]
+    pool.processes["fe-a1"].wait_for(
         lambda e: e.get("event") == "users reloaded" and e.get("trigger") != "startup", 15
     )
-    home = paired.client("fe-a", "127.0.0.73")
+    home = pool.client("fe-a1", "127.0.0.73")
     assert sign_in(home, "alice").status == 200
-    assert status(paired)["ee2"]["serving_for"] == {}
+    assert pool.status()["ee2"]["serving_for"] == {}
 
 
-def test_manual_failover_and_its_refusals(paired: Paired) -> None:
-    topology = str(paired.topology)
+def test_manual_failover_and_its_refusals(paired: tuple[Paired, ReplicatedPostgres]) -> None:
+    pool, _cluster = paired
+    topology = str(pool.topology)
     out = conclave("pool", "failover", "ee1", "--topology", topology).stdout
     assert "failed over to ee2: 2 users" in out
     again = conclave("pool", "failover", "ee1", "--topology", topology, check=False)

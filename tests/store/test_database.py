@@ -21,6 +21,8 @@ TABLES = {
     "cdrs",
     "contacts",
     "offline_messages",
+    "pool_backups",
+    "pool_failovers",
     "privacy_rules",
     "registrations",
     "store_generation",

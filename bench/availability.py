@@ -1,0 +1,131 @@
+"""Scenario 9: availability of Enterprise pools (docs/availability.md).
+
+Measured, not asserted, on this machine, with the deployments the failure tests use
+(:mod:`tests.e2e.pool_deployment`, :mod:`tests.e2e.paired_deployment`):
+
+* **member killed**: a client at fe1 sends a message every 100 ms to a user at fe2;
+  fe1 is killed with SIGKILL; the client reconnects to fe2 at once (its connection
+  was reset: an RFC 5626 client's flow failed) and registers. Reported: seconds from
+  the kill to its next message answered 200, per round.
+* **pool failed**: the whole of pool ee1 is killed; its partner ee2 fails it over
+  automatically after ``failover_after`` seconds of silence; alice signs in at ee2 and
+  messages bob. Reported: seconds from the kill to that message's 200, per round.
+* **backup lag**: a user is added in ee1 (`conclave user add`), and ee2 logs the
+  copy's arrival with its lag. Reported: the lags of N changes (the data lost in
+  a pool failure is what changed within this long before it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.edge_deployment import DOMAIN, send_message, sign_in
+from tests.e2e.paired_deployment import FAILOVER_AFTER, paired_pools
+from tests.e2e.pool_deployment import pool_of_two
+from tests.e2e.server import conclave
+from tests.e2e.sipclient import SipClient
+
+PACE = 0.1
+"""Seconds between the client's messages while fe1 is killed."""
+
+
+def _answered(sender: SipClient, user: str, receiver: SipClient, to_user: str) -> bool:
+    send_message(sender, user, to_user, b"ping")
+    incoming = receiver.recv_request()
+    receiver.reply(incoming, 200)
+    return sender.final().status == 200
+
+
+def member_killed(rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        with (
+            tempfile.TemporaryDirectory(prefix="conclave-avail-") as root,
+            pool_of_two(Path(root)) as pool,
+        ):
+            bob = pool.client("fe2", "127.0.0.82")
+            carol = pool.client("fe1", "127.0.0.81")
+            assert sign_in(bob, "bob").status == 200
+            assert sign_in(carol, "carol").status == 200
+            pool.processes["fe1"].wait_for(
+                lambda e: (
+                    e.get("event") == "pool registrations changed"
+                    and e.get("aor") == f"sip:bob@{DOMAIN}"
+                ),
+                10,
+            )
+            assert _answered(carol, "carol", bob, "bob")
+            os.kill(pool.processes["fe1"].pid, signal.SIGKILL)
+            killed = time.monotonic()
+            while True:
+                time.sleep(PACE)
+                try:
+                    if _answered(carol, "carol", bob, "bob"):
+                        break
+                except (OSError, ConnectionError, AssertionError):
+                    carol.close()
+                    carol = pool.client("fe2", "127.0.0.81")
+                    assert sign_in(carol, "carol").status == 200
+            times.append(time.monotonic() - killed)
+    return times
+
+
+def pool_failed(rounds: int) -> tuple[list[float], list[float], float]:
+    times: list[float] = []
+    lags: list[float] = []
+    failover_after = 0.0
+    for _ in range(rounds):
+        with (
+            tempfile.TemporaryDirectory(prefix="conclave-avail-") as root,
+            paired_pools(Path(root)) as pool,
+        ):
+            failover_after = FAILOVER_AFTER
+            fe_b1 = pool.processes["fe-b1"]
+            for n in range(5):
+                before = {id(e) for e in fe_b1.lines}
+                conclave("user", "add", f"friend{n}", "--dir", str(pool.root / "hosts" / "fe-a1"),
+                         "--password-stdin", stdin="Friendly-Password-4711\n")  # fmt: skip
+                got = fe_b1.wait_for(
+                    lambda e, old=before: (
+                        e.get("event") == "pool backup received" and id(e) not in old
+                    ),
+                    10,
+                )
+                lags.append(float(got["lag_seconds"]))
+            bob = pool.client("fe-b1", "127.0.0.83")
+            assert sign_in(bob, "bob").status == 200
+            os.kill(pool.processes["fe-a1"].pid, signal.SIGKILL)
+            killed = time.monotonic()
+            fe_b1.wait_for(lambda e: e.get("event") == "pool failover", 60)
+            alice = pool.client("fe-b1", "127.0.0.84")
+            while sign_in(alice, "alice").status != 200:
+                time.sleep(0.1)  # until fe-b1 has reloaded its users
+            assert _answered(alice, "alice", bob, "bob")
+            times.append(time.monotonic() - killed)
+    return times, lags, failover_after
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "values": [round(v, 3) for v in values],
+        "median": round(statistics.median(values), 3) if values else None,
+        "max": round(max(values), 3) if values else None,
+    }
+
+
+def run_availability(rounds: int) -> dict[str, Any]:
+    """Scenario 9's figures (see the module docstring)."""
+    kills = member_killed(rounds)
+    failovers, lags, failover_after = pool_failed(rounds)
+    return {
+        "member_killed_served_again_seconds": _summary(kills),
+        "pool_failed_first_message_at_partner_seconds": _summary(failovers),
+        "failover_after_seconds": failover_after,
+        "backup_lag_seconds": _summary(lags),
+    }
