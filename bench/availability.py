@@ -32,20 +32,12 @@ from typing import Any
 from conclave.config import load_config
 from conclave.store.database import Database
 from conclave.store.users import UserStore
-from tests.e2e.edge_deployment import DOMAIN, send_message, sign_in
+from tests.e2e.edge_deployment import DOMAIN, sign_in
 from tests.e2e.paired_deployment import FAILOVER_AFTER, paired_pools
-from tests.e2e.pool_deployment import pool_of_two
-from tests.e2e.sipclient import SipClient
+from tests.e2e.pool_deployment import pool_of_two, talk
 
 PACE = 0.1
 """Seconds between the client's messages while fe1 is killed."""
-
-
-def _answered(sender: SipClient, user: str, receiver: SipClient, to_user: str) -> bool:
-    send_message(sender, user, to_user, b"ping")
-    incoming = receiver.recv_request()
-    receiver.reply(incoming, 200)
-    return sender.final().status == 200
 
 
 def member_killed(rounds: int) -> list[float]:
@@ -66,13 +58,13 @@ def member_killed(rounds: int) -> list[float]:
                 ),
                 10,
             )
-            assert _answered(carol, "carol", bob, "bob")
+            assert talk(carol, "carol", bob, "bob", b"ping") == 200
             os.kill(pool.processes["fe1"].pid, signal.SIGKILL)
             killed = time.monotonic()
             while True:
                 time.sleep(PACE)
                 try:
-                    if _answered(carol, "carol", bob, "bob"):
+                    if talk(carol, "carol", bob, "bob", b"ping") == 200:
                         break
                 except (OSError, ConnectionError, AssertionError):
                     carol.close()
@@ -122,7 +114,7 @@ def pool_failed(rounds: int) -> tuple[list[float], list[float], list[float], flo
             alice = pool.client("fe-b1", "127.0.0.84")
             while sign_in(alice, "alice").status != 200:
                 time.sleep(0.1)  # until fe-b1 has reloaded its users
-            assert _answered(alice, "alice", bob, "bob")
+            assert talk(alice, "alice", bob, "bob", b"ping") == 200
             times.append(time.monotonic() - killed)
     return times, lags, transit, failover_after
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 
 from conclave.topology.document import dumps_toml
 
-from .edge_deployment import DOMAIN, PASSWORDS
+from .edge_deployment import DOMAIN, PASSWORDS, send_message
 from .server import conclave
 from .sipclient import SipClient
 from .test_roles import POSTGRES_ADMIN_URL, RoleProcess, _admin
@@ -172,3 +172,13 @@ def knows(process: RoleProcess, client: SipClient, user: str, member: str) -> No
         ),
         10,
     )
+
+
+def talk(sender: SipClient, user: str, receiver: SipClient, to_user: str, text: bytes) -> int:
+    """``user`` messages ``to_user`` (credentials as needed), who answers 200; the final
+    status ``sender`` got."""
+    send_message(sender, user, to_user, text)
+    incoming = receiver.recv_request()
+    assert incoming.body == text
+    receiver.reply(incoming, 200)
+    return sender.final().status

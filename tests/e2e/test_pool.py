@@ -32,7 +32,7 @@ from conclave.sip.message import Request, Response
 from .dnsmasq import Dnsmasq
 from .edge_deployment import DOMAIN, PASSWORDS, send_message, sign_in
 from .peers_baresip import Baresip
-from .pool_deployment import MEMBERS, PoolDeployment, knows, pool
+from .pool_deployment import MEMBERS, PoolDeployment, knows, pool, talk
 from .server import conclave
 from .sipclient import SipClient
 from .test_edge import SDP, answer, final, in_dialog, invite
@@ -47,17 +47,8 @@ def test_messages_cross_between_members(pool: PoolDeployment) -> None:
     assert sign_in(bob, "bob").status == 200
     knows(pool.processes["fe1"], bob, "bob", "fe2")
     knows(pool.processes["fe2"], alice, "alice", "fe1")
-    send_message(alice, "alice", "bob", b"from fe1 to fe2")
-    incoming = bob.recv_request()
-    assert incoming.body == b"from fe1 to fe2"
-    assert incoming.from_aor == f"sip:alice@{DOMAIN}"
-    bob.reply(incoming, 200)
-    assert alice.final().status == 200
-    send_message(bob, "bob", "alice", b"and back")
-    back = alice.recv_request()
-    assert back.body == b"and back"
-    alice.reply(back, 200)
-    assert bob.final().status == 200
+    assert talk(alice, "alice", bob, "bob", b"from fe1 to fe2") == 200
+    assert talk(bob, "bob", alice, "alice", b"and back") == 200
 
 
 class PoolPeer(Peer):

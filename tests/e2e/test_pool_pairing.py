@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from .edge_deployment import DOMAIN, PASSWORDS, send_message, sign_in
+from .edge_deployment import DOMAIN, PASSWORDS, sign_in
 from .paired_deployment import Paired, paired_pools
+from .pool_deployment import talk
 from .postgres_cluster import ReplicatedPostgres, start_replicated
 from .server import conclave
 from .sipclient import SipClient, digest_header
@@ -56,14 +57,6 @@ def either(
             with contextlib.suppress(AssertionError):
                 return pool.processes[host].wait_for(match, 0.1)
         assert time.monotonic() < deadline, f"no member of {name} logged it in {timeout}s"
-
-
-def talk(sender: SipClient, user: str, receiver: SipClient, to_user: str, text: bytes) -> None:
-    send_message(sender, user, to_user, text)
-    incoming = receiver.recv_request()
-    assert incoming.body == text
-    receiver.reply(incoming, 200)
-    assert sender.final().status == 200
 
 
 def message(
@@ -140,7 +133,7 @@ def test_a_failed_pool_s_users_carry_on_at_its_partner_and_come_home(
     )
     alice = pool.client("fe-b1", "127.0.0.72")
     assert sign_in(alice, "alice").status == 200  # at the partner, her password as ever
-    talk(alice, "alice", bob, "bob", b"from the partner pool")  # fe-b1 -> fe-b2
+    assert talk(alice, "alice", bob, "bob", b"from the partner pool") == 200  # fe-b1 -> fe-b2
     print(f"alice served at the partner {time.monotonic() - killed:.1f} s after ee1 died")
     assert pool.contacts("fe-b1", "alice") == [f"sip:carol@{DOMAIN}"]  # her list came along
     conclave("contacts", "add", "alice", f"sip:bob@{DOMAIN}",

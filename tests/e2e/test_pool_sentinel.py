@@ -17,9 +17,8 @@ import redis
 
 from tests.cluster.redis_servers import RedisServer
 
-from .edge_deployment import send_message, sign_in
-from .pool_deployment import PoolDeployment, knows, pool_of_two
-from .sipclient import SipClient
+from .edge_deployment import sign_in
+from .pool_deployment import PoolDeployment, knows, pool_of_two, talk
 
 SERVICE = "conclave"
 
@@ -42,15 +41,6 @@ def sentinel_pool(
             server.kill()
 
 
-def exchange(sender: SipClient, user: str, receiver: SipClient, to_user: str) -> None:
-    text = f"{user} to {to_user}".encode()
-    send_message(sender, user, to_user, text)
-    incoming = receiver.recv_request()
-    assert incoming.body == text
-    receiver.reply(incoming, 200)
-    assert sender.final().status == 200
-
-
 def master_port(sentinel: RedisServer) -> int:
     with redis.Redis(port=sentinel.port, socket_timeout=2) as client:
         _host, port = client.sentinel_get_master_addr_by_name(SERVICE)
@@ -66,7 +56,7 @@ def test_the_pool_rides_out_a_sentinel_failover(
     assert sign_in(bob, "bob").status == 200
     knows(pool.processes["fe2"], alice, "alice", "fe1")
     knows(pool.processes["fe1"], bob, "bob", "fe2")
-    exchange(bob, "bob", alice, "alice")
+    assert talk(bob, "bob", alice, "alice", b"bob to alice") == 200
 
     master.kill()
     deadline = time.monotonic() + 30
@@ -77,9 +67,10 @@ def test_the_pool_rides_out_a_sentinel_failover(
         pool.processes[member].wait_for(
             lambda e: e.get("event") == "pool state connected" and e.get("again"), 20
         )
-    exchange(bob, "bob", alice, "alice")  # registered before the failover
-    exchange(alice, "alice", bob, "bob")
+    # Both registered before the failover:
+    assert talk(bob, "bob", alice, "alice", b"bob to alice") == 200
+    assert talk(alice, "alice", bob, "bob", b"alice to bob") == 200
     carol = pool.client("fe1", "127.0.0.43")
     assert sign_in(carol, "carol").status == 200  # registered after it
     knows(pool.processes["fe2"], carol, "carol", "fe1")
-    exchange(bob, "bob", carol, "carol")
+    assert talk(bob, "bob", carol, "carol", b"bob to carol") == 200
