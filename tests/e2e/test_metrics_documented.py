@@ -273,6 +273,8 @@ def test_every_documented_metric_moves(
     )
     exposed = {sample for sample, _labels in after}
     for name, kind in metrics.items():
+        if name in NOT_DRIVEN:  # labelled by a partner pool this server does not have
+            continue
         assert series(name, kind) in exposed, f"{name} is not exposed at /metrics"
     stuck = {
         name: {
