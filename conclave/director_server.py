@@ -28,8 +28,10 @@ from conclave.relaying import PeerTrust, RelayProcess
 from conclave.sip.flow import Flow, canonical_host
 from conclave.sip.local import LocalEndpoint
 from conclave.store.database import Database
+from conclave.store.errors import StoreError
 from conclave.store.generations import USERS, GenerationStore
-from conclave.store.users import UserStore
+from conclave.store.pairing import PairingStore
+from conclave.store.users import Credentials, UserStore
 from conclave.transport.manager import TransportManager
 
 log = structlog.get_logger("conclave.director")
@@ -68,6 +70,8 @@ class DirectorServer(RelayProcess):
         self.databases = {p.name: Database(p.database) for p in config.director.pools}
         self._generations = {name: -1 for name in self.databases}
         self._homes: dict[str, str] = {}
+        self._pool_rows: dict[str, tuple[dict[tuple[str, str], Credentials], set[str]]] = {}
+        """Per pool: its users as last read, and the pools it serves for (failed over)."""
         self._pool_flows: dict[str, Flow] = {}
 
     # -- HomePools -------------------------------------------------------------------------
@@ -131,24 +135,42 @@ class DirectorServer(RelayProcess):
 
     async def _reload_users(self) -> None:
         """Every pool's users, when any pool's counter moved: one cache, and each user's
-        home (the pool whose back end holds them)."""
+        home (the pool whose back end holds them; after a pool failover, the partner that
+        serves them: docs/pools.md). A pool whose back end cannot be read keeps the users
+        it had (its site may be down; its partner lists them once it takes them over)."""
         moved = False
         for name, db in self.databases.items():
-            generation = await GenerationStore(db).get(USERS)
+            try:
+                generation = await GenerationStore(db).get(USERS)
+            except StoreError as exc:
+                log.warning("pool back end unreadable", pool=name, reason=str(exc))
+                continue
             if generation != self._generations[name]:
                 self._generations[name], moved = generation, True
         if not moved:
             return
+        for name, db in self.databases.items():
+            try:
+                self._pool_rows[name] = (
+                    await UserStore(db).all_credentials(),
+                    set(await PairingStore(db).failed_over()),
+                )
+            except StoreError as exc:
+                log.warning("pool back end unreadable; its last users kept", pool=name,
+                            reason=str(exc))  # fmt: skip
         table: dict[str, UserCredentials] = {}
         homes: dict[str, str] = {}
         domain = self.config.server.domain
-        for name, db in self.databases.items():
-            rows = await UserStore(db).all_credentials()
+        # A pool serving for a failed partner comes first: those users are at home there now.
+        order = sorted(self._pool_rows, key=lambda n: (not self._pool_rows[n][1], n))
+        for name in order:
+            rows, _serving = self._pool_rows[name]
             for (user, user_domain), creds in rows.items():
                 if user_domain != domain:
                     continue
                 if user in homes:
-                    log.error("user in two pools; the first keeps it", user=user, pool=name)
+                    if not self._pool_rows[homes[user]][1]:
+                        log.error("user in two pools; the first keeps it", user=user, pool=name)
                     continue
                 homes[user] = name
                 table[user] = UserCredentials(

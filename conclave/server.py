@@ -295,6 +295,7 @@ class Server:
             server_ssl=server_ssl, client_ssl=client_ssl, failover=settings.failover,
             failover_after=settings.failover_after,
             on_takeover=lambda: asyncio.ensure_future(self._on_hangup()),
+            copies=self._copies_for_pool,
         )  # fmt: skip
         await service.start()
         self.tasks += [
@@ -302,6 +303,12 @@ class Server:
             asyncio.create_task(service.run_watchdog()),
         ]
         return service
+
+    def _copies_for_pool(self) -> bool:
+        """This member sends its pool's backup copies: the first alive by name."""
+        if self.pool is None or not self.pool.alive:
+            return True
+        return min(self.pool.alive | {self.pool.member}) == self.pool.member
 
     def _from_trusted(self, flow: Flow) -> bool:
         """An Edge, a Director or another member of the pool: each binds the

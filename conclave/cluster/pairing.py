@@ -10,7 +10,9 @@ Every Front End of a paired pool runs one :class:`PairingService`:
 * **Sender**: connects to the partner's members in order and, every
   :data:`BACKUP_INTERVAL`, sends a snapshot when this pool's users, contacts or
   privacy rules changed (the change counters moved; at least every
-  :data:`FULL_COPY_INTERVAL` anyway), else a heartbeat. Replication lag (change to copy
+  :data:`FULL_COPY_INTERVAL` anyway), else a heartbeat. Only one member of the pool
+  sends snapshots (the first alive by name, from the pool's heartbeats); the others
+  send heartbeats only. Replication lag (change to copy
   at the partner) is logged with each copy and exported as a metric.
 * **Watchdog**: with ``failover = "automatic"``, when the partner has been silent for
   ``failover_after`` seconds, this pool takes its users over from the copy
@@ -49,6 +51,8 @@ FULL_COPY_INTERVAL = 60.0
 """A copy is sent at least this often, changed or not (a partner that lost its copy)."""
 MAX_LINE = MAX_SNAPSHOT_BYTES + 4096
 """Longest message line accepted from a partner."""
+INLINE_DECODE = 64 * 1024
+"""Messages longer than this (copies of a large pool) are decoded off the event loop."""
 CONNECT_TIMEOUT = 3.0
 """Seconds to reach a partner member before trying the next."""
 
@@ -76,6 +80,7 @@ class PairingService:
         failover: str = "manual",
         failover_after: float = 120.0,
         on_takeover: Callable[[], object] | None = None,
+        copies: Callable[[], bool] = lambda: True,
     ) -> None:
         self.pool = pool
         self.partner = partner
@@ -90,6 +95,9 @@ class PairingService:
         self.failover = failover
         self.failover_after = failover_after
         self.on_takeover = on_takeover
+        self.copies = copies
+        """True while this member is the one of its pool that sends the copies (the
+        others send heartbeats only): one snapshot per change, not one per member."""
         self._server: asyncio.Server | None = None
 
     # -- the listener --------------------------------------------------------------------------
@@ -139,7 +147,8 @@ class PairingService:
 
     async def _receive(self, peer: str, line: bytes) -> bool:
         try:
-            message = json.loads(line)
+            big = len(line) > INLINE_DECODE
+            message = await asyncio.to_thread(json.loads, line) if big else json.loads(line)
             kind, pool = message["type"], message["pool"]
         except (ValueError, KeyError, TypeError):
             log.warning("pairing message malformed", peer=peer)
@@ -151,7 +160,9 @@ class PairingService:
         try:
             if kind == "snapshot":
                 changed = dt.datetime.fromisoformat(message["changed_at"])
-                text = json.dumps(message["snapshot"], separators=(",", ":"))
+                text = await asyncio.to_thread(
+                    json.dumps, message["snapshot"], separators=(",", ":")
+                )
                 await self.store.save_backup(pool, text, changed, now)
                 lag = max(0.0, (now - changed).total_seconds())
                 LAG.labels(pool).set(lag)
@@ -205,16 +216,25 @@ class PairingService:
         sent_at = 0.0
         while True:
             counters = (await self.generations.get(USERS), await self.generations.get(DIRECTORY))
-            if counters != sent or time.monotonic() - sent_at > FULL_COPY_INTERVAL:
-                changed_at = _now()
+            if not self.copies():
+                sent = None  # copy at once if this member becomes the one that copies
                 message: dict[str, Any] = {
+                    "type": "heartbeat",
+                    "pool": self.pool,
+                    "at": _now().isoformat(),
+                }
+            elif counters != sent or time.monotonic() - sent_at > FULL_COPY_INTERVAL:
+                changed_at = _now()
+                message = {
                     "type": "snapshot", "pool": self.pool, "changed_at": changed_at.isoformat(),
                     "snapshot": await self.store.snapshot(),
                 }  # fmt: skip
                 sent, sent_at = counters, time.monotonic()
             else:
                 message = {"type": "heartbeat", "pool": self.pool, "at": _now().isoformat()}
-            writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            # A large pool's copy is megabytes of JSON: encoded off the event loop.
+            line = await asyncio.to_thread(json.dumps, message, separators=(",", ":"))
+            writer.write(line.encode() + b"\n")
             await writer.drain()
             await asyncio.sleep(BACKUP_INTERVAL)
 

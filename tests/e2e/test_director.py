@@ -9,6 +9,7 @@ topology. Remote users reach only the Edge; the Edge's next hop is the Director.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from conclave.config import load_config
+from conclave.store.database import Database
+from conclave.store.pairing import PairingStore
 from conclave.topology.document import dumps_toml
 
 from .edge_deployment import DOMAIN, EDGE_EXTERNAL, PASSWORDS, free_ports, send_message, sign_in
@@ -186,3 +190,44 @@ def test_a_failed_sign_in_never_reaches_a_pool(deployment: Deployment) -> None:
     assert banned["source"] == "127.0.0.74"
     # alice still signs in from a familiar place (she did, from .73, in the test above).
     assert sign_in(deployment.remote("127.0.0.73"), "alice").status == 200
+
+
+def test_a_failed_over_pool_s_users_go_to_the_partner(deployment: Deployment) -> None:
+    """After ee2 takes ee1's users over (pool failover, docs/pools.md), the Director sends
+    them to ee2, even while ee1's back end still lists them; after failback, home again."""
+    dirs = {
+        pool: deployment.root / "hosts" / host for pool, host in (("ee1", "fe1"), ("ee2", "fe2"))
+    }
+
+    async def over() -> None:
+        urls = {p: load_config(d).database_url(d) for p, d in dirs.items()}
+        async with Database(urls["ee1"]) as home, Database(urls["ee2"]) as partner:
+            snapshot = await PairingStore(home).snapshot()
+            await PairingStore(partner).take_over("ee1", snapshot, dt.datetime.now(dt.UTC))
+
+    async def back() -> None:
+        url = load_config(dirs["ee2"]).database_url(dirs["ee2"])
+        async with Database(url) as partner:
+            await PairingStore(partner).hand_back("ee1")
+
+    director, fe2 = deployment.processes["dir1"], deployment.processes["fe2"]
+    reloads = len([e for e in director.lines if e.get("event") == "users reloaded"])
+    asyncio.run(over())
+    try:
+        director.wait_for(
+            lambda e: (
+                e.get("event") == "users reloaded"
+                and len([x for x in director.lines if x.get("event") == "users reloaded"]) > reloads
+            ),
+            15,
+        )
+        fe2.wait_for(
+            lambda e: e.get("event") == "users reloaded" and e.get("trigger") == "change", 15
+        )
+        assert sign_in(deployment.remote("127.0.0.75"), "carol").status == 200
+        fe2.wait_for(lambda e: e.get("event") == "register" and e.get("user") == "carol", 10)
+    finally:
+        asyncio.run(back())
+    assert not [
+        e for e in director.lines if e.get("event") == "user in two pools; the first keeps it"
+    ]
