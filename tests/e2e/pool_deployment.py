@@ -137,6 +137,12 @@ def pool_of_two(
             "user", "add", user, "--dir", str(root / "hosts" / "fe1"), "--password-stdin",
             stdin=password + "\n",
         )  # fmt: skip
+    # Debian's sipp signs MD5 only: fe1 offers MD5 alone to the harness's sipp scenarios.
+    host_config = root / "hosts" / "fe1" / "conclave.toml"
+    text = host_config.read_text()
+    default = 'md5_only_user_agents = ["baresip v0.", "baresip v1.", "sipsak"]'
+    assert default in text, "the provisioned [auth] section changed"
+    host_config.write_text(text.replace(default, default[:-1] + ', "sipp-conclave-e2e"]'))
     deployment = PoolDeployment(root, ports, prefix=f"conclave:ee{tag}:", state=state)
     try:
         for member in MEMBERS:

@@ -32,6 +32,7 @@ from conclave.sip.message import Request, Response
 from .dnsmasq import Dnsmasq
 from .edge_deployment import DOMAIN, PASSWORDS, send_message, sign_in
 from .peers_baresip import Baresip
+from .peers_sipp import sipp_message
 from .pool_deployment import MEMBERS, PoolDeployment, knows, pool, talk
 from .server import conclave
 from .sipclient import SipClient
@@ -251,3 +252,27 @@ def test_baresip_clients_on_both_members_message_and_call(pool: PoolDeployment) 
         bob.wait_call_established(timeout=20)
         bob.hangup()
         alice.wait_call_closed(timeout=20)
+
+
+def test_sipp_at_one_member_messages_a_client_at_the_other(pool: PoolDeployment) -> None:
+    """sipp (over TLS, through the harness's relay) signs its MESSAGE at fe1 for bob,
+    whose client is connected to fe2."""
+    bob = pool.client("fe2", "127.0.0.91")
+    assert sign_in(bob, "bob").status == 200
+    knows(pool.processes["fe1"], bob, "bob", "fe2")
+    received: list[Request] = []
+    stop = threading.Event()
+    responder = threading.Thread(target=answer_everything, args=(bob, received, stop))
+    responder.start()
+    try:
+        result = sipp_message(
+            f"{MEMBERS['fe1']}:{pool.ports['fe1']}", "alice", PASSWORDS["alice"], "bob",
+            "hello from sipp", domain=DOMAIN, transport="l1", tls_ca=pool.ca,
+            tls_server_name=f"fe1.{DOMAIN}",
+        )  # fmt: skip
+    finally:
+        stop.set()
+        responder.join(10)
+    result.check()
+    assert 407 in result.received_codes() and 200 in result.received_codes()
+    assert [r.body for r in received] == [b"hello from sipp"]
