@@ -16,12 +16,14 @@ bob registering again.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.resolver
@@ -117,16 +119,31 @@ PACE = 0.15
 she stays under the per-source limit (20 requests/s) that would ban her address."""
 
 
-def answer_everything(client: SipClient, received: list[Request], stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            request = client.recv_request(timeout=0.5)
-        except TimeoutError:
-            continue
-        except (OSError, ConnectionError):
-            return
-        received.append(request)
-        client.reply(request, 200)
+@contextlib.contextmanager
+def answering(client: SipClient) -> Iterator[list[Request]]:
+    """Answer 200 to every request ``client`` receives, on a thread, while inside;
+    yields the list they are appended to."""
+    received: list[Request] = []
+    stop = threading.Event()
+
+    def answer() -> None:
+        while not stop.is_set():
+            try:
+                request = client.recv_request(timeout=0.5)
+            except TimeoutError:
+                continue
+            except (OSError, ConnectionError):
+                return
+            received.append(request)
+            client.reply(request, 200)
+
+    responder = threading.Thread(target=answer)
+    responder.start()
+    try:
+        yield received
+    finally:
+        stop.set()
+        responder.join(10)
 
 
 def archived(pool: PoolDeployment) -> set[str]:
@@ -142,13 +159,9 @@ def test_a_killed_member_s_clients_carry_on_at_the_other(pool: PoolDeployment) -
     assert sign_in(bob, "bob").status == 200
     assert sign_in(carol, "carol").status == 200
     knows(pool.processes["fe1"], bob, "bob", "fe2")
-    received: list[Request] = []
-    stop = threading.Event()
-    responder = threading.Thread(target=answer_everything, args=(bob, received, stop))
-    responder.start()
     acknowledged: list[str] = []
     killed_at = served_again = 0.0
-    try:
+    with answering(bob) as received:
         sent = 0
         while len(acknowledged) < BEFORE_KILL + AFTER_RECOVERY:
             if sent == BEFORE_KILL and not killed_at:
@@ -170,9 +183,6 @@ def test_a_killed_member_s_clients_carry_on_at_the_other(pool: PoolDeployment) -
                 if killed_at and not served_again:
                     served_again = time.monotonic()
             assert time.monotonic() - (killed_at or time.monotonic()) < 60
-    finally:
-        stop.set()
-        responder.join(10)
     pool.processes["fe1"].proc.wait(10)  # type: ignore[union-attr]
     print(f"served again {served_again - killed_at:.2f} s after fe1 was killed")
     assert served_again - killed_at < 30  # bounded; the figure itself is a benchmark
@@ -185,16 +195,10 @@ def test_a_killed_member_s_clients_carry_on_at_the_other(pool: PoolDeployment) -
     assert loaded["bindings"] >= 2  # bob's and carol's, both at fe2 now
     alice = pool.client("fe1", "127.0.0.23")
     assert sign_in(alice, "alice").status == 200
-    responder = threading.Thread(target=answer_everything, args=(bob, received, stop))
-    stop.clear()
-    responder.start()
-    try:
+    with answering(bob) as later:
         send_message(alice, "alice", "bob", b"fe1 is back")
         assert alice.final().status == 200
-    finally:
-        stop.set()
-        responder.join(10)
-    assert received[-1].body == b"fe1 is back"
+    assert [r.body for r in later] == [b"fe1 is back"]
 
 
 def test_dns_spreads_clients_over_the_members(pool: PoolDeployment, tmp_path: Path) -> None:
@@ -260,19 +264,12 @@ def test_sipp_at_one_member_messages_a_client_at_the_other(pool: PoolDeployment)
     bob = pool.client("fe2", "127.0.0.91")
     assert sign_in(bob, "bob").status == 200
     knows(pool.processes["fe1"], bob, "bob", "fe2")
-    received: list[Request] = []
-    stop = threading.Event()
-    responder = threading.Thread(target=answer_everything, args=(bob, received, stop))
-    responder.start()
-    try:
+    with answering(bob) as received:
         result = sipp_message(
             f"{MEMBERS['fe1']}:{pool.ports['fe1']}", "alice", PASSWORDS["alice"], "bob",
             "hello from sipp", domain=DOMAIN, transport="l1", tls_ca=pool.ca,
             tls_server_name=f"fe1.{DOMAIN}",
         )  # fmt: skip
-    finally:
-        stop.set()
-        responder.join(10)
     result.check()
     assert 407 in result.received_codes() and 200 in result.received_codes()
     assert [r.body for r in received] == [b"hello from sipp"]
