@@ -215,23 +215,22 @@ class PairingService:
         sent: tuple[int, int] | None = None
         sent_at = 0.0
         while True:
-            counters = (await self.generations.get(USERS), await self.generations.get(DIRECTORY))
+            message: dict[str, Any] = {
+                "type": "heartbeat", "pool": self.pool, "at": _now().isoformat()
+            }  # fmt: skip
             if not self.copies():
                 sent = None  # copy at once if this member becomes the one that copies
-                message: dict[str, Any] = {
-                    "type": "heartbeat",
-                    "pool": self.pool,
-                    "at": _now().isoformat(),
-                }
-            elif counters != sent or time.monotonic() - sent_at > FULL_COPY_INTERVAL:
-                changed_at = _now()
-                message = {
-                    "type": "snapshot", "pool": self.pool, "changed_at": changed_at.isoformat(),
-                    "snapshot": await self.store.snapshot(),
-                }  # fmt: skip
-                sent, sent_at = counters, time.monotonic()
             else:
-                message = {"type": "heartbeat", "pool": self.pool, "at": _now().isoformat()}
+                counters = (
+                    await self.generations.get(USERS),
+                    await self.generations.get(DIRECTORY),
+                )
+                if counters != sent or time.monotonic() - sent_at > FULL_COPY_INTERVAL:
+                    message = {
+                        "type": "snapshot", "pool": self.pool, "changed_at": _now().isoformat(),
+                        "snapshot": await self.store.snapshot(),
+                    }  # fmt: skip
+                    sent, sent_at = counters, time.monotonic()
             # A large pool's copy is megabytes of JSON: encoded off the event loop.
             line = await asyncio.to_thread(json.dumps, message, separators=(",", ":"))
             writer.write(line.encode() + b"\n")
@@ -248,14 +247,17 @@ class PairingService:
                 log.warning("pairing watchdog failed", reason=str(exc))
 
     async def _watch(self) -> None:
-        backup = await self.store.backup(self.partner)
-        if backup is None:
+        heard_at = await self.store.heard_at(self.partner)  # one small row, every second
+        if heard_at is None:
             return
-        silent = (_now() - backup.heard_at).total_seconds()
+        silent = (_now() - heard_at).total_seconds()
         SILENT.labels(self.partner).set(silent)
         if self.failover != "automatic" or silent < self.failover_after:
             return
         if self.partner in await self.store.failed_over():
+            return
+        backup = await self.store.backup(self.partner)  # the copy itself only now
+        if backup is None:
             return
         try:
             taken = await self.store.take_over(self.partner, backup.snapshot, _now())

@@ -121,6 +121,11 @@ class PairingStore:
             row.heard_at = now
             return True
 
+    async def heard_at(self, pool: str) -> dt.datetime | None:
+        """The partner's last heartbeat (None: no copy of it yet), without its copy."""
+        async with self.db.transaction() as session:
+            return await session.scalar(select(PoolBackup.heard_at).where(PoolBackup.pool == pool))
+
     async def backup(self, pool: str) -> Backup | None:
         async with self.db.transaction() as session:
             row = await session.get(PoolBackup, pool)

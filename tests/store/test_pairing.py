@@ -46,6 +46,7 @@ def test_the_newest_copy_wins_and_heartbeats_need_a_copy(run_with_db: RunWithDb)
     async def scenario(db: Database) -> None:
         store = PairingStore(db)
         assert not await store.heard("ee1", NOW)
+        assert await store.heard_at("ee1") is None
         await store.save_backup("ee1", json.dumps({"users": [{"name": "new"}]}), NOW, NOW)
         older = NOW - dt.timedelta(minutes=1)
         await store.save_backup("ee1", json.dumps({"users": [{"name": "old"}]}), older, NOW)
@@ -54,6 +55,7 @@ def test_the_newest_copy_wins_and_heartbeats_need_a_copy(run_with_db: RunWithDb)
         assert await store.heard("ee1", NOW + dt.timedelta(seconds=5))
         again = await store.backup("ee1")
         assert again is not None and again.heard_at == NOW + dt.timedelta(seconds=5)
+        assert await store.heard_at("ee1") == NOW + dt.timedelta(seconds=5)
         with pytest.raises(StoreError):
             await store.save_backup("ee1", "x" * (MAX_SNAPSHOT_BYTES + 1), NOW, NOW)
 
