@@ -142,6 +142,11 @@ def _redis_url(value: str) -> str:
     return value
 
 
+MAX_WORKERS = 64
+"""Front End processes one host may run: more than any machine has cores for, few
+enough that a typo cannot start thousands of processes."""
+
+
 class PoolSection(_Section):
     """An Enterprise pool's shared state (docs/pools.md); provisioning writes it."""
 
@@ -153,12 +158,26 @@ class PoolSection(_Section):
     """FQDNs of the pool's other Front Ends (their server certificates name them)"""
     member_endpoints: tuple[Annotated[Str, AfterValidator(_endpoint)], ...] = ()
     """ip:port of each other Front End, in the order of members"""
+    member_names: tuple[Str, ...] = ()
+    """each other member's name in the pool state where not its FQDN (workers: w1.<fqdn>)"""
+    workers: Annotated[Int, _within(int, 1, MAX_WORKERS)] = 1
+    """Front End processes on this host, sharing its SIP listeners (serve --workers N)"""
+    worker_port: Port = 5090
+    """worker i (from 0) relays for its siblings on the bind address, port worker_port + i"""
 
     @model_validator(mode="after")
     def _paired(self) -> PoolSection:
         if len(self.members) != len(self.member_endpoints):
             raise ValueError("members and member_endpoints must list the same Front Ends")
+        if self.member_names and len(self.member_names) != len(self.members):
+            raise ValueError("member_names must name each of members, in order")
+        if self.worker_port + self.workers - 1 > 65535:
+            raise ValueError("worker_port + workers - 1 must be a port (at most 65535)")
         return self
+
+    def names(self) -> tuple[str, ...]:
+        """The other members' names in the pool state (their FQDNs unless renamed)."""
+        return self.member_names or self.members
 
     def endpoint_hosts(self) -> tuple[str, ...]:
         """The other members' addresses (exempt from per-source limits)."""

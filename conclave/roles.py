@@ -47,6 +47,7 @@ from conclave.topology.document import TopologyError, load_topology
 from conclave.topology.layout import host_dir
 from conclave.topology.model import HostRef, Topology
 from conclave.topology.provision import differences, topology_owned
+from conclave.workers import Worker
 
 log = structlog.get_logger("conclave.roles")
 
@@ -120,29 +121,59 @@ def host_config(plan: HostPlan) -> tuple[Config, list[str]]:
     return config, differences(on_disk, config)
 
 
-def serve_host(plan: HostPlan, role: str | None = None) -> int:
-    """Run the host's roles (or just ``role``) in the foreground; returns the exit status."""
+def serve_host(
+    plan: HostPlan,
+    role: str | None = None,
+    *,
+    workers: int | None = None,
+    worker: int | None = None,
+) -> int:
+    """Run the host's roles (or just ``role``) in the foreground; returns the exit status.
+    ``workers``: Front End processes (default: the topology's, ``[pool] workers``);
+    ``worker``: run that one of them only (the workers' supervisor asks for it)."""
     if role is not None:
         if role not in plan.roles:
             raise RoleError(
                 f"host {plan.ref.name} has no role {role} (roles: {', '.join(plan.roles)})"
             )
-        run_role(plan, role)
-        return 0
+        return run_role(plan, role, workers=workers, worker=worker)
     if len(plan.roles) == 1:
-        run_role(plan, plan.roles[0])
-        return 0
-    return supervise(plan)
+        return run_role(plan, plan.roles[0], workers=workers, worker=worker)
+    return supervise(plan, workers)
 
 
-def run_role(plan: HostPlan, role: str) -> None:
-    """Run one role in this process until SIGTERM or SIGINT."""
+def run_role(
+    plan: HostPlan, role: str, *, workers: int | None = None, worker: int | None = None
+) -> int:
+    """Run one role in this process until SIGTERM or SIGINT; returns the exit status."""
     config, changed = host_config(plan)
     if role == "frontend":
         name = "standard" if plan.ref.pool.edition == "standard" else "frontend"
-        logsetup.configure(level=config.logging.level, role=name, host=config.server.host)
-        _applied(plan, role, changed)
-        _run_frontend(plan.data_dir, config)
+        count = workers if workers is not None else config.pool.workers
+        if count > 1 and worker is None:
+            from conclave.workers import WorkersError, run_workers
+
+            command = [
+                sys.executable, "-m", "conclave", "serve",
+                "--topology", str(plan.topology_path), "--host", plan.ref.name,
+                "--dir", str(plan.data_dir), "--role", "frontend",
+            ]  # fmt: skip
+            try:
+                return run_workers(plan.data_dir, config, count, command)
+            except WorkersError as exc:
+                raise RoleError(str(exc)) from None
+        logsetup.configure(
+            level=config.logging.level, role=name, host=config.server.host, worker=worker
+        )
+        if not worker:
+            _applied(plan, role, changed)
+        from conclave.server import serve
+
+        serve(
+            plan.data_dir, config, role=name,
+            worker=None if worker is None else Worker(worker, count),
+        )  # fmt: skip
+        return 0
     elif role == "logging-controller":
         from conclave.ops.controller import run_controller
         from conclave.ops.runtime import controller_settings
@@ -151,18 +182,21 @@ def run_role(plan: HostPlan, role: str) -> None:
         _applied(plan, role, changed)
         settings = controller_settings(plan.data_dir, config, topology=plan.topology)
         run_controller(plan.data_dir, settings, host=config.server.host)
+        return 0
     elif role == "edge":
         from conclave.edge_server import run_edge
 
         logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
         _applied(plan, role, changed)
         run_edge(plan.data_dir, config)
+        return 0
     elif role == "director":
         from conclave.director_server import run_director
 
         logsetup.configure(level=config.logging.level, role=role, host=config.server.host)
         _applied(plan, role, changed)
         run_director(plan.data_dir, config)
+        return 0
     else:  # prepare() refused it already; never start a stand-in
         raise RoleError(not_available_message(role, plan.ref.name))
 
@@ -179,18 +213,7 @@ def _applied(plan: HostPlan, role: str, changed: list[str]) -> None:
     )
 
 
-def _run_frontend(data_dir: Path, config: Config) -> None:
-    import uvloop
-
-    from conclave.server import Server
-
-    async def main() -> None:
-        await Server(data_dir, config).run()
-
-    uvloop.run(main())
-
-
-def supervise(plan: HostPlan) -> int:
+def supervise(plan: HostPlan, workers: int | None = None) -> int:
     """One child process per role; signals are forwarded; the first exit stops the rest."""
     logsetup.configure(role="host", host=plan.ref.host.fqdn)
     children: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
@@ -211,6 +234,8 @@ def supervise(plan: HostPlan) -> int:
                 "--topology", str(plan.topology_path), "--host", plan.ref.name,
                 "--dir", str(plan.data_dir), "--role", role,
             ]  # fmt: skip
+            if role == "frontend" and workers is not None:
+                command += ["--workers", str(workers)]
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
             children[proc.pid] = (role, proc)
             log.info("role started", host_name=plan.ref.name, serving=role, pid=proc.pid)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import ipaddress
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 import structlog
 
 from conclave.cluster.locations import PoolLocationService
+from conclave.cluster.lockout import SharedLockout
 from conclave.cluster.pairing import PairingService
 from conclave.cluster.presence import PoolPresenceState
 from conclave.cluster.state import PoolState, start_pool
@@ -49,7 +51,7 @@ from conclave.ops.lockout import LockoutKeeper
 from conclave.ops.runtime import Operations
 from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.info import describe
-from conclave.pki.lifecycle import CertificateWatcher, open_server_tls
+from conclave.pki.lifecycle import CertificateWatcher, RenewalPolicy, open_server_tls
 from conclave.pki.reload import ServerTls
 from conclave.pki.settings import ca_directory, renewal_policy, server_tls_files
 from conclave.pki.tls import mutual_client_context, server_context
@@ -73,6 +75,7 @@ from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.manager import TransportManager
 from conclave.wiring import assemble
+from conclave.workers import Worker, member_name, relay_host, worker_config
 
 log = structlog.get_logger("conclave.server")
 
@@ -94,10 +97,16 @@ PURGE_INTERVAL = 10.0
 class Server:
     """One Standard Edition process. Create, then ``await run()``."""
 
-    def __init__(self, data_dir: Path, config: Config) -> None:
+    def __init__(self, data_dir: Path, config: Config, worker: Worker | None = None) -> None:
         self.data_dir = data_dir
         self.config = config
-        self.ops = Operations(data_dir, config, role="standard")  # logging agent first
+        self.worker = worker
+        """This host's worker this process is (``serve --workers N``), with ``config``
+        already the worker's (:func:`conclave.workers.worker_config`)."""
+        self.chief = worker is None or worker.index == 0
+        """Runs the once-per-host duties: renewals, the lockout file, pairing."""
+        index = worker.index if worker is not None else 0
+        self.ops = Operations(data_dir, config, role="standard", worker=index)  # agent first
         self.stop_event = asyncio.Event()
         self.users = CredentialCache()
         self.db = Database(config.database_url(data_dir))
@@ -107,7 +116,9 @@ class Server:
         self.member_tokens = MemberTokens()
         self.presence_state: PoolPresenceState | None = None
         if config.pool.redis:  # an Enterprise pool member: registrations and presence shared
-            self.pool = PoolState(config.pool.redis, config.pool.key_prefix, config.server.host)
+            host = config.server.host
+            member = host if worker is None else member_name(host, index)
+            self.pool = PoolState(config.pool.redis, config.pool.key_prefix, member)
             self.location: MemoryLocationService = PoolLocationService(
                 self.pool, self.member_tokens, self._member_hop, via_edge=self._via_edge
             )
@@ -117,10 +128,15 @@ class Server:
         limits = config.limits
         # Edges, Directors and pool members: the clients behind them are judged one by one.
         trust = config.trust
-        self.guard = source_guard(
-            config,
-            (*trust.addresses, *trust.director_addresses, *config.pool.endpoint_hosts()),
-        )
+        # A worker's siblings are not exempt by address (loopback is everyone's on this
+        # host): what they relay arrives on the relay listener, unlimited (_on_message).
+        pool = config.pool
+        members = [
+            endpoint.rpartition(":")[0].strip("[]")
+            for fqdn, endpoint in zip(pool.members, pool.member_endpoints, strict=True)
+            if fqdn.lower() != config.server.host.lower()
+        ]
+        self.guard = source_guard(config, (*trust.addresses, *trust.director_addresses, *members))
         self.layer = TransactionLayer()
         self.stack = SipStack(layer=self.layer, guard=self.guard, supported=frozenset(SUPPORTED))
         ssl_context = None
@@ -130,7 +146,7 @@ class Server:
             # context stays the listener's for good and reloads switch handshakes.
             self.tls = open_server_tls(
                 server_tls_files(data_dir, config),
-                renewal_policy(config),
+                self._renewal(),
                 ca_dir=ca_directory(data_dir, config),
                 data_dir=data_dir,
             )
@@ -142,8 +158,9 @@ class Server:
             client_ssl = mutual_client_context(
                 files.cert, files.key, ca_path=files.ca, crl_path=files.crl
             )
+        self._relay: tuple[str, int] | None = None  # a worker's relay listener
         self.transports = TransportManager(
-            on_message=self.stack.on_message,
+            on_message=self._on_message,
             on_closed=self._on_closed,
             server_ssl=ssl_context,
             client_ssl=client_ssl,
@@ -161,6 +178,8 @@ class Server:
         names = {f"sip.{domain}"}
         if self.tls is not None:  # a client verifying our certificate uses one of its names
             names.update(n for n in describe(self.tls.certificate).dns_names if "*" not in n)
+        if self.pool is not None:  # Path entries through this member name it
+            names.add(self.pool.member)
         self.local = LocalEndpoint(host=config.server.host, domain=domain, names=names)
         self.tasks: list[asyncio.Task[None]] = []
         self.features: dict[str, Feature] = {}  # set by _wire: the enabled ones, by name
@@ -185,14 +204,15 @@ class Server:
             asyncio.create_task(every(USER_POLL_INTERVAL, self._poll_users)),
             asyncio.create_task(every(PURGE_INTERVAL, self._purge)),
             asyncio.create_task(every(BAN_SWEEP_INTERVAL, self._ended_bans)),
-            asyncio.create_task(self.lockout.run()),
         ]
+        if self.chief:  # one lockout file per data directory
+            self.tasks.append(asyncio.create_task(self.lockout.run()))
         for feature in self.features.values():
             self.tasks += [asyncio.create_task(job) for job in feature.jobs()]
         if self.tls is not None:
             watcher = CertificateWatcher(
                 self.tls,
-                renewal_policy(self.config),
+                self._renewal(),
                 ca_dir=ca_directory(self.data_dir, self.config),
                 data_dir=self.data_dir,
             )
@@ -228,10 +248,36 @@ class Server:
 
     async def _listen(self) -> None:
         t = self.config.transports
+        shared = self.worker is not None  # the host's workers share the SIP addresses
         for transport, port in t.enabled():
-            _host, bound = await self.transports.listen(transport, t.bind, port)
+            _host, bound = await self.transports.listen(transport, t.bind, port, reuse_port=shared)
             self.local.ports[transport] = bound  # the transport logs "listening"
         self.local.addresses.add(t.bind)
+        if self.worker is not None:  # its siblings relay here (mutual TLS, members only)
+            files = server_tls_files(self.data_dir, self.config)
+            crl = files.crl if files.crl is not None and files.crl.exists() else None
+            relay = server_context(
+                files.cert, files.key, ca_path=files.ca, require_client_cert=True, crl_path=crl
+            )
+            port = self.config.pool.worker_port + self.worker.index
+            _host, bound = await self.transports.listen(
+                "tls", relay_host(self.config), port, tls=relay
+            )
+            self.local.ports["relay"] = bound
+            self._relay = (_host, bound)
+
+    def _on_message(self, data: bytes, flow: Flow, queued: float = 0.0) -> None:
+        if self._relay is not None and flow.local == self._relay:
+            # A worker's relay listener: its siblings only (the TLS handshake took any
+            # certificate of our CA, a user's too), each carrying many clients' requests,
+            # which the sibling that took them from the client has limited already.
+            if not self.peers.from_member(flow):
+                log.warning("relay connection refused: not a pool member", peer=str(flow))
+                self.transports.close_connection(flow)
+                return
+            self.stack.on_message(data, flow, queued, guarded=False)
+            return
+        self.stack.on_message(data, flow, queued)
         with contextlib.suppress(ValueError):
             self.local.addresses.add(str(ipaddress.ip_address(self.config.server.host)))
 
@@ -264,6 +310,8 @@ class Server:
         self.proxy, self.router = built.proxy, built.router
         self.lockout = LockoutKeeper(self.data_dir, built.signin.lockout)
         built.signin.on_lock_change = self.lockout.changed
+        if self.pool is not None:  # one lockout for the pool (and the host's workers)
+            SharedLockout(self.pool, built.signin.lockout, self.lockout.changed)
         restored = self.lockout.load()
         if restored:
             log.info("lockout state restored", accounts=restored)
@@ -272,7 +320,7 @@ class Server:
     async def _start_pairing(self) -> PairingService | None:
         """Pool pairing (docs/pools.md): the backup service's listener, sender and watchdog."""
         settings = self.config.pairing
-        if not settings.partner:
+        if not settings.partner or not self.chief:
             return None
         files = server_tls_files(self.data_dir, self.config)
         crl = files.crl if files.crl is not None and files.crl.exists() else None
@@ -370,7 +418,8 @@ class Server:
         certificate (a bad one is refused and logged)."""
         if self.tls is not None:
             self.tls.reload("signal")
-        self.lockout.apply_resets()  # `conclave lockout reset`
+        if self.chief:  # `conclave lockout reset` (the pool hears of it)
+            self.lockout.apply_resets()
         # A failure keeps the old copy; if a write moved the counter, the next poll retries.
         try:
             await self.user_reloader.reload()
@@ -405,7 +454,8 @@ class Server:
         for feature in self.features.values():
             await feature.close()
         await self.host.settle()
-        self.lockout.save()
+        if self.chief:
+            self.lockout.save()
         if self.pool is not None:
             await self.pool.leave()
         try:
@@ -416,8 +466,9 @@ class Server:
         self.stack.stop()
         await self.transports.close()
         await self.db.dispose()
-        with contextlib.suppress(OSError):
-            (self.data_dir / PID_FILE).unlink()
+        if self.worker is None:
+            with contextlib.suppress(OSError):
+                (self.data_dir / PID_FILE).unlink()
         log.info("stopped", registrations_flushed=written)
         await self.ops.stop()  # last: the agent forwards "stopped" too
 
@@ -464,7 +515,13 @@ class Server:
             log.info("flow closed; bindings removed", flow=str(flow), removed=removed)
 
     def _write_pid(self) -> None:
-        (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        if self.worker is None:  # workers: their supervisor's pid is the server's
+            (self.data_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+
+    def _renewal(self) -> RenewalPolicy:
+        """``[tls]`` renewal; a host's workers other than the first only reload what it renews."""
+        policy = renewal_policy(self.config)
+        return policy if self.chief else dataclasses.replace(policy, auto_renew=False)
 
 
 class EdgeLinks:
@@ -479,9 +536,17 @@ class EdgeLinks:
             name.lower(): endpoint
             for name, endpoint in (
                 *zip(trust.edges, trust.edge_endpoints, strict=False),
-                *zip(pool.members, pool.member_endpoints, strict=True),
+                *zip(pool.names(), pool.member_endpoints, strict=True),
             )
         }
+        self.members = frozenset(n.lower() for n in pool.names())
+        """The pool's other members by their names in the pool state."""
+        self.tls_names = {
+            name.lower(): fqdn.lower()
+            for name, fqdn in zip(pool.names(), pool.members, strict=True)
+            if name.lower() != fqdn.lower()
+        }
+        """A member whose certificate names it otherwise (a worker: its host)."""
         self._flows: dict[str, Flow] = {}
 
     def edge_of(self, path: tuple[str, ...]) -> str | None:
@@ -494,7 +559,7 @@ class EdgeLinks:
 
     def member_port(self, member: str) -> int | None:
         endpoint = self.endpoints.get(member.lower())
-        if endpoint is None or member.lower() not in self.server.peers.members:
+        if endpoint is None or member.lower() not in self.members:
             return None
         return int(endpoint.rpartition(":")[2])
 
@@ -509,7 +574,7 @@ class EdgeLinks:
     async def connect(self, edge: str) -> Flow:
         host, _, port = self.endpoints[edge].rpartition(":")
         flow = await self.server.transports.connect(
-            "tls", (host.strip("[]"), int(port)), server_hostname=edge
+            "tls", (host.strip("[]"), int(port)), server_hostname=self.tls_names.get(edge, edge)
         )
         self._flows[edge] = flow
         return flow
@@ -538,13 +603,23 @@ class EdgeConnection:
         return self._flow
 
 
-def serve(data_dir: Path, config: Config) -> None:
-    """Run a Standard Edition server in the foreground until SIGTERM/SIGINT."""
+def serve(
+    data_dir: Path, config: Config, *, worker: Worker | None = None, role: str = "standard"
+) -> None:
+    """Run a Standard Edition server (or one worker of it) in the foreground until
+    SIGTERM/SIGINT."""
     import uvloop
 
-    logsetup.configure(level=config.logging.level, role="standard", host=config.server.host)
+    logsetup.configure(
+        level=config.logging.level,
+        role=role,
+        host=config.server.host,
+        worker=None if worker is None else worker.index,
+    )
+    if worker is not None:
+        config = worker_config(config, worker)
 
     async def main() -> None:
-        await Server(data_dir, config).run()
+        await Server(data_dir, config, worker).run()
 
     uvloop.run(main())

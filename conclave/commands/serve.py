@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from conclave.config_perimeter import MAX_WORKERS
 from conclave.ops.admin import AdminListenError
 from conclave.pki.errors import PkiError
 from conclave.store.errors import StoreError
@@ -34,21 +35,37 @@ from .common import CliError, fail, load, server_pid
 )
 @click.option("--host", "host_name", default=None, help="The topology's host to serve.")
 @click.option("--role", default=None, hidden=True, help="Run one of the host's roles only.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, MAX_WORKERS),
+    default=None,
+    help="Front End processes on this host (default: [pool] workers, 1); several share "
+    "the SIP listeners and need the pool state in Redis (docs/pools.md).",
+)
+@click.option("--worker", type=int, default=None, hidden=True, help="Run one worker only.")
 def serve_command(
-    data_dir: Path | None, topology_path: Path | None, host_name: str | None, role: str | None
+    data_dir: Path | None,
+    topology_path: Path | None,
+    host_name: str | None,
+    role: str | None,
+    workers: int | None,
+    worker: int | None,
 ) -> None:
     """Run the server until SIGTERM (graceful stop) or Ctrl-C.
 
     With --dir alone: the Standard Edition of that data directory. With
     --topology FILE --host NAME: exactly the roles the topology gives NAME,
     each as its own process; a role that is not built yet is refused.
+    With --workers N, N Front End processes share the host's SIP listeners.
     """
+    if worker is not None and (workers is None or not 0 <= worker < workers):
+        raise click.UsageError("--worker I needs --workers N with 0 <= I < N")
     if topology_path is None:
         if host_name is not None or role is not None:
             raise click.UsageError("--host and --role need --topology FILE")
         if data_dir is None:
             raise click.UsageError("Missing option '--dir' (or give --topology FILE --host NAME).")
-        _serve_standard(data_dir)
+        _serve_standard(data_dir, workers, worker)
         return
     if host_name is None:
         raise click.UsageError("--topology needs --host NAME")
@@ -57,7 +74,7 @@ def serve_command(
     plan = None
     try:
         plan = prepare(topology_path, host_name, data_dir)
-        status = serve_host(plan, role)
+        status = serve_host(plan, role, workers=workers, worker=worker)
     except RoleError as exc:
         raise fail(str(exc)) from None
     except (PkiError, StoreError) as exc:
@@ -68,12 +85,21 @@ def serve_command(
         sys.exit(status)
 
 
-def _serve_standard(data_dir: Path) -> None:
+def _serve_standard(data_dir: Path, workers: int | None, worker: int | None) -> None:
     config = load(data_dir)
     from conclave.server import serve
+    from conclave.workers import Worker, WorkersError, run_workers, worker_command
 
+    count = workers if workers is not None else config.pool.workers
     try:
-        serve(data_dir, config)
+        if count > 1 and worker is None:
+            status = run_workers(data_dir, config, count, worker_command(data_dir))
+            if status:
+                sys.exit(status)
+            return
+        serve(data_dir, config, worker=None if worker is None else Worker(worker, count))
+    except WorkersError as exc:
+        raise fail(str(exc)) from None
     except (PkiError, StoreError) as exc:
         raise fail(str(exc).splitlines()[0]) from None
     except (TransportError, OSError) as exc:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -56,6 +56,15 @@ recorded), so it is a ceiling on the directory's size, not on an attacker's
 invention; past it the least recently touched account is forgotten."""
 
 SECONDS_PER_DAY: Final = 86_400.0
+
+FAMILIAR_NEWS: Final = 3600.0
+"""A success from a familiar source is news for the observer (the pool's other
+members) only when its last one is this many seconds old: a client signing each
+request does not publish each one, and familiarity lasts days."""
+
+Observer = Callable[[str, str, str, float], None]
+"""Told of what other holders of the same accounts must apply: ``(kind, user,
+source, now)`` with kind ``failure``, ``success`` or ``reset``."""
 
 
 class Access(enum.Enum):
@@ -125,6 +134,9 @@ class AccountLockout:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in internal_networks)
         self.max_accounts = max_accounts
         self._accounts: OrderedDict[str, _Account] = OrderedDict()
+        self.observer: Observer | None = None
+        """Told of each failure, reset and news-worthy success (the pool shares them:
+        docs/pools.md); what ``shared=False`` applies came from there and is not told."""
 
     # -- the questions sign-in asks --------------------------------------------------------
     def access(self, user: str, source: str, now: float) -> Access:
@@ -146,7 +158,7 @@ class AccountLockout:
             return False
         return account.counters[self.access(user, source, now)].locked_until > now
 
-    def failure(self, user: str, source: str, now: float) -> Locked | None:
+    def failure(self, user: str, source: str, now: float, *, shared: bool = True) -> Locked | None:
         """A failed sign-in as existing account ``user`` from ``source``. Returns
         the lock it set, if this failure reached the threshold."""
         kind = self.access(user, source, now)
@@ -154,6 +166,8 @@ class AccountLockout:
         counter = account.counters[kind]
         if counter.locked_until > now:
             return None  # already locked: the attempt was refused, not counted again
+        if shared and self.observer is not None:
+            self.observer("failure", user, source, now)
         if counter.failures == 0 or now - counter.since > self.window:
             counter.failures, counter.since = 0, now
         counter.failures += 1
@@ -163,14 +177,20 @@ class AccountLockout:
         failures, counter.failures = counter.failures, 0
         return Locked(user, kind, counter.locked_until, failures)
 
-    def success(self, user: str, source: str, now: float) -> None:
+    def success(self, user: str, source: str, now: float, *, shared: bool = True) -> None:
         """A successful sign-in: the source becomes familiar, its kind's failures are forgiven."""
         kind = self.access(user, source, now)
         account = self._account(user)
-        account.counters[kind].failures = 0
+        counter = account.counters[kind]
+        key = source_key(source)
+        if shared and self.observer is not None:
+            last = account.familiar.get(key)
+            stale = last is None or now - last > FAMILIAR_NEWS
+            if counter.failures or (stale and not self._internal(source)):
+                self.observer("success", user, source, now)
+        counter.failures = 0
         if self._internal(source):
             return
-        key = source_key(source)
         account.familiar.pop(key, None)
         account.familiar[key] = now
         while len(account.familiar) > MAX_FAMILIAR_PER_ACCOUNT:
@@ -195,9 +215,11 @@ class AccountLockout:
     def locked(self, now: float) -> list[AccountStatus]:
         return [s for s in self.status(now) if s.locked_until]
 
-    def reset(self, user: str, now: float) -> bool:
+    def reset(self, user: str, now: float, *, shared: bool = True) -> bool:
         """Unlock ``user`` and forget its failures (its familiar sources stay).
         Returns whether any access to it was locked."""
+        if shared and self.observer is not None:
+            self.observer("reset", user, "", now)
         account = self._accounts.get(user.lower())
         if account is None:
             return False

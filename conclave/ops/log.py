@@ -57,9 +57,18 @@ def _to_sink(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
-def configure(*, level: str = "info", role: str = "standard", host: str | None = None) -> None:
-    """Install the JSON renderer. Safe to call more than once."""
-    static = {"host": host or socket.gethostname(), "role": role}
+def configure(
+    *,
+    level: str = "info",
+    role: str = "standard",
+    host: str | None = None,
+    worker: int | None = None,
+) -> None:
+    """Install the JSON renderer. Safe to call more than once. ``worker``: which of
+    the host's Front End processes this is (``serve --workers N``), on every line."""
+    static: dict[str, Any] = {"host": host or socket.gethostname(), "role": role}
+    if worker is not None:
+        static["worker"] = worker
 
     def add_static(
         _logger: Any, _name: str, event: MutableMapping[str, Any]

@@ -48,13 +48,19 @@ class Operations:
     """Logging agent, debug control, admin listener and gauges for one server."""
 
     def __init__(
-        self, data_dir: Path, config: Config, *, role: str, tracer: Tracer = TRACER
+        self,
+        data_dir: Path,
+        config: Config,
+        *,
+        role: str,
+        tracer: Tracer = TRACER,
+        worker: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.config = config
         self.role = role
         self.tracer = tracer
-        self.agent = LoggingAgent(agent_settings(self.data_dir, config), tracer=tracer)
+        self.agent = LoggingAgent(agent_settings(self.data_dir, config, worker), tracer=tracer)
         self.admin: AdminServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._control_stamp: tuple[int, int] | None = None
@@ -169,8 +175,9 @@ def split_endpoint(value: str) -> tuple[str, int]:
     return (match.group(1) or match.group(3)), int(match.group(2) or match.group(4))
 
 
-def agent_settings(data_dir: Path, config: Config) -> AgentSettings | None:
-    """The agent's settings from ``[logging]``, or None when no controller is configured."""
+def agent_settings(data_dir: Path, config: Config, worker: int = 0) -> AgentSettings | None:
+    """The agent's settings from ``[logging]``, or None when no controller is configured.
+    Worker ``worker`` of a host running several keeps its own buffer (docs/pools.md)."""
     section = config.logging
     if not section.controller:
         return None
@@ -183,7 +190,7 @@ def agent_settings(data_dir: Path, config: Config) -> AgentSettings | None:
         cert=config.path(data_dir, config.tls.cert),
         key=config.path(data_dir, config.tls.key),
         acks=section.controller_acks,
-        buffer_dir=Path(data_dir) / BUFFER_DIR,
+        buffer_dir=Path(data_dir) / BUFFER_DIR / (f"worker-{worker}" if worker else ""),
         buffer_max=section.buffer_max,
     )
 

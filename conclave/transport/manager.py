@@ -122,13 +122,20 @@ class TransportManager:
         return out
 
     async def listen(
-        self, transport: str, host: str, port: int, *, tls: ssl.SSLContext | None = None
+        self,
+        transport: str,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> tuple[str, int]:
         """Listen on ``host:port`` and return the bound address.
 
         ``tls``: this listener's own server context instead of ``server_ssl``
         (an Edge's internal side demands client certificates, its external
-        side does not).
+        side does not). ``reuse_port``: the address is shared with this host's
+        other workers (SO_REUSEPORT; docs/pools.md).
 
         ``host`` is an IP literal (``0.0.0.0`` and ``::`` for all addresses; an
         IPv6 socket takes IPv6 only, so listen on both for both); port 0 picks
@@ -150,11 +157,11 @@ class TransportManager:
         loop = asyncio.get_running_loop()
         try:
             if transport == "udp":
-                endpoint = UdpEndpoint(self, udp_socket(host, port))
+                endpoint = UdpEndpoint(self, udp_socket(host, port, reuse_port=reuse_port))
                 self._udp[endpoint.local] = endpoint
                 address = endpoint.local
             else:
-                sock = listening_socket(host, port)
+                sock = listening_socket(host, port, reuse_port=reuse_port)
                 address = socket_address(sock.getsockname())
                 task = loop.create_task(self._accept_loop(transport, sock, context))
                 self._listening.append(_Listener(transport, address, sock, task))

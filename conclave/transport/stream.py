@@ -182,8 +182,12 @@ class StreamConnection(asyncio.Protocol):
                 self._manager.deliver(event.data, flow)
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking TCP socket listening on ``host`` (an IP literal) and ``port``."""
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking TCP socket listening on ``host`` (an IP literal) and ``port``.
+
+    ``reuse_port``: several processes of this user listen on the same address
+    and the kernel spreads new connections over them (SO_REUSEPORT, Linux).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -193,6 +197,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
             # One listener per family, as the topology lists them, and no
             # IPv4-mapped peers (the same rule as asyncio's create_server).
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)

@@ -212,18 +212,22 @@ def _waited(cmsgs: list[tuple[int, int, bytes]]) -> float:
     return 0.0
 
 
-def udp_socket(host: str, port: int) -> socket.socket:
+def udp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to ``host`` (an IP literal) and ``port``.
 
     Bound here rather than by the event loop so that a failed bind leaves
     nothing behind (uvloop leaks its transport when its own bind fails), and so
     that UDP follows the TCP rule of one socket per address family.
+    ``reuse_port``: as for TCP (the kernel picks a socket by the sender's address,
+    so one client's datagrams keep reaching the same process).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.setblocking(False)
     except BaseException:
