@@ -85,7 +85,13 @@ class SharedLockout:
         elif kind == "success":
             self.lockout.success(user, source, now, shared=False)
         else:
-            self.lockout.reset(user, now, shared=False)
+            was_locked = self.lockout.reset(user, now, shared=False)
+            log.info(
+                "account unlocked at another member",
+                user=user,
+                member=member,
+                was_locked=was_locked,
+            )
         if self.on_change is not None and kind != "success":
             self.on_change()
 

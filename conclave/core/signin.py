@@ -111,7 +111,7 @@ class SignIn:
                 return outcome.user
             # The right password, but this kind of access to the account is
             # locked: refused exactly as a wrong password is, and not counted.
-            log.debug("sign-in refused: account locked", user=outcome.user, source=source)
+            log.info("sign-in refused: account locked", user=outcome.user, source=source)
             outcome = self.auth.refuse(request, proxy=proxy, now=now, bound_to=bound_to)
         if isinstance(outcome, BadCredentials):
             self.stack.respond(txn, 400, f"Malformed credentials: {outcome.reason}")
