@@ -147,6 +147,15 @@ def _frontend(ref: HostRef, topology: Topology) -> list[Listener]:
                 f"{path}.pairing_tls",
             )
         )  # fmt: skip
+    if host.workers > 1:
+        for index in range(host.workers):
+            found.append(
+                Listener(
+                    "frontend", "worker_tls", "tcp", host.address, ports.worker_tls + index,
+                    "internal", "TLS", f"worker {index}: the pool's relays (mutual TLS)",
+                    f"{path}.worker_tls",
+                )
+            )  # fmt: skip
     return found
 
 

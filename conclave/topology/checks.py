@@ -196,6 +196,20 @@ def _pools(topology: Topology) -> list[Problem]:
                     )
             elif pool.database or pool.state:
                 problems.append(Problem(f"{path}.database", "only Front End pools have a back end"))
+        for index, member in enumerate(pool.members):
+            if member.workers == 1:
+                continue
+            where = f"{path}.members[{index}].workers"
+            if "frontend" not in member.roles:
+                problems.append(Problem(where, "only a Front End runs several workers"))
+            elif not pool.state:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{member.workers} workers share registrations and presence through "
+                        f'the pool state: set {path}.state = "redis://..." (docs/pools.md)',
+                    )
+                )
         if pool.transports != ["tls"] and not has_frontend:
             problems.append(
                 Problem(f"{path}.transports", "only Front End pools have SIP transports")

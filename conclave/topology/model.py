@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from conclave.config_fields import Duration
+from conclave.config_perimeter import MAX_WORKERS
 
 ROLES = ("frontend", "edge", "director", "mediation", "chat", "logging-controller")
 """Every role a host can be given, in the order documents list them."""
@@ -169,9 +170,11 @@ class Ports(_Model):
     chat_tls: Port = 5041
     """chat: SIP over mutual TLS from the pool"""
     syslog_tls: Port = 6514
+    """logging-controller: syslog over TLS from every server (RFC 5425)"""
     pairing_tls: Port = 5078
     """paired Front End pools: the backup service (mutual TLS from the partner pool)"""
-    """logging-controller: syslog over TLS from every server (RFC 5425)"""
+    worker_tls: Port = 5090
+    """frontend with workers > 1: worker i relays for the pool on worker_tls + i (mutual TLS)"""
     edge_internal_tls: Port = 5061
     """edge, internal interface: SIP over mutual TLS from directors and Front Ends"""
     edge_access_tls: Port = 443
@@ -235,6 +238,9 @@ class Host(_Model):
     machine, or --dir); empty: the one provisioned in hosts/NAME, if any"""
     admin: Endpoint = ""
     """ip:port of the admin HTTP interface (health, /metrics); empty: off"""
+    workers: Annotated[int, Strict(), Field(ge=1, le=MAX_WORKERS)] = 1
+    """frontend: Front End processes on this host, sharing its SIP ports (one per core;
+    more than one needs the pool's state, pools.X.state)"""
     extra_ports: list[ExtraPort] = []
     """other ports opened on this host; listed in the firewall rules and audited"""
 

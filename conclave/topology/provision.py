@@ -42,6 +42,7 @@ from conclave.pki import (
 from conclave.pki.files import write_private_file
 from conclave.pki.validate import uncovered
 from conclave.store.database import migrate
+from conclave.workers import member_name
 
 from .catalogue import AVAILABLE_ROLES, logging_controller_for
 from .certs import external_names, internal_names
@@ -165,15 +166,33 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
 
 def pool_settings(ref: HostRef) -> dict[str, Any]:
     """A Front End's ``[pool]``: the shared state and the other members (docs/pools.md)."""
-    pool = ref.pool
-    if pool.edition != "enterprise" or not pool.state:
-        return {"redis": "", "members": [], "member_endpoints": []}
-    others = [m for m in pool.members if m.name != ref.host.name and "frontend" in m.roles]
+    pool, host = ref.pool, ref.host
+    if not pool.state:
+        return {"redis": "", "members": [], "member_endpoints": [], "member_names": [],
+                "workers": host.workers, "worker_port": host.ports.worker_tls}  # fmt: skip
+    members: list[str] = []
+    endpoints: list[str] = []
+    names: list[str] = []
+    for other in pool.members:
+        if other.name == host.name or "frontend" not in other.roles:
+            continue
+        if other.workers == 1:  # one process: its SIP port takes the pool's relays
+            members.append(other.fqdn)
+            endpoints.append(_endpoint_of(other.address, other.ports.sip_tls))
+            names.append(other.fqdn)
+            continue
+        for index in range(other.workers):  # each worker on its own relay port
+            members.append(other.fqdn)
+            endpoints.append(_endpoint_of(other.address, other.ports.worker_tls + index))
+            names.append(member_name(other.fqdn, index))
     return {
         "redis": pool.state,
         "key_prefix": pool.state_prefix or f"conclave:{ref.pool_name}:",
-        "members": [m.fqdn for m in others],
-        "member_endpoints": [_endpoint_of(m.address, m.ports.sip_tls) for m in others],
+        "members": members,
+        "member_endpoints": endpoints,
+        "member_names": names if names != members else [],
+        "workers": host.workers,
+        "worker_port": host.ports.worker_tls,
     }
 
 

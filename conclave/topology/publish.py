@@ -226,6 +226,12 @@ def _sources(ref: HostRef, listener: Listener, topology: Topology) -> list[tuple
             for m in members
             if "frontend" in m.roles
         ]
+    if key == "worker_tls":  # this host's other workers, and the pool's other Front Ends
+        return [
+            ("internal", f"Front End {m.name} {m.address} (pool member)")
+            for m in ref.pool.members
+            if "frontend" in m.roles
+        ]
     if role == "frontend" or key == "director_tls":
         sources = [internal_clients]
         if ref in next_hops_of_edge(topology):

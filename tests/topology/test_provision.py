@@ -12,6 +12,7 @@ from conclave.config import load_config
 from conclave.pki import PkiError, describe, load_certificate
 from conclave.topology import check_topology, load_topology
 from conclave.topology.checks import errors
+from conclave.topology.publish import firewall_rules
 from conclave.topology.provision import differences, host_settings, provision, topology_owned
 
 from .helpers import base, enterprise, host, with_edge, write
@@ -214,10 +215,42 @@ def test_pool_members_are_told_of_each_other_and_the_shared_state(tmp_path: Path
         "key_prefix": "conclave:ee:",
         "members": ["ee-fe2.example.test"],
         "member_endpoints": ["10.2.0.2:5071"],
+        "member_names": [],
+        "workers": 1,
+        "worker_port": 5090,
     }
     standard = topology.host("fe1")
     assert standard is not None
     assert host_settings(topology, standard)["pool"]["redis"] == ""
+
+
+def test_a_member_running_workers_is_known_worker_by_worker(tmp_path: Path) -> None:
+    doc = base()
+    fe2 = host("ee-fe2", "10.2.0.2", ["frontend"], ports={"worker_tls": 6000})
+    fe2["workers"] = 3
+    doc["pools"]["ee"] = {
+        "site": "hq", "edition": "enterprise", "fqdn": "pool.example.test",
+        "database": "postgresql://conclave@db.example.test/conclave",
+        "state": "redis://state.example.test:6379/0",
+        "members": [host("ee-fe1", "10.2.0.1", ["frontend"]), fe2],
+    }  # fmt: skip
+    topology = load_topology(write(tmp_path, doc))
+    assert not errors(check_topology(topology))
+    fe1, ref2 = topology.host("ee-fe1"), topology.host("ee-fe2")
+    assert fe1 is not None and ref2 is not None
+    pool = host_settings(topology, fe1)["pool"]
+    assert pool["members"] == ["ee-fe2.example.test"] * 3
+    assert pool["member_endpoints"] == ["10.2.0.2:6000", "10.2.0.2:6001", "10.2.0.2:6002"]
+    assert pool["member_names"] == [f"w{i}.ee-fe2.example.test" for i in range(3)]
+    own = host_settings(topology, ref2)["pool"]
+    assert (own["workers"], own["worker_port"]) == (3, 6000)
+    assert own["member_endpoints"] == ["10.2.0.1:5061"]  # fe1 runs one process
+    relays = [r for r in firewall_rules(topology) if r.port in (6000, 6001, 6002)]
+    assert len(relays) == 3 * 2  # each worker's port, from each Front End of the pool
+    # Workers without the pool state have nothing to share through: refused.
+    del doc["pools"]["ee"]["state"]
+    found = errors(check_topology(load_topology(write(tmp_path, doc))))
+    assert any("pools.ee.members[1].workers" in str(p) for p in found)
 
 
 def test_serve_lays_the_topology_over_the_file(tmp_path: Path) -> None:
