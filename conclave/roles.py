@@ -115,7 +115,10 @@ def host_config(plan: HostPlan) -> tuple[Config, list[str]]:
     """The host's config with the topology's settings applied, and which keys changed."""
     try:
         on_disk = load_config(plan.data_dir)
-        config = topology_owned(on_disk, plan.topology, plan.ref, source=str(plan.data_dir))
+        config = topology_owned(
+            on_disk, plan.topology, plan.ref, source=str(plan.data_dir),
+            topology_path=plan.topology_path,
+        )  # fmt: skip
     except ConfigError as exc:
         raise RoleError(str(exc).replace("\n", "; ")) from None
     return config, differences(on_disk, config)

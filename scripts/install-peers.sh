@@ -18,6 +18,8 @@ declare -A want=(
   [dnsmasq]=dnsmasq-base  # DNS server for published zones: tests/e2e/dnsmasq.py
   [kamailio]=kamailio     # a federated partner that is not Conclave: test_federation_kamailio.py
   [redis-server]=redis-server  # private Redis and Sentinel instances: tests/cluster/redis_servers.py
+  [patroni]=patroni       # fails a pool's PostgreSQL over: tests/e2e/test_pool_patroni.py
+  [etcd]=etcd-server      # Patroni's leader lock: tests/e2e/patroni_cluster.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(

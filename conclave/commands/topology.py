@@ -179,10 +179,20 @@ def _ask() -> dict[str, object]:
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write publish.txt, publish.json, each DNS zone as dnsmasq configuration and each "
-    "edge's turnserver.conf into this directory instead of printing.",
+    help="Write publish.txt, publish.json, each DNS zone as dnsmasq configuration, each "
+    "edge's turnserver.conf and each Patroni back end's configurations into this directory "
+    "instead of printing.",
 )
-def publish_command(topology_path: Path, as_json: bool, output: Path | None) -> None:
+@click.option(
+    "--config-dir",
+    default="/etc/patroni",
+    show_default=True,
+    help="Where the Patroni files will be on the database servers (the configurations "
+    "name their post-bootstrap script there).",
+)
+def publish_command(
+    topology_path: Path, as_json: bool, output: Path | None, config_dir: str
+) -> None:
     """What the network must provide: DNS records, firewall rules per zone, certificates."""
     from conclave.pki import PkiError
     from conclave.pki.files import write_private_file
@@ -211,6 +221,7 @@ def publish_command(topology_path: Path, as_json: bool, output: Path | None) -> 
             path = output / f"turnserver-{ref.name}.conf"
             write_private_file(path, turnserver_conf(topology, ref, secret).encode())
             written.append(path)
+        written += write_patroni(topology, topology_path, output, config_dir)
     except (OSError, PkiError) as exc:
         raise fail(f"cannot write to {output}: {getattr(exc, 'strerror', None) or exc}") from None
     click.echo("Wrote " + ", ".join(str(p) for p in written))
@@ -303,3 +314,27 @@ def provision_command(
             f"  next: conclave serve --topology {topology_path} --host {ref.name}"
             + (f" --dir {data_dir}" if data_dir else "")
         )
+
+
+def write_patroni(
+    topology: Topology, topology_path: Path, output: Path, config_dir: str
+) -> list[Path]:
+    """Each Patroni back end's configuration per server and its post-bootstrap script."""
+    from conclave.pki.files import write_private_file
+    from conclave.topology.backend import backend_secret, patroni_config, post_bootstrap_script
+
+    written: list[Path] = []
+    for name, pool in topology.pools.items():
+        if pool.back_end is None or pool.back_end.failover != "patroni":
+            continue
+        secret = backend_secret(topology_path, name)
+        for server in pool.back_end.servers:
+            path = output / f"patroni-{name}-{server.name}.yml"
+            text = patroni_config(topology, name, server.name, secret, config_dir.rstrip("/"))
+            write_private_file(path, text.encode())
+            written.append(path)
+        script = output / f"patroni-{name}-post-bootstrap.sh"  # the owner's password: 0700
+        write_private_file(script, post_bootstrap_script(topology, name, secret).encode())
+        script.chmod(0o700)
+        written.append(script)
+    return written

@@ -35,7 +35,7 @@ from sqlalchemy.exc import ArgumentError
 from .catalogue import NOT_TOGETHER, ROLE_ALONE, Listener, host_listeners, is_loopback
 from .certs import certificate_needs, coverage_problems
 from .document import Problem
-from .model import HostRef, Topology
+from .model import HostRef, Pool, Topology
 
 
 def check_topology(topology: Topology, topology_path: Path | None = None) -> list[Problem]:
@@ -125,6 +125,31 @@ def _database_problem(url: str) -> str | None:
     return None
 
 
+def _back_end_problems(path: str, pool: Pool) -> list[Problem]:
+    back_end = pool.back_end
+    assert back_end is not None
+    found: list[Problem] = []
+    if pool.database:
+        found.append(
+            Problem(f"{path}.database", "give database or back_end, not both (back_end makes it)")
+        )
+    names = [s.name for s in back_end.servers]
+    if len(set(names)) != len(names):
+        found.append(Problem(f"{path}.back_end.servers", "each server's name must be unique"))
+    if back_end.synchronous and len(back_end.servers) < 2:
+        found.append(
+            Problem(
+                f"{path}.back_end.synchronous",
+                "a synchronous back end needs a standby: list at least two servers",
+            )
+        )
+    if back_end.failover == "patroni" and not back_end.etcd:
+        found.append(
+            Problem(f"{path}.back_end.etcd", "Patroni keeps its leader lock in etcd: list them")
+        )
+    return found
+
+
 def _pools(topology: Topology) -> list[Problem]:
     problems: list[Problem] = []
     for name, pool in topology.pools.items():
@@ -170,9 +195,12 @@ def _pools(topology: Topology) -> list[Problem]:
                     )
                 )
             if has_frontend:
-                reason = _database_problem(pool.database)
-                if reason:
-                    problems.append(Problem(f"{path}.database", reason))
+                if pool.back_end is not None:
+                    problems += _back_end_problems(path, pool)
+                else:
+                    reason = _database_problem(pool.database)
+                    if reason:
+                        problems.append(Problem(f"{path}.database", reason))
                 fes = sum(1 for h in pool.members if "frontend" in h.roles)
                 if pool.state and not pool.state.startswith(
                     ("redis://", "rediss://", "sentinel://")
@@ -194,7 +222,7 @@ def _pools(topology: Topology) -> list[Problem]:
                             "warning",
                         )
                     )
-            elif pool.database or pool.state:
+            elif pool.database or pool.state or pool.back_end:
                 problems.append(Problem(f"{path}.database", "only Front End pools have a back end"))
         for index, member in enumerate(pool.members):
             if member.workers == 1:

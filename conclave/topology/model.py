@@ -253,6 +253,38 @@ class Gateway(_Model):
     transport: Literal["tls", "tcp"] = "tls"
 
 
+class DatabaseServer(_Model):
+    """One PostgreSQL server of a pool's back end."""
+
+    name: Name
+    address: Address
+    port: Port = 5432
+    api_port: Port = 8008
+    """Patroni's REST API (health checks; the other servers and operators use it)"""
+
+
+class BackEnd(_Model):
+    """An Enterprise Front End pool's PostgreSQL servers (docs/pools.md)."""
+
+    servers: Annotated[list[DatabaseServer], Field(min_length=1)]
+    failover: Literal["manual", "patroni"] = "patroni"
+    """patroni: Patroni promotes a standby when the primary is lost (topology publish writes
+    its configuration); manual: the operator promotes, Conclave finds the new primary"""
+    synchronous: Bool = True
+    """a commit is acknowledged once a standby has it: nothing answered 2xx is lost"""
+    etcd: list[Endpoint] = []
+    """ip:port of each etcd server that holds Patroni's leader lock"""
+    database: Name = "conclave"
+    user: Name = "conclave"
+    """the database's owner, as whom Front Ends and Directors connect"""
+    data_dir: Str = "/var/lib/postgresql/conclave"
+    """on each server: the data directories are made under it"""
+    bin_dir: Str = "/usr/lib/postgresql/15/bin"
+    """on each server: PostgreSQL's programs"""
+    socket_dir: Str = "/var/run/postgresql"
+    """on each server: PostgreSQL's Unix socket directory"""
+
+
 class Pool(_Model):
     """Hosts that run the same roles and share one FQDN (and, for Front Ends, a back end)."""
 
@@ -262,7 +294,9 @@ class Pool(_Model):
     fqdn: DnsName | None = None
     """pool FQDN (DNS load balancing over the members); required for enterprise pools"""
     database: Str = ""
-    """enterprise Front End pools: the back end, postgresql://..."""
+    """enterprise Front End pools: the back end, postgresql://... (or describe back_end)"""
+    back_end: BackEnd | None = None
+    """enterprise Front End pools: the PostgreSQL servers, instead of database"""
     state: Str = ""
     state_prefix: Str = ""
     """prefix of the pool's Redis keys; default conclave:<pool>: (deployments sharing a Redis)"""

@@ -44,6 +44,7 @@ from conclave.pki.validate import uncovered
 from conclave.store.database import migrate
 from conclave.workers import member_name
 
+from .backend import pool_database
 from .catalogue import AVAILABLE_ROLES, logging_controller_for
 from .certs import external_names, internal_names
 from .layout import ca_dir, host_dir
@@ -56,7 +57,7 @@ RENEW_WITHIN = dt.timedelta(days=30)
 Settings = dict[str, dict[str, Any]]
 
 
-def host_settings(topology: Topology, ref: HostRef) -> Settings:
+def host_settings(topology: Topology, ref: HostRef, topology_path: Path | None = None) -> Settings:
     """The ``conclave.toml`` keys the topology owns for this host, by section."""
     host, pool, policies = ref.host, ref.pool, topology.policies
     archiving = policies.archiving
@@ -104,8 +105,8 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
     servers = relay_servers(topology)
     if "frontend" in host.roles:  # the Front Ends hand out the edges' relay credentials
         settings["media_relay"] = {"enabled": bool(servers), "servers": list(servers)}
-    if pool.edition == "enterprise" and pool.database:
-        settings["database"] = {"url": pool.database}
+    if pool.edition == "enterprise" and (pool.database or pool.back_end):
+        settings["database"] = {"url": pool_database(topology, ref.pool_name, topology_path)}
     if "frontend" in host.roles:
         settings["pool"] = pool_settings(ref)
         settings["pairing"] = pairing_settings(topology, ref)
@@ -140,13 +141,14 @@ def host_settings(topology: Topology, ref: HostRef) -> Settings:
             "port": host.ports.director_tls,
             "pools": [
                 {
-                    "name": name, "database": pool.database,
+                    "name": name, "database": pool_database(topology, name, topology_path),
                     "next_hop": _endpoint_of(first.address, first.ports.sip_tls),
                     "next_hop_name": pool.fqdn or first.fqdn,
                 }
                 for name, pool in topology.pools.items()
                 for first in pool.members[:1]
-                if pool.database and any("frontend" in m.roles for m in pool.members)
+                if (pool.database or pool.back_end)
+                and any("frontend" in m.roles for m in pool.members)
             ],
         }  # fmt: skip
     if "frontend" in host.roles:
@@ -345,7 +347,8 @@ def provision(
     os.chmod(target, 0o700)
     ca = _org_ca(topology, topology_path, result)
     existing = load_config(target) if (target / "conclave.toml").exists() else None
-    config = apply_settings(existing, host_settings(topology, ref), source=str(target))
+    settings = host_settings(topology, ref, topology_path)
+    config = apply_settings(existing, settings, source=str(target))
     if existing is None or differences(existing, config):
         write_config(target, config)
         result.actions.append(
@@ -470,9 +473,16 @@ def _external_certificate(
         )
 
 
-def topology_owned(config: Config, topology: Topology, ref: HostRef, *, source: str) -> Config:
+def topology_owned(
+    config: Config,
+    topology: Topology,
+    ref: HostRef,
+    *,
+    source: str,
+    topology_path: Path | None = None,
+) -> Config:
     """``config`` with the topology's settings for the host applied (used by ``serve``)."""
-    return apply_settings(config, host_settings(topology, ref), source=source)
+    return apply_settings(config, host_settings(topology, ref, topology_path), source=source)
 
 
 __all__ = [

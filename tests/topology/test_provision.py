@@ -12,8 +12,8 @@ from conclave.config import load_config
 from conclave.pki import PkiError, describe, load_certificate
 from conclave.topology import check_topology, load_topology
 from conclave.topology.checks import errors
-from conclave.topology.publish import firewall_rules
 from conclave.topology.provision import differences, host_settings, provision, topology_owned
+from conclave.topology.publish import firewall_rules
 
 from .helpers import base, enterprise, host, with_edge, write
 
