@@ -338,10 +338,11 @@ def main(argv: list[str] | None = None) -> int:
             log("scenario 5. Capacity under Lync's user model (Conclave only)")
             results["capacity"] = run_capacity_ladder(args, work)
         if "6" in wanted:
-            results["not_run"]["6-scale-out"] = (
-                "not measured yet: pools exist (docs/pools.md), the sipp ladder across two "
-                "Front Ends does not"
-            )
+            log("scenario 6. One host, one process or two: MESSAGE over UDP")
+            from .scaleout import run_scaleout
+
+            results["scaleout"] = run_scaleout(args, work, log)
+            log(f"  scaling (2 processes / 1): {results['scaleout']['scaling']}")
         if "9" in wanted:
             log("scenario 9. Availability of Enterprise pools (Conclave only)")
             from .availability import run_availability

@@ -35,7 +35,8 @@ def pin_load_generators() -> bool:
     return True
 
 
-def server_prefix() -> list[str]:
+def server_prefix(*, pin: bool = True) -> list[str]:
     """The argv prefix that starts a server on :data:`SERVER_CORE` (its children
-    inherit it); empty when the load generators were not moved off it."""
-    return ["taskset", "-c", str(SERVER_CORE)] if _pinned else []
+    inherit it); empty when the load generators were not moved off it, or with
+    ``pin=False`` (a server of several processes may use every core: scenario 6)."""
+    return ["taskset", "-c", str(SERVER_CORE)] if _pinned and pin else []

@@ -80,8 +80,11 @@ def write_user_table(db_dir: Path, users: int) -> None:
     )
 
 
-def render_config(run_dir: Path, cert: Path, key: Path, sip_port: int, tls_port: int) -> Path:
-    """Write kamailio.cfg and tls.cfg for this run into ``run_dir``."""
+def render_config(
+    run_dir: Path, cert: Path, key: Path, sip_port: int, tls_port: int, children: int = 1
+) -> Path:
+    """Write kamailio.cfg and tls.cfg for this run into ``run_dir`` (``children``: worker
+    processes per listener; one, as Conclave's one process, except in scenario 6)."""
     tls_cfg = run_dir / "tls.cfg"
     tls_cfg.write_text(
         "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n"
@@ -100,6 +103,8 @@ def render_config(run_dir: Path, cert: Path, key: Path, sip_port: int, tls_port:
     }
     for placeholder, value in values.items():
         text = text.replace(placeholder, value)
+    text = text.replace("\nchildren=1\n", f"\nchildren={children}\n")
+    text = text.replace("\ntcp_children=1\n", f"\ntcp_children={children}\n")
     path = run_dir / "kamailio.cfg"
     path.write_text(text)
     return path
@@ -109,23 +114,26 @@ def _listening(sip_port: int, tls_port: int) -> bool:
     return tcp_listening(sip_port) and tcp_listening(tls_port) and udp_bound(sip_port)
 
 
-def start_kamailio(run_dir: Path, users: int, cert: Path, key: Path) -> ServerProcess:
-    """Run Kamailio in the foreground in its own process group; wait until it listens."""
+def start_kamailio(
+    run_dir: Path, users: int, cert: Path, key: Path, *, children: int = 1, name: str = "kamailio"
+) -> ServerProcess:
+    """Run Kamailio in the foreground in its own process group; wait until it listens.
+    With ``children`` > 1 it is not pinned to one core (scenario 6)."""
     binary = kamailio_binary()
     if binary is None:
         raise RuntimeError("kamailio is not installed (scripts/install-bench.sh)")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_user_table(run_dir / "db", users)
     sip_port, tls_port = free_port(), free_port()
-    cfg = render_config(run_dir, cert, key, sip_port, tls_port)
+    cfg = render_config(run_dir, cert, key, sip_port, tls_port, children)
     check = subprocess.run([binary, "-c", "-f", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"kamailio config check failed:\n{check.stderr[-3000:]}")
     log_path = run_dir / "kamailio.log"
-    server = ServerProcess("kamailio", log_path=log_path)
+    server = ServerProcess(name, log_path=log_path)
     with log_path.open("wb") as log:
         server.proc = subprocess.Popen(
-            [*server_prefix(), binary, "-DD", "-E", "-f", str(cfg),
+            [*server_prefix(pin=children == 1), binary, "-DD", "-E", "-f", str(cfg),
              "-P", str(run_dir / "kamailio.pid"), "-Y", str(run_dir),
              "-m", str(SHM_MB), "-M", str(PKG_MB)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,

@@ -70,6 +70,17 @@ def table(results: dict[str, Any]) -> str:
                          _fmt(r.get("peak_memory_kib"), 2),
                          "req per CPU-s: "
                          + _fmt(r.get("requests_per_cpu_second"), 3)))  # fmt: skip
+    scale = results.get("scaleout")
+    if scale:
+        for name, run in scale["servers"].items():
+            rows.append((scale["key"], name, _fmt(run["rate"]), _fmt(run.get("peak_rate")),
+                         _fmt(run["p50_ms"]), _fmt(run["p99_ms"]),
+                         _fmt(run["cpu_s_per_1k_requests"], 3),
+                         _fmt(run["peak_memory_kib"] / 1024),
+                         run.get("note", "")[:40]))  # fmt: skip
+        growth = scale.get("scaling") or {}
+        rows.append((scale["key"], "2 procs / 1", _fmt(growth.get("conclave"), 2), "-", "-",
+                     "-", "-", "-", f"Kamailio: {_fmt(growth.get('kamailio'), 2)}"))  # fmt: skip
     for fan in results.get("presence", []):
         if "pending" in fan:
             rows.append(("presence", "conclave", "-", "-", "-", "-", "-", "-", fan["pending"]))

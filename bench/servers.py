@@ -222,14 +222,22 @@ def _cprofile() -> list[str]:
     return ["-m", "cProfile", "-o", path] if path else []
 
 
-def start_conclave(data_dir: Path, log_path: Path, *, also: str | None = None) -> ServerProcess:
+def start_conclave(
+    data_dir: Path,
+    log_path: Path,
+    *,
+    also: str | None = None,
+    name: str = "conclave",
+    workers: int = 1,
+) -> ServerProcess:
     """``conclave serve --dir DATA`` in its own process group; returns once it logs "ready"
-    (and, with ``also``, an event of that name, e.g. "presence loaded")."""
-    server = ServerProcess("conclave", log_path=log_path)
+    (once per worker) and, with ``also``, an event of that name (e.g. "presence
+    loaded"). Several workers are not pinned to one core (scenario 6)."""
+    server = ServerProcess(name, log_path=log_path)
     with log_path.open("wb") as log:
         server.proc = subprocess.Popen(
-            [*server_prefix(), sys.executable, *_cprofile(), "-m", "conclave", "serve",
-             "--dir", str(data_dir)],
+            [*server_prefix(pin=workers == 1), sys.executable, *_cprofile(), "-m", "conclave",
+             "serve", "--dir", str(data_dir), "--workers", str(workers)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True,
         )  # fmt: skip
@@ -239,14 +247,15 @@ def start_conclave(data_dir: Path, log_path: Path, *, also: str | None = None) -
         text = log_path.read_text(errors="replace")
         if also is not None and f'"event": "{also}"' not in text:
             return False
+        seen_ready = 0
         for raw in text.splitlines():
             if '"ready"' in raw:
                 try:
                     ready.update(json.loads(raw))
                 except json.JSONDecodeError:
                     continue
-                return True
-        return False
+                seen_ready += 1
+        return seen_ready >= workers
 
     try:
         # Loading 800,000 contact rows takes a while on this machine: allow for it.

@@ -88,8 +88,13 @@ class StepResult:
         return self.failed == 0 and self.successful == self.calls and not self.error
 
 
+MULTI_SOCKETS = 5_000
+"""Sockets sipp may hold at once with a socket per call (well below the fd limit)."""
+
+
 def _keys(transport: str) -> dict[str, str]:
-    via, contact = {"udp": ("UDP", "udp"), "tcp": ("TCP", "tcp"), "tls": ("TLS", "tls")}[transport]
+    via, contact = {"udp": ("UDP", "udp"), "udp-multi": ("UDP", "udp"), "tcp": ("TCP", "tcp"),
+                    "tls": ("TLS", "tls")}[transport]  # fmt: skip
     return {"domain": DOMAIN, "via_transport": via, "contact_transport": contact,
             "expires": "3600", "text": "benchmark message"}  # fmt: skip
 
@@ -103,7 +108,12 @@ def _argv(
         raise RuntimeError("sipp is not installed (scripts/install-bench.sh)")
     argv = [binary, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-i", HOST, "-p", str(local_port)]
     # sipp speaks TLS through stunnel: plain TCP on its side (see bench/tls.py).
-    argv += ["-t", "u1" if transport == "udp" else "t1", "-nostdin"]
+    # udp-multi: a socket (a source port) per call, as many clients would use: the kernel
+    # spreads them over processes sharing the server's port (scenario 6, SO_REUSEPORT).
+    mode = {"udp": "u1", "udp-multi": "un"}.get(transport, "t1")
+    argv += ["-t", mode, "-nostdin"]
+    if mode == "un":  # sipp refuses to start if its socket ceiling passes the fd limit
+        argv += ["-max_socket", str(MULTI_SOCKETS)]
     argv += ["-trace_err", "-error_file", str(workdir / "errors.log")]
     all_keys = _keys(transport)
     all_keys.update(keys)

@@ -106,7 +106,7 @@ def run_ladder(
     meter = server.meter()
     uas: SippUAS | None = None
     tunnel: Stunnel | None = None
-    target = server.target("udp" if scenario.transport == "udp" else scenario.transport)
+    target = server.target("udp" if scenario.transport.startswith("udp") else scenario.transport)
     if scenario.transport == "tls" and stunnel_binary() is None:
         run.note = "not run: stunnel4 is missing (scripts/install-bench.sh installs it)"
         log(f"  {server.name} {scenario.key}: {run.note}")

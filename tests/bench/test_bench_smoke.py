@@ -84,7 +84,13 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
     (capacity,) = results["capacity"]
     assert capacity["signed_in"] == capacity["users"] == capacity["subscribed"]
     assert capacity["error_count"] == 0, capacity
-    assert "6-scale-out" in results["not_run"]
+    scale = results["scaleout"]  # one process, then two workers sharing the port
+    assert set(scale["servers"]) == {"conclave-1", "conclave-2"}
+    for name, run in scale["servers"].items():
+        assert run["steps"], name
+        for step in run["steps"]:
+            assert step["successful"] == step["calls"], (name, step)
+    assert scale["scaling"]["conclave"] is not None
     (overload,) = results["overload"]
     assert [p["name"] for p in overload["phases"]] == ["hold", "overload", "recovery"]
     assert overload["alive_after"] and overload["sustained_rate"] > 0
