@@ -2,7 +2,8 @@
 
 Scenarios: 1 REGISTER (UDP, TLS), 2 MESSAGE, 3 call -- both
 servers, same sipp scenarios, same run; 4 presence fan-out and 5 capacity
--- Conclave only; 6 scale across processes -- not measured yet; 7 hold, overload at
+-- Conclave only; 6 one host, one process or two (``serve --workers 2``, Kamailio
+children=2) -- both servers; 7 hold, overload at
 3x and recovery (MESSAGE, UDP) -- both servers; 8 a million mutated messages -- Conclave
 (not in the default run: ``--scenarios 8``); 9 availability of Enterprise pools (a member
 killed, a whole pool failed over to its partner, backup lag) -- Conclave, on the

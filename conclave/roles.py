@@ -134,6 +134,10 @@ def serve_host(
     """Run the host's roles (or just ``role``) in the foreground; returns the exit status.
     ``workers``: Front End processes (default: the topology's, ``[pool] workers``);
     ``worker``: run that one of them only (the workers' supervisor asks for it)."""
+    if workers is not None and "frontend" not in plan.roles:
+        raise RoleError(
+            f"--workers applies to Front Ends; host {plan.ref.name} runs {', '.join(plan.roles)}"
+        )
     if role is not None:
         if role not in plan.roles:
             raise RoleError(
