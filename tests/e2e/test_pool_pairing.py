@@ -73,6 +73,17 @@ def message(
     return final.status, final.headers.get("Retry-After"), time.monotonic() - started
 
 
+def delivered(client: SipClient, count: int) -> list[bytes]:
+    """The bodies of the next ``count`` requests to ``client`` (each answered 200): the
+    offline messages a user gets on signing in."""
+    bodies = []
+    for _ in range(count):
+        incoming = client.recv_request()
+        client.reply(incoming, 200)
+        bodies.append(incoming.body)
+    return bodies
+
+
 def test_the_back_end_fails_over_and_loses_no_acknowledged_write(
     paired: tuple[Paired, ReplicatedPostgres],
 ) -> None:
@@ -96,12 +107,7 @@ def test_the_back_end_fails_over_and_loses_no_acknowledged_write(
 
     alice = pool.client("fe-a1", "127.0.0.62")
     assert sign_in(alice, "alice").status == 200
-    delivered = []
-    for _ in stored:
-        incoming = alice.recv_request()
-        alice.reply(incoming, 200)
-        delivered.append(incoming.body)
-    assert sorted(delivered) == sorted(stored)
+    assert sorted(delivered(alice, len(stored))) == sorted(stored)
     alice.close()
     carol.close()
 

@@ -37,7 +37,7 @@ from .patroni_cluster import (
 from .peers_base import free_port
 from .server import conclave
 from .sipclient import SipClient
-from .test_pool_pairing import PROMPT, message
+from .test_pool_pairing import PROMPT, delivered, message
 from .test_roles import RoleProcess
 
 POOL = "ee"
@@ -156,12 +156,7 @@ def test_patroni_promotes_the_standby_and_no_acknowledged_write_is_lost(
 
     alice = deployment.client("127.0.0.82")
     assert sign_in(alice, "alice").status == 200
-    delivered = []
-    for _ in stored:
-        incoming = alice.recv_request()
-        alice.reply(incoming, 200)
-        delivered.append(incoming.body)
-    assert sorted(delivered) == sorted(stored)
+    assert sorted(delivered(alice, len(stored))) == sorted(stored)
     alice.close()
     carol.close()
 
