@@ -91,16 +91,21 @@ class WorkersHost:
         old = {id(e) for e in self.server.lines[:seen]}
         return self.server.wait_for(lambda e: id(e) not in old and match(e), timeout)
 
+    def sign_in_anywhere(self, user: str, source: str = "127.0.0.1") -> tuple[SipClient, int]:
+        """A TLS client signed in as ``user``, and the worker the kernel gave it."""
+        client = self.client(source)
+        seen = len(self.server.lines)
+        assert sign_in(client, user).status == 200
+        event = self.new_events(
+            seen, lambda e: e.get("event") == "register" and e.get("user") == user
+        )
+        return client, int(event["worker"])
+
     def sign_in_at(self, worker: int, user: str, source: str = "127.0.0.1") -> SipClient:
         """A TLS client signed in as ``user`` whose connection the kernel gave ``worker``."""
         for _ in range(MAX_LANDING_TRIES):
-            client = self.client(source)
-            seen = len(self.server.lines)
-            assert sign_in(client, user).status == 200
-            event = self.new_events(
-                seen, lambda e: e.get("event") == "register" and e.get("user") == user
-            )
-            if event.get("worker") == worker:
+            client, landed = self.sign_in_anywhere(user, source)
+            if landed == worker:
                 return client
             client.close()
         raise AssertionError(f"no connection reached worker {worker}")
