@@ -89,7 +89,8 @@ def relay_host(config: Config) -> str:
     return bind
 
 
-def _endpoint(host: str, port: int) -> str:
+def endpoint_of(host: str, port: int) -> str:
+    """``host:port`` as configuration writes it (an IPv6 address in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -123,7 +124,7 @@ def worker_config(config: Config, worker: Worker) -> Config:
         "members": (*pool.members, *(host for _ in siblings)),
         "member_endpoints": (
             *pool.member_endpoints,
-            *(_endpoint(relay, pool.worker_port + j) for j in siblings),
+            *(endpoint_of(relay, pool.worker_port + j) for j in siblings),
         ),
         "member_names": names,
         "workers": worker.count,

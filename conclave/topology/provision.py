@@ -42,6 +42,7 @@ from conclave.pki import (
 from conclave.pki.files import write_private_file
 from conclave.pki.validate import uncovered
 from conclave.store.database import migrate
+from conclave.workers import endpoint_of as _endpoint_of
 from conclave.workers import member_name
 
 from .backend import pool_database
@@ -223,10 +224,6 @@ def remote_users_pool(topology: Topology) -> HostRef | None:
     hosts = topology.hosts()
     director = next((r for r in hosts if "director" in r.host.roles), None)
     return director or next((r for r in hosts if "frontend" in r.host.roles), None)
-
-
-def _endpoint_of(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def edge_settings(topology: Topology, ref: HostRef) -> dict[str, Any]:
