@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from conclave.sip.memo import memoised
+
 TRANSPORTS: Final = ("udp", "tcp", "tls")
 """Transport names, in the order of their code in a token."""
 
@@ -40,6 +42,13 @@ _MAX_CONN_ID = (1 << 63) - 1
 _V4_MAPPED = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
 
 
+MAX_HOST_MEMO: Final = 8192
+"""Canonical texts remembered (:func:`canonical_host` runs for every datagram
+and connection, and the same peers come back): about 1 MiB at most, and a
+flood of new source addresses only empties the memo now and then."""
+
+
+@memoised(MAX_HOST_MEMO)
 def canonical_host(host: str) -> str:
     """The canonical text of an IP address literal, as the socket layer prints it.
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -157,6 +158,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Driver errors as :class:`StoreError`, one line each; StoreErrors pass through."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except IntegrityError as exc:
+        raise ConflictError(f"conflicting data: {one_line(exc)}") from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database error: {one_line(exc)}") from exc
+    except (OSError, TimeoutError) as exc:  # the driver's own: refused, unreachable, slow
+        raise StoreError(f"database unreachable: {one_line(exc)}") from exc
+
+
 class Database:
     """An async engine and session factory for one database URL.
 
@@ -208,17 +224,21 @@ class Database:
         (:class:`ConflictError` for a broken uniqueness rule); StoreErrors
         raised inside pass through unchanged.
         """
-        try:
+        with _store_errors():
             async with self._sessions() as session, session.begin():
                 yield session
-        except StoreError:
-            raise
-        except IntegrityError as exc:
-            raise ConflictError(f"conflicting data: {one_line(exc)}") from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database error: {one_line(exc)}") from exc
-        except (OSError, TimeoutError) as exc:  # the driver's own: refused, unreachable, slow
-            raise StoreError(f"database unreachable: {one_line(exc)}") from exc
+
+    @asynccontextmanager
+    async def core_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """:meth:`transaction` without the ORM: a connection for Core statements.
+
+        For the write-behind's bulk writes (registrations, CDRs): a Core
+        ``executemany`` skips the ORM's bulk-insert machinery, which cost
+        more per row than the database does.
+        """
+        with _store_errors():
+            async with self.engine.begin() as connection:
+                yield connection
 
     async def current_revision(self) -> str | None:
         """The schema revision recorded in the database, or None if never migrated."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conclave.store.database import Database, rowcount
@@ -112,12 +112,13 @@ class RegistrationStore:
         if not sets:
             return
         aors = list(sets)
-        async with self._db.transaction() as session:
+        table = cast(Table, Registration.__table__)
+        async with self._db.core_transaction() as connection:
             for i in range(0, len(aors), SQL_IN_CHUNK):
                 chunk = aors[i : i + SQL_IN_CHUNK]
-                await session.execute(delete(Registration).where(Registration.aor.in_(chunk)))
+                await connection.execute(delete(table).where(table.c.aor.in_(chunk)))
             if rows:
-                await session.execute(insert(Registration), rows)
+                await connection.execute(insert(table), rows)
 
     async def upsert(self, binding: Binding) -> None:
         """Insert the binding, or replace the one with the same (aor, contact)."""
