@@ -38,6 +38,7 @@ def test_a_client_cannot_assert_an_identity(server: ConclaveServer) -> None:
     assert incoming.headers.get_all("P-Asserted-Identity") == ["<sip:alice@localhost>"]
     assert incoming.headers.get("P-Preferred-Identity") is None
     assert incoming.headers.get("Remote-Party-ID") is None
+    bob.reply(incoming, 200)  # nothing left open for the server's graceful stop
 
 
 def test_privacy_id_means_no_assertion(server: ConclaveServer) -> None:
@@ -45,6 +46,7 @@ def test_privacy_id_means_no_assertion(server: ConclaveServer) -> None:
     send_im(alice, "alice", "bob", b"quiet", headers=["Privacy: id"])
     incoming = bob.recv_request()
     assert incoming.headers.get("P-Asserted-Identity") is None
+    bob.reply(incoming, 200)
 
 
 def test_a_case_variant_is_the_same_user_not_a_new_one(server: ConclaveServer) -> None:
@@ -54,6 +56,8 @@ def test_a_case_variant_is_the_same_user_not_a_new_one(server: ConclaveServer) -
     send_im(alice, "alice", "BOB", b"shouting")
     incoming = bob.recv_request()
     assert incoming.body == b"shouting"
+    bob.reply(incoming, 200)
+    assert alice.final().status == 200
     # Signing in as ALICE with alice's password is not alice, nor a new identity.
     udp = SipClient("udp", server.ports["udp"])
     status, _ = register(udp, "ALICE", PASSWORDS["alice"])
