@@ -21,7 +21,7 @@ async def _get(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     writer.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
+    headers = {k.title(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
     return int(lines[0].split()[1]), headers, body
 
 

@@ -1,0 +1,1 @@
+"""The web face: HTTP listeners and their ASGI applications (FastAPI on uvicorn)."""
