@@ -376,6 +376,17 @@ class AdminSection(_Section):
     """host:port to listen on; port 0 picks a free port"""
 
 
+class WebSection(_Section):
+    """The web face; off by default. On: the CA's CRL is published over plain HTTP."""
+
+    enabled: Bool = False
+    """publish the CRL at http://HOST:PORT/pki/ca.crl (and the CA certificate at /pki/ca.crt)"""
+    crl_bind: Annotated[Str, AfterValidator(_host_port)] = "0.0.0.0:80"
+    """host:port of the plain-HTTP publication point; port 0 picks a free port"""
+    crl_url: Str = ""
+    """URL certificates name as their CRL distribution point; empty: http://HOST:PORT/pki/ca.crl"""
+
+
 class DatabaseSection(_Section):
     """Back-end database."""
 
@@ -456,6 +467,7 @@ class Config(_Section):
     logging: LoggingSection = LoggingSection()
     logging_controller: LoggingControllerSection = LoggingControllerSection()
     admin: AdminSection = AdminSection()
+    web: WebSection = WebSection()
     database: DatabaseSection = DatabaseSection()
     archive: ArchiveSection = ArchiveSection()
     cdr: CdrSection = CdrSection()

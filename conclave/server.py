@@ -48,7 +48,7 @@ from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.lockout import LockoutKeeper
-from conclave.ops.runtime import Operations
+from conclave.ops.runtime import Operations, split_endpoint
 from conclave.pki.identity import identity_from_peer_cert
 from conclave.pki.info import describe
 from conclave.pki.lifecycle import CertificateWatcher, RenewalPolicy, open_server_tls
@@ -74,6 +74,7 @@ from conclave.store.generations import USERS, GenerationStore, Reloader
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.manager import TransportManager
+from conclave.web.publish import Publication
 from conclave.wiring import assemble
 from conclave.workers import Worker, member_name, relay_host, worker_config
 
@@ -107,6 +108,7 @@ class Server:
         """Runs the once-per-host duties: renewals, the lockout file, pairing."""
         index = worker.index if worker is not None else 0
         self.ops = Operations(data_dir, config, role="standard", worker=index)  # agent first
+        self.publication: Publication | None = None
         self.stop_event = asyncio.Event()
         self.users = CredentialCache()
         self.db = Database(config.database_url(data_dir))
@@ -226,6 +228,12 @@ class Server:
             listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
             database=self.db,
         )
+        if self.config.web.enabled and self.chief:  # one publication point per host
+            host, port = split_endpoint(self.config.web.crl_bind)
+            self.publication = Publication(
+                ca_directory(self.data_dir, self.config), host, port, self.config.web.crl_url
+            )
+            await self.publication.start(self.config.server.host)
         admission = self.stack.admission
         gc_watch = PauseWatch(on_pause=lambda s: admission.paused(s, self.stack.now()))
         gc_watch.install()
@@ -443,6 +451,8 @@ class Server:
         await self.transports.stop_listening(keep_udp=True)
         if self.pairing is not None:
             await self.pairing.close()
+        if self.publication is not None:
+            await self.publication.stop()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -312,6 +312,7 @@ def test_model_has_every_documented_section() -> None:
         "logging",
         "logging_controller",
         "admin",
+        "web",
         "database",
         "archive",
         "cdr",

@@ -130,6 +130,12 @@ def data_dir_surface(data_dir: Path, config: Config, roles: tuple[str, ...]) -> 
             surface.exposures.append(
                 Exposure("tcp", address, port, "HTTP", "admin", where, "admin interface")
             )
+        if config.web.enabled:
+            address, port = split_endpoint(config.web.crl_bind)
+            where = "this host only" if is_loopback(address) else "any network that routes to it"
+            surface.exposures.append(
+                Exposure("tcp", address, port, "HTTP", "web", where, "CRL and CA certificate")
+            )
     if "logging-controller" in roles:
         address, port = split_endpoint(config.logging_controller.listen)
         where = "this host only" if is_loopback(address) else "any network that routes to it"

@@ -81,7 +81,7 @@ def problem(status: int, detail: str, headers: Mapping[str, str] | None = None) 
 
 def ops_app(ready: Callable[[], Awaitable[tuple[bool, dict[str, bool]]]]) -> FastAPI:
     """The three read-only pages, as an ASGI application."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     no_store = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
     @app.exception_handler(HTTPException)

@@ -20,9 +20,11 @@ Typical use::
 from __future__ import annotations
 
 import datetime as dt
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -147,6 +149,18 @@ class CertificateAuthority:
         return self.directory / CRL_FILE
 
     @property
+    def crl_urls(self) -> tuple[str, ...]:
+        """Where the CRL is published; every certificate issued from now on names them."""
+        return tuple(self.index.read().crl_urls)
+
+    def set_crl_urls(self, urls: Sequence[str]) -> bool:
+        """Record where the CRL is published (``http://`` URLs, RFC 5280 §4.2.1.13:
+        a CRL is fetched over plain HTTP, since it is signed and checking it must
+        not depend on TLS). Returns whether anything changed. Certificates issued
+        before keep what they had; ``renew`` re-issues them with these."""
+        return set_crl_urls(self.directory, urls)
+
+    @property
     def index(self) -> CertificateIndex:
         """The record of every certificate this CA issued."""
         return CertificateIndex(self.directory / INDEX_FILE)
@@ -220,6 +234,7 @@ class CertificateAuthority:
             usages=usages,
             now=now,
             not_after=not_after,
+            crl_urls=self.crl_urls,
         )
         self.index.add(_entry(cert, kind, now, user))
         return IssuedCertificate(certificate=cert, private_key=key, chain=(self.certificate,))
@@ -295,6 +310,38 @@ class CertificateAuthority:
         except (ValueError, TypeError, InvalidSignature):
             return False
         return True
+
+
+MAX_CRL_URL: Final = 1024
+"""Characters in a CRL distribution point URL: every certificate carries it."""
+
+
+def check_crl_url(url: str) -> str:
+    """``url`` if it is an ``http://`` URL with a host and a path; PkiError otherwise."""
+    parsed = urllib.parse.urlsplit(url)
+    if (
+        len(url) > MAX_CRL_URL
+        or parsed.scheme != "http"
+        or not parsed.hostname
+        or not parsed.path.startswith("/")
+        or parsed.query
+        or parsed.fragment
+        or parsed.username is not None
+        or any(c.isspace() or not c.isprintable() for c in url)
+    ):
+        raise PkiError(f"not a CRL URL (http://HOST[:PORT]/PATH): {url[:80]!r}")
+    return url
+
+
+def set_crl_urls(directory: Path, urls: Sequence[str]) -> bool:
+    """:meth:`CertificateAuthority.set_crl_urls` for the CA in ``directory``,
+    without its key (which may be behind a passphrase): only the index changes."""
+    checked = [check_crl_url(url) for url in urls]
+    with CertificateIndex(directory / INDEX_FILE).transaction() as state:
+        if state.crl_urls == checked:
+            return False
+        state.crl_urls = checked
+    return True
 
 
 def _entry(

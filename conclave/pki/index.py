@@ -7,6 +7,7 @@ serial here and marks it, the CRL is built from the revoked entries, and
     {
       "version": 1,
       "crl_number": 3,
+      "crl_urls": ["http://sip.example.test/pki/ca.crl"],
       "certificates": [
         {"serial": "7E1C88BA...", "kind": "server", "subject": "CN=sip.example.test",
          "sans": ["DNS:sip.example.test", "IP:192.0.2.10"], "key_type": "ec",
@@ -152,6 +153,9 @@ class IndexState:
 
     entries: list[IndexEntry] = field(default_factory=list)
     crl_number: int = 0
+    crl_urls: list[str] = field(default_factory=list)
+    """Where the CRL is published: every certificate issued names them (CRL
+    distribution points). Empty in an index from before they were kept."""
 
     def find(self, serial: int) -> IndexEntry | None:
         return next((e for e in self.entries if e.serial == serial), None)
@@ -187,6 +191,7 @@ class CertificateIndex:
             return IndexState(
                 entries=[IndexEntry.from_json(item) for item in data.get("certificates", [])],
                 crl_number=int(data.get("crl_number", 0)),
+                crl_urls=[str(url) for url in data.get("crl_urls", [])],
             )
         except PkiError:
             raise
@@ -224,6 +229,8 @@ class CertificateIndex:
             "crl_number": state.crl_number,
             "certificates": [entry.to_json() for entry in state.entries],
         }
+        if state.crl_urls:
+            data["crl_urls"] = state.crl_urls
         write_public_file(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
     def add(self, entry: IndexEntry) -> None:

@@ -120,8 +120,10 @@ def build_leaf(
     usages: Sequence[x509.ObjectIdentifier],
     now: dt.datetime,
     not_after: dt.datetime,
+    crl_urls: Sequence[str] = (),
 ) -> x509.Certificate:
-    """Sign an end-entity certificate for ``key`` with the CA."""
+    """Sign an end-entity certificate for ``key`` with the CA; ``crl_urls``
+    become its CRL distribution point (RFC 5280 §4.2.1.13)."""
     # RSA keys may encipher the TLS 1.2 premaster secret only in RSA key
     # exchange, which our cipher policy never uses; still, clients expect
     # keyEncipherment on RSA server certificates (RFC 5280 §4.2.1.3).
@@ -158,6 +160,14 @@ def build_leaf(
             critical=False,
         )
     )
+    if crl_urls:
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(url) for url in crl_urls],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 
 
