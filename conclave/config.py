@@ -63,6 +63,9 @@ from .config_perimeter import (
 )  # fmt: skip
 
 CONFIG_FILENAME = "conclave.toml"
+PID_FILE = "conclave.pid"
+"""In the data directory while a server (or the supervisor of its workers) runs: its pid,
+which `conclave user add`, `certs reload` and `lockout reset` signal."""
 TRANSPORT_NAMES = ("tls", "tcp", "udp", "ws")
 
 
@@ -377,10 +380,12 @@ class AdminSection(_Section):
 
 
 class WebSection(_Section):
-    """The web face; off by default. On: the CA's CRL is published over plain HTTP."""
+    """The web face; off by default. On: an HTTPS listener, and the CA's CRL over plain HTTP."""
 
     enabled: Bool = False
-    """publish the CRL at http://HOST:PORT/pki/ca.crl (and the CA certificate at /pki/ca.crt)"""
+    """open the HTTPS listener (bind) and publish the CRL at http://HOST:PORT/pki/ca.crl"""
+    bind: Annotated[Str, AfterValidator(_host_port)] = "0.0.0.0:443"
+    """host:port of the HTTPS listener (the server's certificate; needs [transports] tls)"""
     crl_bind: Annotated[Str, AfterValidator(_host_port)] = "0.0.0.0:80"
     """host:port of the plain-HTTP publication point; port 0 picks a free port"""
     crl_url: Str = ""
@@ -478,6 +483,15 @@ class Config(_Section):
     director: DirectorSection = DirectorSection()
     pool: PoolSection = PoolSection()
     pairing: PairingSection = PairingSection()
+
+    @model_validator(mode="after")
+    def _web_needs_tls(self) -> Config:
+        if self.web.enabled and not self.transports.tls:
+            raise ValueError(
+                "[web] enabled needs [transports] tls = true: the HTTPS listener "
+                "serves the server's TLS certificate"
+            )
+        return self
 
     def path(self, data_dir: Path, relative: str) -> Path:
         """Resolve a path from the file (e.g. ``config.tls.cert``) against the data directory."""

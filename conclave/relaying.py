@@ -25,7 +25,7 @@ from pathlib import Path
 
 import structlog
 
-from conclave.config import Config
+from conclave.config import PID_FILE, Config
 from conclave.core.stack import SipStack
 from conclave.ops import metrics
 from conclave.ops.runtime import Operations
@@ -39,7 +39,6 @@ from conclave.transport.manager import TransportManager
 
 log = structlog.get_logger("conclave.relaying")
 
-PID_FILE = "conclave.pid"
 DRAIN_TIMEOUT = 10.0
 """Longest a graceful stop waits for relayed requests to get their final responses."""
 BAN_SWEEP_INTERVAL = 1.0

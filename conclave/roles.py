@@ -29,18 +29,15 @@ stops, the others are stopped too and the exit status is the first failure.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
 from conclave.config import Config, ConfigError, load_config
 from conclave.ops import log as logsetup
+from conclave.supervisor import Supervisor, Then
 from conclave.topology.catalogue import AVAILABLE_ROLES, ROLE_INFO
 from conclave.topology.checks import check_topology, errors
 from conclave.topology.document import TopologyError, load_topology
@@ -223,18 +220,20 @@ def _applied(plan: HostPlan, role: str, changed: list[str]) -> None:
 def supervise(plan: HostPlan, workers: int | None = None) -> int:
     """One child process per role; signals are forwarded; the first exit stops the rest."""
     logsetup.configure(role="host", host=plan.ref.host.fqdn)
-    children: dict[int, tuple[str, subprocess.Popen[bytes]]] = {}
-    stopping = False
+    where = plan.ref.name
+    status = 0
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for _role, proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
+    def started(role: str, pid: int) -> None:
+        log.info("role started", host_name=where, serving=role, pid=pid)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    def exited(role: str, pid: int, code: int, _stopping: bool) -> Then:
+        nonlocal status
+        log.info("role stopped", host_name=where, serving=role, pid=pid, status=code)
+        if code != 0 and status == 0:
+            status = code if code > 0 else 1
+        return Then.STOP
+
+    with Supervisor[str](started=started) as host:
         for role in plan.roles:
             command = [
                 sys.executable, "-m", "conclave", "serve",
@@ -243,24 +242,6 @@ def supervise(plan: HostPlan, workers: int | None = None) -> int:
             ]  # fmt: skip
             if role == "frontend" and workers is not None:
                 command += ["--workers", str(workers)]
-            proc = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-            children[proc.pid] = (role, proc)
-            log.info("role started", host_name=plan.ref.name, serving=role, pid=proc.pid)
-        status = 0
-        while children:
-            pid, raw = os.wait()
-            if pid not in children:
-                continue
-            role, _proc = children.pop(pid)
-            code = os.waitstatus_to_exitcode(raw)
-            log.info("role stopped", host_name=plan.ref.name, serving=role, pid=pid, status=code)
-            if code != 0 and status == 0:
-                status = code if code > 0 else 1
-            if not stopping:
-                stopping = True
-                for _other, proc in children.values():
-                    proc.send_signal(signal.SIGTERM)
-        return status
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            host.start(role, command)
+        host.run(exited)
+    return status

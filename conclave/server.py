@@ -39,7 +39,7 @@ from conclave.cluster.pairing import PairingService
 from conclave.cluster.presence import PoolPresenceState
 from conclave.cluster.state import PoolState, start_pool
 from conclave.cluster.tokens import MemberTokens
-from conclave.config import Config
+from conclave.config import PID_FILE, Config
 from conclave.core.auth import CredentialCache, UserCredentials
 from conclave.core.features import Feature
 from conclave.core.locations import Binding
@@ -74,13 +74,13 @@ from conclave.store.generations import USERS, GenerationStore, Reloader
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.manager import TransportManager
-from conclave.web.publish import Publication
+from conclave.web.http import HttpListener
+from conclave.web.publish import WEB_LIMITS, Publication, web_app
 from conclave.wiring import assemble
 from conclave.workers import Worker, member_name, relay_host, worker_config
 
 log = structlog.get_logger("conclave.server")
 
-PID_FILE = "conclave.pid"
 DRAIN_TIMEOUT = 10.0
 """Longest a graceful stop waits for open transactions to get their final
 responses. An INVITE that is still ringing is cancelled by its caller's
@@ -109,6 +109,7 @@ class Server:
         index = worker.index if worker is not None else 0
         self.ops = Operations(data_dir, config, role="standard", worker=index)  # agent first
         self.publication: Publication | None = None
+        self.web: HttpListener | None = None
         self.stop_event = asyncio.Event()
         self.users = CredentialCache()
         self.db = Database(config.database_url(data_dir))
@@ -234,6 +235,17 @@ class Server:
                 ca_directory(self.data_dir, self.config), host, port, self.config.web.crl_url
             )
             await self.publication.start(self.config.server.host)
+        if self.config.web.enabled and self.chief and self.tls is not None:
+            host, port = split_endpoint(self.config.web.bind)
+            self.web = HttpListener(
+                web_app(ca_directory(self.data_dir, self.config)),
+                host,
+                port,
+                name="web",
+                limits=WEB_LIMITS,
+                tls=self.tls.context,  # the SIP listener's: same certificate, same reloads
+            )
+            log.info("web listening", address=host, port=await self.web.start())
         admission = self.stack.admission
         gc_watch = PauseWatch(on_pause=lambda s: admission.paused(s, self.stack.now()))
         gc_watch.install()
@@ -453,6 +465,8 @@ class Server:
             await self.pairing.close()
         if self.publication is not None:
             await self.publication.stop()
+        if self.web is not None:
+            await self.web.stop()
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -35,22 +35,20 @@ import contextlib
 import ipaddress
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import structlog
 
-from conclave.config import Config
+from conclave.config import PID_FILE, Config
+from conclave.supervisor import Supervisor, Then
 
 log = structlog.get_logger("conclave.workers")
 
-PID_FILE = "conclave.pid"
 MAX_RESTARTS = 5
 """Worker deaths within :data:`RESTART_WINDOW` after which the supervisor gives up."""
 RESTART_WINDOW = 60.0
@@ -143,59 +141,38 @@ def worker_config(config: Config, worker: Worker) -> Config:
 def supervise_workers(command: Sequence[str], count: int, data_dir: Path) -> int:
     """Run ``command + ["--worker", i]`` for each worker until a stop signal; return
     the exit status (0 after a stop signal, else that of the failure that ended it)."""
-    children: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
     deaths: deque[float] = deque()
-    stopping = False
     status = 0
 
-    def start(index: int) -> None:
-        proc = subprocess.Popen(
-            [*command, "--workers", str(count), "--worker", str(index)], stdin=subprocess.DEVNULL
-        )
-        children[proc.pid] = (index, proc)
-        log.info("worker started", worker=index, pid=proc.pid)
+    def started(index: int, pid: int) -> None:
+        log.info("worker started", worker=index, pid=pid)
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
-        for _index, proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
+    def exited(index: int, pid: int, code: int, stopping: bool) -> Then:
+        nonlocal status
+        if stopping:
+            log.info("worker stopped", worker=index, pid=pid, status=code)
+            return Then.STOP
+        log.error("worker died", worker=index, pid=pid, status=code)
+        now = time.monotonic()
+        deaths.append(now)
+        while deaths and now - deaths[0] > RESTART_WINDOW:
+            deaths.popleft()
+        if len(deaths) > MAX_RESTARTS:
+            log.error("workers keep dying; stopping the host", deaths=len(deaths))
+            status = code if code > 0 else 1
+            return Then.STOP
+        return Then.RESTART
 
-    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {s: signal.signal(s, forward) for s in signals}
     pid_file = data_dir / PID_FILE
-    pid_file.write_text(f"{os.getpid()}\n")
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: reload, passed on
     try:
-        for index in range(count):
-            start(index)
-        while children:
-            pid, raw = os.wait()
-            if pid not in children:
-                continue
-            index, _proc = children.pop(pid)
-            code = os.waitstatus_to_exitcode(raw)
-            if stopping:
-                log.info("worker stopped", worker=index, pid=pid, status=code)
-                continue
-            log.error("worker died", worker=index, pid=pid, status=code)
-            now = time.monotonic()
-            deaths.append(now)
-            while deaths and now - deaths[0] > RESTART_WINDOW:
-                deaths.popleft()
-            if len(deaths) > MAX_RESTARTS:
-                log.error("workers keep dying; stopping the host", deaths=len(deaths))
-                status = code if code > 0 else 1
-                stopping = True
-                for _other, proc in children.values():
-                    proc.send_signal(signal.SIGTERM)
-                continue
-            start(index)
+        with Supervisor[int](started=started, forwarded=forwarded) as workers:
+            pid_file.write_text(f"{os.getpid()}\n")
+            for index in range(count):
+                workers.start(index, [*command, "--workers", str(count), "--worker", str(index)])
+            workers.run(exited)
         return status
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         with contextlib.suppress(OSError):
             if pid_file.read_text().strip() == str(os.getpid()):
                 pid_file.unlink()

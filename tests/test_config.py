@@ -189,6 +189,11 @@ def test_human_readable_values() -> None:
         ),
         ('[admin]\nbind = "127.0.0.1:99999"\n', "admin.bind: port must be 0-65535"),
         ('[tls]\ncert = ""\n', "tls.cert: must not be empty"),
+        (
+            "[transports]\ntls = false\nudp = true\n[web]\nenabled = true\n",
+            "(top level): [web] enabled needs [transports] tls = true: "
+            "the HTTPS listener serves the server's TLS certificate",
+        ),
     ],
 )
 def test_bad_values_name_the_key_path(text: str, problem: str) -> None:

@@ -16,7 +16,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PID_FILES = {"frontend": "conclave.pid", "logging-controller": "logging-controller.pid"}
+from conclave.config import PID_FILE
+from conclave.ops.controller import PID_FILE as CONTROLLER_PID_FILE
+
+PID_FILES = {"frontend": PID_FILE, "logging-controller": CONTROLLER_PID_FILE}
 _TCP_LISTEN = "0A"
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import serialization
 
-from conclave.config import Config
+from conclave.config import PID_FILE, Config
 from conclave.pki import (
     CertificateAuthority,
     IssuedCertificate,
@@ -50,7 +50,6 @@ from conclave.store.database import Database
 from conclave.store.users import UserStore
 
 from .common import (
-    PID_FILE,
     Group,
     data_dir_option,
     fail,

@@ -12,13 +12,12 @@ from typing import Final, TypeVar
 
 import click
 
-from conclave.config import Config, ConfigError, load_config
+from conclave.config import PID_FILE, Config, ConfigError, load_config
 from conclave.pki.errors import PkiError
 from conclave.store.errors import StoreError
 
 T = TypeVar("T")
 
-PID_FILE = "conclave.pid"
 
 data_dir_option = click.option(
     "--dir",

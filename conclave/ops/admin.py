@@ -29,16 +29,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from http import HTTPStatus
 from typing import Final
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
 
 from conclave.ops import metrics
 from conclave.web.http import HttpLimits, HttpListener, HttpListenError
+from conclave.web.pages import read_only_app
 
 log = structlog.get_logger("conclave.admin")
 
@@ -68,29 +67,10 @@ class AdminListenError(HttpListenError):
     """The admin listener could not bind; ``strerror`` names its address and the reason."""
 
 
-def problem(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """An RFC 9457 problem document."""
-    return JSONResponse(
-        {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-         "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-        headers=dict(headers or {}),
-    )  # fmt: skip
-
-
 def ops_app(ready: Callable[[], Awaitable[tuple[bool, dict[str, bool]]]]) -> FastAPI:
     """The three read-only pages, as an ASGI application."""
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     no_store = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
-    @app.exception_handler(HTTPException)
-    async def refused(_request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 404:
-            return problem(404, "not found: try " + ", ".join(PAGES), no_store)
-        if exc.status_code == 405:
-            return problem(405, "use GET", {**no_store, "Allow": "GET, HEAD"})
-        return problem(exc.status_code, str(exc.detail), no_store)
+    app = read_only_app("not found: try " + ", ".join(PAGES), no_store)
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:

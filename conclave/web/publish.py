@@ -19,21 +19,20 @@ point.
 from __future__ import annotations
 
 import os
-from http import HTTPStatus
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
+from fastapi.responses import Response
 
 from conclave.pki.ca import CA_CERT_FILE, CA_KEY_FILE, set_crl_urls
 from conclave.pki.crl import CRL_FILE
 from conclave.pki.errors import PkiError
 from conclave.web.http import HttpLimits, HttpListener
+from conclave.web.pages import SecureHeaders, problem, read_only_app
 
 log = structlog.get_logger("conclave.web")
 
@@ -76,36 +75,18 @@ class _Document:
         return self._der
 
 
-def _problem(status: int, detail: str, extra: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(
-        {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-         "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-        headers={**HEADERS, **(extra or {})},
-    )  # fmt: skip
-
-
 def publication_app(ca_dir: Path) -> FastAPI:
     """The two documents of the CA in ``ca_dir``."""
     crl = _Document(ca_dir / CRL_FILE, None)
     ca = _Document(ca_dir / CA_CERT_FILE, x509.Certificate)
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
-
-    @app.exception_handler(HTTPException)
-    async def refused(_request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 405:
-            return _problem(405, "use GET", {"Allow": "GET, HEAD"})
-        if exc.status_code == 404:
-            return _problem(404, f"only {CRL_PATH} and {CA_PATH} are published here")
-        return _problem(exc.status_code, str(exc.detail))
+    app = read_only_app(f"only {CRL_PATH} and {CA_PATH} are published here", HEADERS)
 
     def serve(document: _Document, media_type: str) -> Response:
         try:
             body = document.der()
         except (OSError, ValueError) as exc:
             log.error("publication unavailable", path=str(document.path), reason=str(exc))
-            return _problem(503, "not available now")
+            return problem(503, "not available now", HEADERS)
         return Response(body, media_type=media_type, headers=HEADERS)
 
     @app.api_route(CRL_PATH, methods=["GET", "HEAD"])
@@ -141,6 +122,20 @@ def record_crl_url(ca_dir: Path, url: str) -> bool:
     if changed:
         log.info("CRL distribution point recorded", url=url)
     return changed
+
+
+WEB_LIMITS: Final = HttpLimits(
+    max_connections=256, listen_backlog=128, max_head=8 * 1024, head_timeout=10.0,
+    connection_timeout=None, keep_alive=True,
+)  # fmt: skip
+"""The HTTPS listener is for people's browsers: connections kept alive between
+requests (each next head still due within ``head_timeout``), a few per user."""
+
+
+def web_app(ca_dir: Path) -> Any:
+    """What the HTTPS listener serves: the CA's two documents, with the security
+    headers of :mod:`conclave.web.pages` on every answer."""
+    return SecureHeaders(publication_app(ca_dir))
 
 
 class Publication:

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from .server import ConclaveServer, conclave
 
-WEB = {"web": {"enabled": True, "crl_bind": "127.0.0.1:0"}}
+WEB = {"web": {"enabled": True, "crl_bind": "127.0.0.1:0", "bind": "127.0.0.1:0"}}
 
 
 def fetch(url: str) -> tuple[int, str, bytes]:

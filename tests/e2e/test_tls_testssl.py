@@ -31,7 +31,7 @@ SCAN_TIMEOUT = 300
 SEVERITY = {"OK": 0, "INFO": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4}
 """testssl's severities in order; WARN and DEBUG are notes about the scan itself."""
 
-PUBLISHING = {"web": {"enabled": True, "crl_bind": "127.0.0.1:0"}}
+PUBLISHING = {"web": {"enabled": True, "crl_bind": "127.0.0.1:0", "bind": "127.0.0.1:0"}}
 """The CRL published over HTTP: the server's certificate names it (testssl rates a
 certificate with neither a CRL nor an OCSP URI HIGH: ``cert_revocation``)."""
 
@@ -60,15 +60,17 @@ def find_testssl() -> str:
     return path
 
 
-def scan(server: ConclaveServer, out: Path) -> list[dict[str, Any]]:
+def scan(
+    server: ConclaveServer, out: Path, target: str | None = None, *, http: bool = False
+) -> list[dict[str, Any]]:
     command = [
         find_testssl(),
         "--quiet", "--warnings", "batch", "--color", "0", "--nodns", "none",
         "--connect-timeout", "10", "--openssl-timeout", "10",
         "--add-ca", str(server.ca),
         "--jsonfile", str(out),
-        "-p", "-s", "-f", "-E", "-U", "-S", "-P",
-        server.target("tls"),
+        "-p", "-s", "-f", "-E", "-U", "-S", "-P", *(["-h"] if http else []),
+        target or server.target("tls"),
     ]  # fmt: skip
     proc = subprocess.run(
         command, capture_output=True, text=True, timeout=SCAN_TIMEOUT, cwd=out.parent
@@ -79,13 +81,33 @@ def scan(server: ConclaveServer, out: Path) -> list[dict[str, Any]]:
     return findings
 
 
-def test_testssl_finds_nothing(make_server: Callable[..., ConclaveServer], tmp_path: Path) -> None:
+def published(make_server: Callable[..., ConclaveServer]) -> ConclaveServer:
+    """A server publishing its CRL, its certificate renewed to name it."""
     server = make_server(config=PUBLISHING)
     server.wait_for(lambda e: e.get("event") == "CRL distribution point recorded")
     # The certificate from init predates the URL: renewed, it names it.
     conclave("certs", "renew", "server", "--dir", str(server.data_dir))
     server.wait_for(lambda e: e.get("event") == "certificate reloaded")
-    findings = scan(server, tmp_path / "testssl.json")
+    return server
+
+
+def test_testssl_finds_nothing(make_server: Callable[..., ConclaveServer], tmp_path: Path) -> None:
+    server = published(make_server)
+    judge(scan(server, tmp_path / "testssl.json"))
+
+
+def test_testssl_finds_nothing_on_https(
+    make_server: Callable[..., ConclaveServer], tmp_path: Path
+) -> None:
+    server = published(make_server)
+    port = server.wait_for(lambda e: e.get("event") == "web listening")["port"]
+    findings = scan(server, tmp_path / "testssl.json", f"127.0.0.1:{port}", http=True)
+    judge(findings)
+    by_id = {f["id"]: f for f in findings}
+    assert by_id["HSTS_time"]["severity"] == "OK", by_id.get("HSTS_time")
+
+
+def judge(findings: list[dict[str, Any]]) -> None:
     by_id = {f["id"]: f for f in findings}
 
     fatal = [f for f in findings if f["severity"] == "FATAL"]
