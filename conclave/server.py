@@ -30,6 +30,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -46,6 +47,7 @@ from conclave.core.locations import Binding
 from conclave.core.router import SUPPORTED
 from conclave.core.stack import SipStack
 from conclave.ops import log as logsetup
+from conclave.ops import metrics
 from conclave.ops.gcpause import PauseWatch, run_full_collections, settle_heap, tune_collector
 from conclave.ops.lockout import LockoutKeeper
 from conclave.ops.runtime import Operations, split_endpoint
@@ -232,7 +234,11 @@ class Server:
         if self.config.web.enabled and self.chief:  # one publication point per host
             host, port = split_endpoint(self.config.web.crl_bind)
             self.publication = Publication(
-                ca_directory(self.data_dir, self.config), host, port, self.config.web.crl_url
+                ca_directory(self.data_dir, self.config),
+                host,
+                port,
+                self.config.web.crl_url,
+                **self._http_guard(),
             )
             await self.publication.start(self.config.server.host)
         if self.config.web.enabled and self.chief and self.tls is not None:
@@ -244,6 +250,7 @@ class Server:
                 name="web",
                 limits=WEB_LIMITS,
                 tls=self.tls.context,  # the SIP listener's: same certificate, same reloads
+                **self._http_guard(),
             )
             log.info("web listening", address=host, port=await self.web.start())
         admission = self.stack.admission
@@ -265,6 +272,22 @@ class Server:
             gc_watch.remove()
             gc.set_threshold(*thresholds)
             await self._shutdown()
+
+    def _http_guard(self) -> dict[str, Any]:
+        """What an HTTP listener needs to share SIP's per-source limits and bans."""
+        return {"guard": self.guard, "guard_clock": self.stack.wall_clock, "on_ban": self._http_ban}
+
+    def _http_ban(self, ip: str) -> None:
+        """A source went over the request rate on HTTP: the ban SIP would log, and
+        every connection from it closed, SIP and HTTP alike."""
+        metrics.SOURCE_BANS.inc()
+        log.warning(
+            "source banned", source=ip, reason="request rate", seconds=self.guard.ban_length(ip)
+        )
+        self.transports.close_connections_from(ip)
+        for listener in (self.web, self.publication):
+            if listener is not None:
+                listener.close_from(ip)
 
     async def _listen(self) -> None:
         t = self.config.transports

@@ -37,6 +37,7 @@ import logging
 import os
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,6 +47,8 @@ import structlog
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+
+from conclave.transport.guard import SourceGuard, Verdict, source_key
 
 log = structlog.get_logger("conclave.web")
 
@@ -101,8 +104,18 @@ def _quiet_uvicorn() -> None:
             logger.addHandler(_Counting())
 
 
+@dataclass(frozen=True, slots=True)
+class _Sentry:
+    """The server's per-source guard as a listener uses it (see :class:`HttpListener`)."""
+
+    guard: SourceGuard
+    clock: Callable[[], float]
+    on_ban: Callable[[str], None]
+
+
 class _GuardedH11(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a head timeout, a lifetime and exact refusals."""
+    """uvicorn's HTTP/1.1 protocol with a head timeout, a lifetime, exact refusals
+    and, with a sentry, every request counted against its source."""
 
     def __init__(
         self,
@@ -111,14 +124,22 @@ class _GuardedH11(H11Protocol):
         limits: HttpLimits,
         on_open: Callable[[_GuardedH11], None],
         on_close: Callable[[_GuardedH11], None],
+        sentry: _Sentry | None = None,
     ) -> None:
         super().__init__(config, server_state, {})
         self._limits = limits
+        self._sentry = sentry
+        self._counted = False  # this request head was counted against its source
         self._on_open, self._on_close = on_open, on_close
         self._head_timer: asyncio.TimerHandle | None = None
         self._life_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._lingered = 0
+
+    @property
+    def refusing(self) -> bool:
+        """A refusal was written: the connection is closing after its answer."""
+        return self._refused
 
     # -- lifecycle -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -159,10 +180,36 @@ class _GuardedH11(H11Protocol):
             if self._lingered > LINGER_READ:
                 self.transport.close()
             return
-        if self.conn.their_state is h11.IDLE and self._head_too_large(data):
-            self._refuse(431, "request head too large")
-            return
+        if self.conn.their_state is h11.IDLE:
+            if not self._admitted():
+                return
+            if self._head_too_large(data):
+                self._refuse(431, "request head too large")
+                return
         super().data_received(data)
+
+    def _admitted(self) -> bool:
+        """Count a new request against its source once; False: refused or dropped.
+
+        Over the rate: 429 with Retry-After (the ban's length), the ban reported
+        once; already banned: dropped unanswered (answering a flood amplifies it)."""
+        sentry = self._sentry
+        if sentry is None or self._counted or self.client is None:
+            return True
+        self._counted = True
+        ip = self.client[0]
+        verdict = sentry.guard.allow(ip, sentry.clock())
+        if verdict is Verdict.ALLOWED:
+            return True
+        if verdict is Verdict.BANNED:
+            self._refused = True
+            self.transport.abort()
+            return False
+        wait = max(1, int(sentry.guard.ban_length(ip)))
+        self._refuse(429, "too many requests", retry_after=wait)
+        if verdict is Verdict.BANNED_NOW:
+            sentry.on_ban(ip)  # after the answer: this connection closes on its own
+        return False
 
     def _head_too_large(self, data: bytes) -> bool:
         """Whether the request head being received is over ``max_head`` octets
@@ -193,6 +240,7 @@ class _GuardedH11(H11Protocol):
         return None
 
     def on_response_complete(self) -> None:
+        self._counted = False  # the next request on this connection counts again
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm_head()  # the next request head, on a kept-alive connection
@@ -207,7 +255,9 @@ class _GuardedH11(H11Protocol):
         else:
             self._refuse(400, "malformed request")
 
-    def _refuse(self, status: int, text: str, *, linger: bool = True) -> None:
+    def _refuse(
+        self, status: int, text: str, *, linger: bool = True, retry_after: int | None = None
+    ) -> None:
         self._refused = True
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -220,7 +270,8 @@ class _GuardedH11(H11Protocol):
             "Content-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\n"
             "Cache-Control: no-store\r\n"
-            "Connection: close\r\n\r\n"
+            + ("" if retry_after is None else f"Retry-After: {retry_after}\r\n")
+            + "Connection: close\r\n\r\n"
         )
         self.transport.write(head.encode("latin-1") + body)
         if linger and self.transport.can_write_eof():
@@ -268,12 +319,20 @@ class HttpListener:
         name: str,
         limits: HttpLimits | None = None,
         tls: ssl.SSLContext | None = None,
+        guard: SourceGuard | None = None,
+        guard_clock: Callable[[], float] = time.time,
+        on_ban: Callable[[str], None] = lambda _ip: None,
     ) -> None:
+        """``guard``: the server's per-source guard, shared with SIP: its bans refuse
+        connections before any handshake and every request counts against its
+        source's rate (``guard_clock`` must be the clock SIP gives it)."""
         self.host, self.port, self.name = host, port, name
+        self.guard, self.guard_clock = guard, guard_clock
         self.limits = limits or HttpLimits()
         self.tls = tls
         _quiet_uvicorn()
         served = app if self.limits.keep_alive else _Close(app)
+        self._sentry = None if guard is None else _Sentry(guard, guard_clock, on_ban)
         self._config = Config(
             served,
             http="h11",
@@ -363,10 +422,19 @@ class HttpListener:
         """Hand the accepted socket to the protocol (after the TLS handshake, if any)."""
         loop = asyncio.get_running_loop()
         opened: list[_GuardedH11] = []
+        if self.guard is not None:
+            try:
+                peer = str(client.getpeername()[0])
+            except OSError:
+                peer = ""
+            if not peer or self.guard.is_banned(peer, self.guard_clock()):
+                client.close()  # before any handshake: a banned source costs nothing
+                self._give()
+                return
 
         def factory() -> _GuardedH11:
             protocol = _GuardedH11(
-                self._config, self._state, self.limits, self._opened, self._closed
+                self._config, self._state, self.limits, self._opened, self._closed, self._sentry
             )
             opened.append(protocol)
             return protocol
@@ -385,6 +453,18 @@ class HttpListener:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.debug("http connection failed", listener=self.name, reason=str(exc))
+
+    def close_from(self, ip: str) -> int:
+        """Abort every connection from ``ip``'s source (it was just banned); how many."""
+        key = source_key(ip)
+        condemned = [
+            p
+            for p in self._open
+            if p.client is not None and source_key(p.client[0]) == key and not p.refusing
+        ]
+        for protocol in condemned:
+            protocol.transport.abort()
+        return len(condemned)
 
     def _opened(self, protocol: _GuardedH11) -> None:
         self._open.add(protocol)

@@ -141,11 +141,15 @@ def web_app(ca_dir: Path) -> Any:
 class Publication:
     """The running publication point: ``await start()``, later ``await stop()``."""
 
-    def __init__(self, ca_dir: Path, host: str, port: int, url: str = "") -> None:
+    def __init__(self, ca_dir: Path, host: str, port: int, url: str = "", **guarded: Any) -> None:
+        """``guarded``: the per-source guard arguments of :class:`HttpListener`."""
         self.ca_dir, self.host, self.port, self.url = ca_dir, host, port, url
         self._listener = HttpListener(
-            publication_app(ca_dir), host, port, name="crl", limits=LIMITS
+            publication_app(ca_dir), host, port, name="crl", limits=LIMITS, **guarded
         )
+
+    def close_from(self, ip: str) -> int:
+        return self._listener.close_from(ip)
 
     async def start(self, server_host: str) -> int:
         self.port = await self._listener.start()

@@ -70,3 +70,33 @@ def test_https_serves_with_the_server_certificate_and_security_headers(
     after = served_serial(server, port)
     current = x509.load_pem_x509_certificate((server.data_dir / "tls" / "server.crt").read_bytes())
     assert after != before and after == current.serial_number
+
+
+def test_an_http_flood_bans_the_source_for_sip_too(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    config = {**WEB, "limits": {"requests_per_second": 0.1, "burst": 5}}
+    server = make_server(transports="tls", config=config)
+    port = int(server.wait_for(lambda e: e.get("event") == "web listening")["port"])
+    statuses = []
+    for _ in range(8):
+        try:
+            response, _body = https(server, port, "/pki/ca.crt")
+        except (OSError, http.client.HTTPException):
+            break  # banned: the connection is closed unanswered
+        statuses.append(response.status)
+        if response.status == 429:
+            assert response.getheader("Retry-After")
+    assert 429 in statuses and statuses[0] == 200
+    banned = server.wait_for(lambda e: e.get("event") == "source banned")
+    assert banned["source"] == "127.0.0.1" and banned["reason"] == "request rate"
+    # One mechanism: the same source is refused on SIP/TLS before any handshake.
+    context = ssl.create_default_context(cafile=str(server.ca))
+    context.check_hostname = False
+    with socket.create_connection(("127.0.0.1", server.ports["tls"]), timeout=10) as raw:
+        try:
+            context.wrap_socket(raw).close()
+            refused = False
+        except (OSError, ssl.SSLError):
+            refused = True
+    assert refused

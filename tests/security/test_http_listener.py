@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from conclave.pki import tls as pki_tls
+from conclave.transport.guard import SourceGuard
 from conclave.web.http import HttpLimits, HttpListener
 from tests.ops.conftest import WAIT, Pki, pki, run, wait_until  # noqa: F401
 
@@ -166,6 +167,33 @@ def test_keep_alive_does_not_keep_a_silent_client() -> None:
             assert rest in (b"",) or rest.startswith(b"HTTP/1.1 408 ")
             writer.close()
             await wait_until(lambda: listener.open_connections == 0, "the slot freed")
+        finally:
+            await listener.stop()
+
+    run(scenario())
+
+
+def test_a_flood_is_limited_and_banned_by_the_guard_sip_shares() -> None:
+    guard = SourceGuard(rate=0.01, burst=3, ban_seconds=60)
+    banned: list[str] = []
+
+    async def scenario() -> None:
+        listener = HttpListener(
+            APP, "127.0.0.1", 0, name="test", limits=limits(), guard=guard,
+            on_ban=banned.append,
+        )  # fmt: skip
+        port = await listener.start()
+        try:
+            request = b"GET /whoami HTTP/1.1\r\nHost: x\r\n\r\n"
+            for _ in range(3):  # the burst
+                assert (await exchange(port, request)).startswith(b"HTTP/1.1 200 ")
+            refused = await exchange(port, request)
+            assert refused.startswith(b"HTTP/1.1 429 ") and b"Retry-After: 60" in refused
+            assert banned == ["127.0.0.1"] and guard.is_banned("127.0.0.1", time.time())
+            # Banned: the next connection is closed before anything is read or answered.
+            assert await exchange(port, request) == b""
+            await wait_until(lambda: listener.open_connections == 0, "slots freed")
+            assert banned == ["127.0.0.1"]  # reported once
         finally:
             await listener.stop()
 
