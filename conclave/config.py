@@ -103,7 +103,7 @@ class TransportsSection(_Section):
     udp: Bool = False
     """plain SIP over UDP: unencrypted, off by default"""
     ws: Bool = False
-    """SIP over WebSocket (RFC 7118)"""
+    """SIP over WebSocket (RFC 7118) at wss://HOST:PORT/sip on the web listener ([web])"""
     bind: Annotated[Str, AfterValidator(_ip)] = "0.0.0.0"
     """address to listen on (0.0.0.0 or :: for all)"""
     tls_port: Port = 5061
@@ -130,7 +130,8 @@ class TransportsSection(_Section):
 
         TLS listens on ``tls_port``, plain TCP and UDP on ``sip_port``. The one
         answer to "what listens": the server opens these and the audit expects
-        them. WebSocket has no listener yet, so ``ws`` adds nothing here.
+        them. SIP over WebSocket (``ws``) is served on the web listener (``[web]``),
+        not on a SIP listener of its own, so it adds nothing here.
         """
         wanted = [
             ("tls", self.tls, self.tls_port),
@@ -388,8 +389,19 @@ class WebSection(_Section):
     """host:port of the HTTPS listener (the server's certificate; needs [transports] tls)"""
     crl_bind: Annotated[Str, AfterValidator(_host_port)] = "0.0.0.0:80"
     """host:port of the plain-HTTP publication point; port 0 picks a free port"""
+    origins: tuple[Str, ...] = ()
+    """other https://NAME[:PORT] pages allowed to open SIP WebSockets (host and domain are)"""
     crl_url: Str = ""
     """URL certificates name as their CRL distribution point; empty: http://HOST:PORT/pki/ca.crl"""
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            scheme, sep, rest = origin.partition("://")
+            if scheme != "https" or not sep or not rest or "/" in rest.rstrip("/"):
+                raise ValueError(f"{origin!r} is not a web origin (https://NAME[:PORT])")
+        return value
 
 
 class DatabaseSection(_Section):
@@ -490,6 +502,11 @@ class Config(_Section):
             raise ValueError(
                 "[web] enabled needs [transports] tls = true: the HTTPS listener "
                 "serves the server's TLS certificate"
+            )
+        if self.transports.ws and not self.web.enabled:
+            raise ValueError(
+                "[transports] ws needs [web] enabled = true: SIP over WebSocket is "
+                "served on the web listener"
             )
         return self
 

@@ -22,6 +22,7 @@ from conclave.core.director import DirectorRouter, NoLocations
 from conclave.core.features import FeatureHost, Registry
 from conclave.core.proxy import Proxy
 from conclave.core.signin import SignIn
+from conclave.ops import log as logsetup
 from conclave.ops.lockout import lockout_from_config
 from conclave.pki.tls import mutual_client_context, server_context
 from conclave.relaying import PeerTrust, RelayProcess
@@ -197,6 +198,7 @@ def run_director(data_dir: Path, config: Config) -> None:
     import uvloop
 
     async def main() -> None:
+        logsetup.log_loop_errors()
         await DirectorServer(data_dir, config).run()
 
     uvloop.run(main())

@@ -30,6 +30,7 @@ import dns.resolver
 import structlog
 
 from conclave.config import Config
+from conclave.ops import log as logsetup
 from conclave.ops import metrics
 from conclave.pki import load_certificates
 from conclave.pki.errors import PkiError
@@ -369,6 +370,7 @@ def run_edge(data_dir: Path, config: Config) -> None:
     import uvloop
 
     async def main() -> None:
+        logsetup.log_loop_errors()
         await EdgeServer(data_dir, config).run()
 
     uvloop.run(main())

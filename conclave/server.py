@@ -78,6 +78,7 @@ from conclave.store.users import UserStore
 from conclave.transport.manager import TransportManager
 from conclave.web.http import HttpListener
 from conclave.web.publish import WEB_LIMITS, Publication, web_app
+from conclave.web.sipws import SipWebSocket, web_origins
 from conclave.wiring import assemble
 from conclave.workers import Worker, member_name, relay_host, worker_config
 
@@ -243,16 +244,27 @@ class Server:
             await self.publication.start(self.config.server.host)
         if self.config.web.enabled and self.chief and self.tls is not None:
             host, port = split_endpoint(self.config.web.bind)
+            sip = SipWebSocket(self.transports) if self.config.transports.ws else None
             self.web = HttpListener(
-                web_app(ca_directory(self.data_dir, self.config)),
+                web_app(ca_directory(self.data_dir, self.config), sip),
                 host,
                 port,
                 name="web",
                 limits=WEB_LIMITS,
                 tls=self.tls.context,  # the SIP listener's: same certificate, same reloads
+                websocket_max_size=self.transports.max_message_size,
                 **self._http_guard(),
             )
-            log.info("web listening", address=host, port=await self.web.start())
+            port = await self.web.start()
+            self.local.ports["wss"] = port  # our Via and Record-Route toward WebSocket clients
+            server = self.config.server
+            origins = web_origins((server.host, server.domain), port, self.config.web.origins)
+            if sip is not None:
+                sip.origins = origins
+            log.info(
+                "web listening", address=host, port=port, origins=sorted(origins),
+                sip_websocket=sip is not None,
+            )  # fmt: skip
         admission = self.stack.admission
         gc_watch = PauseWatch(on_pause=lambda s: admission.paused(s, self.stack.now()))
         gc_watch.install()
@@ -667,6 +679,7 @@ def serve(
         config = worker_config(config, worker)
 
     async def main() -> None:
+        logsetup.log_loop_errors()
         await Server(data_dir, config, worker).run()
 
     uvloop.run(main())

@@ -194,6 +194,11 @@ def test_human_readable_values() -> None:
             "(top level): [web] enabled needs [transports] tls = true: "
             "the HTTPS listener serves the server's TLS certificate",
         ),
+        (
+            "[transports]\nws = true\n",
+            "(top level): [transports] ws needs [web] enabled = true: "
+            "SIP over WebSocket is served on the web listener",
+        ),
     ],
 )
 def test_bad_values_name_the_key_path(text: str, problem: str) -> None:
@@ -605,7 +610,7 @@ def test_bounds_accept_their_limits_and_name_the_key_beyond(
         ("", [("tls", 5061)]),
         ("tcp = true\nudp = true\n", [("tls", 5061), ("tcp", 5060), ("udp", 5060)]),
         ("tls = false\nudp = true\nsip_port = 5070\n", [("udp", 5070)]),
-        ("tls = false\nws = true\n", []),  # WebSocket has no listener yet
+        ("ws = true\n[web]\nenabled = true\n", [("tls", 5061)]),  # WebSocket: on the web listener
         ("tls_port = 0\ntcp = true\n", [("tls", 0), ("tcp", 5060)]),
     ],
 )

@@ -250,6 +250,7 @@ def _expected(config: Config, role: str) -> set[tuple[str, int]]:
             expected.add(("tcp", split_endpoint(config.admin.bind)[1]))
         if config.web.enabled:
             expected.add(("tcp", split_endpoint(config.web.crl_bind)[1]))
+            expected.add(("tcp", split_endpoint(config.web.bind)[1]))
     elif role == "logging-controller":
         expected.add(("tcp", split_endpoint(config.logging_controller.listen)[1]))
     return expected

@@ -131,11 +131,16 @@ def data_dir_surface(data_dir: Path, config: Config, roles: tuple[str, ...]) -> 
                 Exposure("tcp", address, port, "HTTP", "admin", where, "admin interface")
             )
         if config.web.enabled:
-            address, port = split_endpoint(config.web.crl_bind)
-            where = "this host only" if is_loopback(address) else "any network that routes to it"
-            surface.exposures.append(
-                Exposure("tcp", address, port, "HTTP", "web", where, "CRL and CA certificate")
-            )
+            for bind, service, purpose in (
+                (config.web.crl_bind, "HTTP", "CRL and CA certificate"),
+                (config.web.bind, "HTTPS (TLS)", "web" + (", SIP over WebSocket" if t.ws else "")),
+            ):
+                address, port = split_endpoint(bind)
+                local = is_loopback(address)
+                where = "this host only" if local else "any network that routes to it"
+                surface.exposures.append(
+                    Exposure("tcp", address, port, service, "web", where, purpose)
+                )
     if "logging-controller" in roles:
         address, port = split_endpoint(config.logging_controller.listen)
         where = "this host only" if is_loopback(address) else "any network that routes to it"

@@ -45,6 +45,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Set
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import structlog
+
 from conclave.sip.flow import Flow
 from conclave.sip.local import LocalEndpoint
 from conclave.sip.message import Request, Response
@@ -54,6 +56,8 @@ from .dialogs import Hop
 from .dialogs import Refusal as Refusal  # re-exported: what gates answer
 from .locations import Binding, Locations
 from .stack import SipStack
+
+log = structlog.get_logger("conclave.core")
 
 
 @dataclass(eq=False)
@@ -174,10 +178,19 @@ class FeatureHost:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
-        """Run ``coro`` as a task that a graceful stop waits for."""
+        """Run ``coro`` as a task that a graceful stop waits for; its failure is
+        logged when it happens (not whenever the task is collected)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("background work failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
     def pending(self) -> int:
         """Background work still running (an answer waiting on a store write)."""

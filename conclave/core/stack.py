@@ -27,7 +27,7 @@ from conclave.ops import metrics
 from conclave.ops.throttle import LogThrottle
 from conclave.ops.trace import TRACER
 from conclave.sip.errors import LocalProtocolError, RemoteProtocolError
-from conclave.sip.flow import Flow
+from conclave.sip.flow import MESSAGE_TRANSPORTS, Flow
 from conclave.sip.ids import new_tag
 from conclave.sip.message import Request, Response, default_reason, make_response
 from conclave.sip.parser import parse_message, salvage_error_response
@@ -192,7 +192,9 @@ class SipStack:
             self._shed(refusal, flow, queued)
             return
         try:
-            message = parse_message(data, datagram=not flow.reliable)
+            # A datagram and a WebSocket message each hold exactly one message, so
+            # Content-Length is optional there (RFC 3261 §18.3, RFC 7118 §5).
+            message = parse_message(data, datagram=flow.transport in MESSAGE_TRANSPORTS)
         except RemoteProtocolError as exc:
             self._malformed(data, flow, exc)
             return

@@ -534,6 +534,7 @@ def run_controller(data_dir: Path, settings: ControllerSettings, *, host: str) -
     logsetup.configure(role="logging-controller", host=host)
 
     async def main() -> None:
+        logsetup.log_loop_errors()
         controller = LoggingController(settings)
         await controller.start()
         stop = asyncio.Event()

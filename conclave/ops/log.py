@@ -101,3 +101,23 @@ def configure(
 def get(name: str) -> Any:
     """A bound logger; ``name`` becomes the ``logger`` key."""
     return structlog.get_logger(name).bind(logger=name)
+
+
+def log_loop_errors() -> None:
+    """Send the running event loop's unhandled errors (an exception in a callback,
+    a task that failed with nobody awaiting it) to the structured log, which the
+    default handler would print to stderr as plain text that no log reader parses."""
+    import asyncio
+
+    logger = structlog.get_logger("conclave.loop")
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        logger.error(
+            "unhandled error",
+            reason=str(context.get("message", "")),
+            error=None if exc is None else f"{type(exc).__name__}: {exc}",
+            exc_info=exc if isinstance(exc, BaseException) else None,
+        )
+
+    asyncio.get_running_loop().set_exception_handler(handler)

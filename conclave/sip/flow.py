@@ -27,10 +27,17 @@ from typing import Final
 
 from conclave.sip.memo import memoised
 
-TRANSPORTS: Final = ("udp", "tcp", "tls")
-"""Transport names, in the order of their code in a token."""
+TRANSPORTS: Final = ("udp", "tcp", "tls", "wss")
+"""Transport names, in the order of their code in a token (``wss``: SIP over a
+WebSocket on the web listener, RFC 7118; each WebSocket message is one SIP message)."""
 
-STREAM_TRANSPORTS: Final = frozenset({"tcp", "tls"})
+STREAM_TRANSPORTS: Final = frozenset({"tcp", "tls", "wss"})
+"""Connection-oriented: reliable, and answered on the connection a request came on."""
+
+SECURE_TRANSPORTS: Final = frozenset({"tls", "wss"})
+
+MESSAGE_TRANSPORTS: Final = frozenset({"udp", "wss"})
+"""Each datagram or WebSocket message carries exactly one SIP message: no stream framing."""
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _VERSION = 0  # bits 6-7 of the first token byte; bump if the layout changes
@@ -110,13 +117,13 @@ class Flow:
 
     @property
     def reliable(self) -> bool:
-        """True on TCP and TLS: no retransmissions needed (RFC 3261 §17.1.1.2)."""
+        """True on TCP, TLS and WebSocket: no retransmissions needed (RFC 3261 §17.1.1.2)."""
         return self.transport in STREAM_TRANSPORTS
 
     @property
     def secure(self) -> bool:
-        """True on TLS."""
-        return self.transport == "tls"
+        """True on TLS and on WebSocket over TLS (RFC 7118 §5.3: a secure transport)."""
+        return self.transport in SECURE_TRANSPORTS
 
     def __str__(self) -> str:
         suffix = f"#{self.conn_id}" if self.conn_id else ""

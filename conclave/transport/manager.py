@@ -40,7 +40,7 @@ from typing import Any, Final
 import structlog
 
 from conclave.sip.errors import RemoteProtocolError
-from conclave.sip.flow import STREAM_TRANSPORTS, TRANSPORTS, Flow, canonical_host, format_address
+from conclave.sip.flow import TRANSPORTS, Flow, canonical_host, format_address
 from conclave.sip.limits import MAX_MESSAGE_SIZE
 from conclave.transport.flow import TransportError, socket_address
 from conclave.transport.guard import SourceGuard, source_key
@@ -54,6 +54,7 @@ from conclave.transport.limits import (
 from conclave.transport.stream import StreamConnection, describe_error, listening_socket
 from conclave.transport.table import ConnectionTable
 from conclave.transport.udp import UdpEndpoint, udp_socket
+from conclave.transport.websocket import MessageChannel, WebSocketConnection
 
 log = structlog.get_logger("conclave.transport")
 
@@ -145,7 +146,8 @@ class TransportManager:
         """
         if self._closed:
             raise TransportError("transport manager is closed")
-        if transport not in TRANSPORTS:
+        if transport not in TRANSPORTS or transport == "wss":
+            # wss flows arrive through the web listener (open_channel), not a listener here
             raise TransportError(f"unknown transport {transport!r}")
         context = tls if tls is not None else self._server_ssl
         if transport == "tls" and context is None:
@@ -190,6 +192,34 @@ class TransportManager:
         conn = self._table.live(flow)
         return conn is not None and conn.write(data)
 
+    def open_channel(
+        self, remote: tuple[str, int], local: tuple[str, int], channel: MessageChannel
+    ) -> WebSocketConnection | None:
+        """Admit a WebSocket the web listener accepted as a ``wss`` flow; None: refused.
+
+        The same rules as an accepted TLS connection: a banned source, the
+        connection limit and the per-source limit refuse it (the caller closes
+        the WebSocket). Messages then go in through
+        :meth:`WebSocketConnection.receive_message`, and
+        :meth:`WebSocketConnection.channel_lost` ends the flow.
+        """
+        if self._closed:
+            return None
+        try:
+            remote = (canonical_host(remote[0]), int(remote[1]))
+            local = (canonical_host(local[0]), int(local[1]))
+        except ValueError:
+            return None
+        if not self._admit(remote):
+            return None
+        flow = Flow("wss", remote, local, self.new_conn_id())
+        conn = WebSocketConnection(self, flow, channel)
+        self._table.add(conn)
+        self._table.touch(flow.conn_id, time.monotonic())
+        self._ensure_sweeper()
+        log.debug("connection opened", flow=str(conn.flow), outbound=False)
+        return conn
+
     async def connect(
         self,
         transport: str,
@@ -206,7 +236,7 @@ class TransportManager:
         calls for the same destination share one attempt. Raises
         TransportError on failure, refusal or timeout.
         """
-        if transport not in STREAM_TRANSPORTS:
+        if transport not in ("tcp", "tls"):
             raise TransportError(f"connect() is for tcp or tls, not {transport!r}")
         if transport == "tls" and (tls or self._client_ssl) is None:
             raise TransportError("TLS connections need client_ssl")
@@ -402,20 +432,7 @@ class TransportManager:
         except (ValueError, OSError):
             client.close()
             return
-        ip = source_key(remote[0])
-        if self.guard is not None and self.guard.is_banned(ip, self.guard_clock()):
-            # Debug only: a banned source's flood must not become a log flood.
-            log.debug("connection refused", reason="source banned", peer=format_address(remote))
-            client.close()
-            return
-        if len(self._table) >= self.limits.max_connections:
-            log.warning(
-                "connection refused", reason="connection limit", peer=format_address(remote)
-            )
-            client.close()
-            return
-        if self._table.inbound_from(ip) >= self.limits.max_connections_per_ip:
-            log.info("connection refused", reason="per-source limit", peer=format_address(remote))
+        if not self._admit(remote):
             client.close()
             return
         conn = StreamConnection(
@@ -553,6 +570,23 @@ class TransportManager:
             raise TransportError(f"connection to {where} closed at once")
         self._ensure_sweeper()
         return conn.flow
+
+    def _admit(self, remote: tuple[str, int]) -> bool:
+        """Whether a new inbound connection from ``remote`` may open (logged if not)."""
+        ip = source_key(remote[0])
+        if self.guard is not None and self.guard.is_banned(ip, self.guard_clock()):
+            # Debug only: a banned source's flood must not become a log flood.
+            log.debug("connection refused", reason="source banned", peer=format_address(remote))
+            return False
+        if len(self._table) >= self.limits.max_connections:
+            log.warning(
+                "connection refused", reason="connection limit", peer=format_address(remote)
+            )
+            return False
+        if self._table.inbound_from(ip) >= self.limits.max_connections_per_ip:
+            log.info("connection refused", reason="per-source limit", peer=format_address(remote))
+            return False
+        return True
 
     def _drop(self, conn: StreamConnection, reason: str, *, abort: bool = False) -> None:
         """Forget ``conn``, close its socket and tell ``on_closed``. Idempotent."""

@@ -59,6 +59,12 @@ ACCEPT_RETRY_DELAY: Final = 0.5
 
 ASGIApp = Callable[..., Any]
 
+WS_PING_INTERVAL: Final = 30.0
+"""Seconds between the server's WebSocket pings: keeps NAT bindings open and
+finds a vanished peer (a WebSocket client sends no keep-alives of its own)."""
+WS_PING_TIMEOUT: Final = 30.0
+"""Seconds a ping may go unanswered before the WebSocket is closed."""
+
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
@@ -239,6 +245,27 @@ class _GuardedH11(H11Protocol):
             return True
         return None
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """Hand the connection to uvicorn's WebSocket protocol, keeping its slot: the
+        slot is given back when the WebSocket's connection is lost."""
+        for timer in (self._head_timer, self._life_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._life_timer = None
+        base = self.ws_protocol_class
+        assert base is not None
+        owner = self
+
+        class _Owned(base):  # type: ignore[misc, valid-type]
+            def connection_lost(self, exc: Exception | None) -> None:
+                try:
+                    super().connection_lost(exc)
+                finally:
+                    owner._on_close(owner)
+
+        self.ws_protocol_class = _Owned
+        super().handle_websocket_upgrade(event)
+
     def on_response_complete(self) -> None:
         self._counted = False  # the next request on this connection counts again
         super().on_response_complete()
@@ -322,10 +349,14 @@ class HttpListener:
         guard: SourceGuard | None = None,
         guard_clock: Callable[[], float] = time.time,
         on_ban: Callable[[str], None] = lambda _ip: None,
+        websocket_max_size: int | None = None,
     ) -> None:
         """``guard``: the server's per-source guard, shared with SIP: its bans refuse
         connections before any handshake and every request counts against its
-        source's rate (``guard_clock`` must be the clock SIP gives it)."""
+        source's rate (``guard_clock`` must be the clock SIP gives it).
+        ``websocket_max_size``: accept WebSocket upgrades (wsproto), with messages
+        of at most that many octets, pinged every :data:`WS_PING_INTERVAL` seconds;
+        None: no WebSocket."""
         self.host, self.port, self.name = host, port, name
         self.guard, self.guard_clock = guard, guard_clock
         self.limits = limits or HttpLimits()
@@ -336,7 +367,11 @@ class HttpListener:
         self._config = Config(
             served,
             http="h11",
-            ws="none",
+            ws="none" if websocket_max_size is None else "wsproto",
+            ws_max_size=websocket_max_size or 65536,
+            ws_ping_interval=WS_PING_INTERVAL,
+            ws_ping_timeout=WS_PING_TIMEOUT,
+            ws_per_message_deflate=False,  # compression of secrets beside attacker data: no
             lifespan="off",
             log_config=None,
             access_log=False,

@@ -25,7 +25,7 @@ from typing import Any, Final
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import FastAPI
+from fastapi import FastAPI, WebSocket
 from fastapi.responses import Response
 
 from conclave.pki.ca import CA_CERT_FILE, CA_KEY_FILE, set_crl_urls
@@ -33,6 +33,7 @@ from conclave.pki.crl import CRL_FILE
 from conclave.pki.errors import PkiError
 from conclave.web.http import HttpLimits, HttpListener
 from conclave.web.pages import SecureHeaders, problem, read_only_app
+from conclave.web.sipws import SIP_PATH, SipWebSocket
 
 log = structlog.get_logger("conclave.web")
 
@@ -132,10 +133,18 @@ WEB_LIMITS: Final = HttpLimits(
 requests (each next head still due within ``head_timeout``), a few per user."""
 
 
-def web_app(ca_dir: Path) -> Any:
-    """What the HTTPS listener serves: the CA's two documents, with the security
+def web_app(ca_dir: Path, sip: SipWebSocket | None = None) -> Any:
+    """What the HTTPS listener serves: the CA's two documents and, with ``sip``,
+    SIP over WebSocket at :data:`~conclave.web.sipws.SIP_PATH`; the security
     headers of :mod:`conclave.web.pages` on every answer."""
-    return SecureHeaders(publication_app(ca_dir))
+    app = publication_app(ca_dir)
+    if sip is not None:
+
+        async def sip_socket(websocket: WebSocket) -> None:
+            await sip(websocket)
+
+        app.add_api_websocket_route(SIP_PATH, sip_socket)
+    return SecureHeaders(app)
 
 
 class Publication:

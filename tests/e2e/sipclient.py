@@ -13,6 +13,9 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin, Subprotocol
+
 from conclave.sip.digest import authorization_value, parse_challenge
 from conclave.sip.framing import Frame, StreamFramer
 from conclave.sip.message import Request, Response, make_response
@@ -40,7 +43,27 @@ class SipClient:
     _pending: list[bytes] = field(default_factory=list)
     _cseq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
+    origin: str | None = None
+    """The Origin a browser would send, on ``wss`` (None: none, as a non-browser client)."""
+    _ws: ClientConnection | None = None
+
     def __post_init__(self) -> None:
+        if self.transport == "wss":  # SIP over WebSocket (RFC 7118), one message per frame
+            raw = socket.create_connection(
+                (self.server, self.port), timeout=TIMEOUT, source_address=(self.host, 0)
+            )
+            ctx = ssl.create_default_context(cafile=self.ca)
+            self._ws = connect(
+                f"wss://{self.server_name}:{self.port}/sip",
+                sock=raw,
+                ssl=ctx,
+                server_hostname=self.server_name,
+                subprotocols=[Subprotocol("sip")],
+                origin=None if self.origin is None else Origin(self.origin),
+                open_timeout=TIMEOUT,
+            ).__enter__()  # closed by close()
+            self._sock = self._ws.socket  # the TLS socket websockets wrapped around raw
+            return
         if self.transport == "udp":
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._sock.bind((self.host, 0))
@@ -62,12 +85,16 @@ class SipClient:
         return int(self._sock.getsockname()[1])
 
     def close(self) -> None:
+        if self._ws is not None:
+            self._ws.close()
         if self._sock is not None:
             self._sock.close()
 
     def send_raw(self, data: bytes) -> None:
         assert self._sock is not None
-        if self.transport == "udp":
+        if self._ws is not None:
+            self._ws.send(data.decode())
+        elif self.transport == "udp":
             self._sock.sendto(data, (self.server, self.port))
         else:
             self._sock.sendall(data)
@@ -80,6 +107,9 @@ class SipClient:
 
     def recv_message(self, timeout: float = TIMEOUT) -> Request | Response:
         assert self._sock is not None
+        if self._ws is not None:
+            data = self._ws.recv(timeout)
+            return parse_message(data if isinstance(data, bytes) else data.encode())
         self._sock.settimeout(timeout)
         if self.transport == "udp":
             data = self._sock.recv(65535)
