@@ -100,6 +100,16 @@ class WebSocketConnection(StreamConnection):
         assert flow is not None
         manager.deliver(data, flow)
 
+    def alive(self) -> None:
+        """The WebSocket is still open (its pings are answered): not idle.
+
+        A browser sends nothing between re-registrations, which may be further
+        apart than the idle timeout; the web listener's pings find a dead peer
+        instead, so the web side calls this while the WebSocket lives. A source
+        banned meanwhile is closed here too."""
+        if not self.closed:
+            self._manager.connection_received(self)
+
     def channel_lost(self) -> None:
         """The WebSocket closed (either side): the flow is gone."""
         self.connection_lost(None)

@@ -27,6 +27,8 @@ import structlog
 from starlette.websockets import WebSocket
 
 from conclave.transport.manager import TransportManager
+from conclave.transport.websocket import WebSocketConnection
+from conclave.web.http import WS_PING_INTERVAL
 
 log = structlog.get_logger("conclave.web")
 
@@ -100,7 +102,9 @@ class SipWebSocket:
             await websocket.close(code=1008)
             return
         await websocket.accept(subprotocol=SUBPROTOCOL)
-        sender = asyncio.get_running_loop().create_task(_send(websocket, channel))
+        loop = asyncio.get_running_loop()
+        sender = loop.create_task(_send(websocket, channel))
+        fresh = loop.create_task(_keep_fresh(conn))
         try:
             while not conn.closed:
                 message = await websocket.receive()
@@ -113,10 +117,18 @@ class SipWebSocket:
         except Exception as exc:  # the peer vanished mid-read
             log.debug("websocket ended", reason=str(exc))
         finally:
+            fresh.cancel()
             conn.channel_lost()
             channel.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sender, CLOSE_TIMEOUT)
+
+
+async def _keep_fresh(conn: WebSocketConnection) -> None:
+    """While the WebSocket lives (its pings answered), its flow is not idle."""
+    while not conn.closed:
+        await asyncio.sleep(WS_PING_INTERVAL)
+        conn.alive()
 
 
 async def _send(websocket: WebSocket, channel: _Channel) -> None:
