@@ -20,6 +20,8 @@ declare -A want=(
   [redis-server]=redis-server  # private Redis and Sentinel instances: tests/cluster/redis_servers.py
   [patroni]=patroni       # fails a pool's PostgreSQL over: tests/e2e/test_pool_patroni.py
   [etcd]=etcd-server      # Patroni's leader lock: tests/e2e/patroni_cluster.py
+  [node]=nodejs           # runs JsSIP (web/package.json): tests/e2e/test_jssip.py
+  [npm]=npm               # installs web/node_modules (make web/node_modules/.installed)
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(
