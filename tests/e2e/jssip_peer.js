@@ -5,7 +5,7 @@
 //
 // Prints one JSON object per line on stdout ({"event": ...}); reads commands,
 // one JSON object per line, on stdin: {"message": {"to": URI, "body": TEXT}},
-// {"quit": true}. The CA to trust comes from NODE_EXTRA_CA_CERTS.
+// {"subscribe": {"target": URI}} (presence), {"quit": true}. The CA to trust comes from NODE_EXTRA_CA_CERTS.
 "use strict";
 
 const readline = require("readline");
@@ -55,6 +55,15 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
         failed: (e) => emit("sendFailed", { cause: e.cause }),
       },
     });
+  } else if (command.subscribe) {
+    const subscriber = ua.subscribe(command.subscribe.target, "presence", "application/pidf+xml", {
+      expires: 600,
+      contentType: "application/pidf+xml",
+    });
+    subscriber.on("active", () => emit("subscribed", {}));
+    subscriber.on("notify", (isFinal, request, body) => emit("notify", { final: isFinal, body }));
+    subscriber.on("terminated", (code, reason) => emit("unsubscribed", { code, reason }));
+    subscriber.subscribe();
   } else if (command.quit) {
     ua.stop();
     setTimeout(() => process.exit(0), 500);

@@ -23,6 +23,7 @@ import pytest
 from .conftest import PASSWORDS
 from .server import ConclaveServer
 from .test_im import send_im, signed_in
+from .test_presence import FAST, Peer, pidf
 from .test_sip_websocket import WEB, web_port_and_origin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,5 +107,25 @@ def test_jssip_signs_in_and_talks_to_a_tls_user(make_server: Callable[..., Concl
         got = alice.expect("message")
         assert (got["from"], got["body"]) == ("sip:bob@localhost", "hello, JsSIP")
         assert bob.final().status == 200
+    finally:
+        alice.stop()
+
+
+def test_jssip_watches_a_tls_user_s_presence(make_server: Callable[..., ConclaveServer]) -> None:
+    node()
+    server = make_server(config={**WEB, **FAST})
+    port, origin = web_port_and_origin(server)
+    alice = JsSipPeer(
+        f"wss://localhost:{port}/sip", "sip:alice@localhost", PASSWORDS["alice"], origin, server.ca
+    )
+    try:
+        alice.expect("registered")
+        bob = Peer(server, "bob")
+        etag = bob.publish(pidf("bob", note="at my desk"))
+        alice.command(subscribe={"target": "sip:bob@localhost"})
+        first = alice.expect("notify")
+        assert "<basic>open</basic>" in first["body"]  # the note is for bob's contacts only
+        bob.publish(pidf("bob", activity="busy"), etag=etag)
+        assert "<rpid:busy/>" in alice.expect("notify")["body"]
     finally:
         alice.stop()
