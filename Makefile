@@ -13,6 +13,14 @@ $(WEB_STAMP): web/package.json web/package-lock.json
 	npm ci --prefix web --no-audit --no-fund --loglevel=error
 	touch $(WEB_STAMP)
 
+## the browser client, bundled from web/client with JsSIP (served by the web listener)
+CLIENT := conclave/web/static/app.js
+$(CLIENT): $(WEB_STAMP) $(wildcard web/client/*)
+	mkdir -p conclave/web/static
+	web/node_modules/.bin/esbuild web/client/app.js --bundle --minify --format=iife \
+	  --target=es2020 --log-level=warning --outfile=$(CLIENT)
+	cp web/client/index.html web/client/app.css conclave/web/static/
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -22,7 +30,7 @@ $(STAMP): pyproject.toml
 ## run: set up and run a Standard Edition server on embedded storage.
 ## The first time it creates the demo deployment (example.test, alice, bob)
 ## in $(DATA) and prints the passwords and how to point a client at it.
-run: $(STAMP)
+run: $(STAMP) $(CLIENT)
 	$(BIN)/conclave demo --dir $(DATA)
 	exec $(BIN)/conclave serve --dir $(DATA)
 
@@ -40,11 +48,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(WEB_STAMP)
+unit: $(STAMP) $(WEB_STAMP) $(CLIENT)
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) web/node_modules conclave/web/static .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 ## bench: the benchmark suite against Kamailio (see BENCHMARKS.md).
 ## Installs kamailio, sipp and stunnel (as root) and the bench extras, then runs

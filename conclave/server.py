@@ -246,7 +246,7 @@ class Server:
             host, port = split_endpoint(self.config.web.bind)
             sip = SipWebSocket(self.transports) if self.config.transports.ws else None
             self.web = HttpListener(
-                web_app(ca_directory(self.data_dir, self.config), sip),
+                web_app(ca_directory(self.data_dir, self.config), sip, self.config.server.domain),
                 host,
                 port,
                 name="web",

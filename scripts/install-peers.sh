@@ -22,6 +22,7 @@ declare -A want=(
   [etcd]=etcd-server      # Patroni's leader lock: tests/e2e/patroni_cluster.py
   [node]=nodejs           # runs JsSIP (web/package.json): tests/e2e/test_jssip.py
   [npm]=npm               # installs web/node_modules (make web/node_modules/.installed)
+  [chromium]=chromium     # the browser client in a real browser (Playwright): test_browser_client.py
 )
 # packages with no tool of their own on PATH (checked with dpkg)
 also=(

@@ -18,6 +18,8 @@ DEMO_DOMAIN = "example.test"
 DEMO_USERS = ("alice", "bob")
 DEMO_ADMIN = "127.0.0.1:9464"
 """Where the demo's admin listener serves /metrics, /health and /ready (loopback only)."""
+DEMO_WEB = ("127.0.0.1:8443", "127.0.0.1:8080")
+"""The demo's web face (loopback only): HTTPS with the browser client, and the CRL."""
 
 
 @click.command("demo")
@@ -41,6 +43,7 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
             tls_port=tls_port,
             sip_port=5060,
             admin=DEMO_ADMIN,
+            web=DEMO_WEB,
         )
         config = load(data_dir)
         click.echo(f"Created a demo deployment for {DEMO_DOMAIN} in {data_dir}.")
@@ -55,6 +58,11 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
     click.echo("")
     click.echo(f"CA certificate to trust: {ca}")
     click.echo(f"Server: SIP over TLS on {host}:{port}")
+    if config.web.enabled and config.transports.ws:
+        click.echo(
+            f"Web client: https://{config.web.bind}/ (the browser must trust the CA: "
+            f"import http://{config.web.crl_bind}/pki/ca.crt as an authority)"
+        )
     if config.admin.enabled:
         click.echo(f"Monitoring: http://{config.admin.bind}/metrics (Prometheus), /health, /ready")
     else:

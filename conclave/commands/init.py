@@ -13,6 +13,7 @@ from conclave.pki.errors import PkiError
 from conclave.sip.uri import is_ip_address
 from conclave.store.database import migrate
 from conclave.store.errors import StoreError
+from conclave.web.publish import crl_url_for
 
 from .common import Command, data_dir_option, fail
 
@@ -31,11 +32,15 @@ def initialise(
     tls_port: int,
     sip_port: int,
     admin: str | None = None,
+    web: tuple[str, str] | None = None,
 ) -> None:
     """Create everything a Standard Edition server needs in ``data_dir``.
 
     ``admin`` (``host:port``) turns the admin listener (``/metrics``,
-    ``/health``, ``/ready``) on there; by default it stays off.
+    ``/health``, ``/ready``) on there; by default it stays off. ``web``
+    (HTTPS ``host:port``, CRL ``host:port``) turns the web face on there, SIP
+    over WebSocket and the browser client with it, and the server certificate
+    names the CRL's URL.
     Everything is created private (umask 077 while we work): ``conclave.toml``
     names every file and secret-bearing setting, ``conclave.db`` holds digest
     HA1 values (password equivalents). Certificates are made 0644 explicitly.
@@ -60,7 +65,7 @@ def initialise(
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        _create(data_dir, domain, host, transports, tls_port, sip_port, admin)
+        _create(data_dir, domain, host, transports, tls_port, sip_port, admin, web)
     finally:
         os.umask(previous)
 
@@ -73,6 +78,7 @@ def _create(
     tls_port: int,
     sip_port: int,
     admin: str | None,
+    web: tuple[str, str] | None = None,
 ) -> None:
     try:
         config = write_default_config(
@@ -91,10 +97,18 @@ def _create(
             data["admin"] = {"enabled": True, "bind": admin}
             config = config_from_mapping(data, source="--admin")
             write_config(data_dir, config)
+        if web is not None:
+            data = config.model_dump(mode="python")
+            data["web"] = {**data["web"], "enabled": True, "bind": web[0], "crl_bind": web[1]}
+            data["transports"]["ws"] = True
+            config = config_from_mapping(data, source="web")
+            write_config(data_dir, config)
         ca = create_ca(
             config.path(data_dir, str(Path(config.tls.ca).parent)),
             common_name=f"Conclave CA for {domain}",
         )
+        if web is not None:  # the first certificate already names where its CRL is
+            ca.set_crl_urls([crl_url_for(host, int(web[1].rpartition(":")[2]))])
         names = [n for n in dict.fromkeys([host, domain, f"sip.{domain}"]) if not is_ip_address(n)]
         ips = [host] if is_ip_address(host) else []
         issued = ca.issue_server(names, ips)

@@ -31,6 +31,7 @@ from fastapi.responses import Response
 from conclave.pki.ca import CA_CERT_FILE, CA_KEY_FILE, set_crl_urls
 from conclave.pki.crl import CRL_FILE
 from conclave.pki.errors import PkiError
+from conclave.web.client import add_client
 from conclave.web.http import HttpLimits, HttpListener
 from conclave.web.pages import SecureHeaders, problem, read_only_app
 from conclave.web.sipws import SIP_PATH, SipWebSocket
@@ -133,12 +134,14 @@ WEB_LIMITS: Final = HttpLimits(
 requests (each next head still due within ``head_timeout``), a few per user."""
 
 
-def web_app(ca_dir: Path, sip: SipWebSocket | None = None) -> Any:
+def web_app(ca_dir: Path, sip: SipWebSocket | None = None, domain: str = "") -> Any:
     """What the HTTPS listener serves: the CA's two documents and, with ``sip``,
-    SIP over WebSocket at :data:`~conclave.web.sipws.SIP_PATH`; the security
-    headers of :mod:`conclave.web.pages` on every answer."""
+    SIP over WebSocket at :data:`~conclave.web.sipws.SIP_PATH` and the browser
+    client at ``/`` (:mod:`conclave.web.client`); the security headers of
+    :mod:`conclave.web.pages` on every answer."""
     app = publication_app(ca_dir)
     if sip is not None:
+        add_client(app, domain)
 
         async def sip_socket(websocket: WebSocket) -> None:
             await sip(websocket)
