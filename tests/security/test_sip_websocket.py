@@ -9,6 +9,9 @@ than a plain TLS client would.
 
 from __future__ import annotations
 
+import http.client
+import json
+import re
 import ssl
 from collections.abc import Callable
 
@@ -127,3 +130,24 @@ def test_off_unless_turned_on(make_server: Callable[..., ConclaveServer]) -> Non
             f"wss://127.0.0.1:{port}/sip", ssl=context(server), origin=Origin(origin),
             subprotocols=[Subprotocol("sip")], open_timeout=10,
         )  # fmt: skip
+    # Nor is the browser client served: it would have nothing to talk to.
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context(server))
+    connection.request("GET", "/")
+    assert connection.getresponse().status == 404
+    connection.close()
+
+
+def test_the_client_page_runs_under_the_strict_policy(server: ConclaveServer) -> None:
+    port, _origin = web_port_and_origin(server)
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context(server))
+    connection.request("GET", "/")
+    page = connection.getresponse()
+    html = page.read().decode()
+    policy = page.getheader("Content-Security-Policy") or ""
+    assert page.status == 200 and "default-src 'self'" in policy and "unsafe" not in policy
+    assert "<script>" not in html and "<style" not in html  # nothing inline to allow
+    assert not re.search(r"\son[a-z]+\s*=", html)  # no inline event handlers either
+    connection.request("GET", "/client/config.json")
+    config = connection.getresponse()
+    assert config.status == 200 and set(json.loads(config.read())) == {"domain", "websocket"}
+    connection.close()
