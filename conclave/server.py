@@ -77,8 +77,9 @@ from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.manager import TransportManager
 from conclave.web.http import HttpListener
-from conclave.web.publish import WEB_LIMITS, Publication, web_app
+from conclave.web.publish import Publication
 from conclave.web.sipws import SipWebSocket, web_origins
+from conclave.web.site import WEB_LIMITS, web_app
 from conclave.wiring import assemble
 from conclave.workers import Worker, member_name, relay_host, worker_config
 

@@ -11,7 +11,7 @@ document):
 
 Plain HTTP on purpose: both are signed or self-signed public documents, and a
 client checking revocation must not need TLS to do it (RFC 5280 §4.2.1.13).
-The URL of the CRL is recorded in the CA (:meth:`CertificateAuthority.set_crl_urls`),
+The URL of the CRL is recorded in the CA (:func:`conclave.pki.ca.set_crl_urls`),
 so every certificate it issues from then on names it as its CRL distribution
 point.
 """
@@ -25,16 +25,14 @@ from typing import Any, Final
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI
 from fastapi.responses import Response
 
 from conclave.pki.ca import CA_CERT_FILE, CA_KEY_FILE, set_crl_urls
 from conclave.pki.crl import CRL_FILE
 from conclave.pki.errors import PkiError
-from conclave.web.client import add_client
 from conclave.web.http import HttpLimits, HttpListener
-from conclave.web.pages import SecureHeaders, problem, read_only_app
-from conclave.web.sipws import SIP_PATH, SipWebSocket
+from conclave.web.pages import problem, read_only_app
 
 log = structlog.get_logger("conclave.web")
 
@@ -57,9 +55,9 @@ HEADERS: Final = {
 class _Document:
     """A file served as DER, converted again only when the file changes."""
 
-    def __init__(self, path: Path, convert: type[x509.Certificate] | None) -> None:
+    def __init__(self, path: Path, *, certificate: bool) -> None:
         self.path = path
-        self._is_cert = convert is not None
+        self._is_cert = certificate
         self._stamp: tuple[int, int] | None = None
         self._der = b""
 
@@ -79,8 +77,8 @@ class _Document:
 
 def publication_app(ca_dir: Path) -> FastAPI:
     """The two documents of the CA in ``ca_dir``."""
-    crl = _Document(ca_dir / CRL_FILE, None)
-    ca = _Document(ca_dir / CA_CERT_FILE, x509.Certificate)
+    crl = _Document(ca_dir / CRL_FILE, certificate=False)
+    ca = _Document(ca_dir / CA_CERT_FILE, certificate=True)
     app = read_only_app(f"only {CRL_PATH} and {CA_PATH} are published here", HEADERS)
 
     def serve(document: _Document, media_type: str) -> Response:
@@ -124,30 +122,6 @@ def record_crl_url(ca_dir: Path, url: str) -> bool:
     if changed:
         log.info("CRL distribution point recorded", url=url)
     return changed
-
-
-WEB_LIMITS: Final = HttpLimits(
-    max_connections=256, listen_backlog=128, max_head=8 * 1024, head_timeout=10.0,
-    connection_timeout=None, keep_alive=True,
-)  # fmt: skip
-"""The HTTPS listener is for people's browsers: connections kept alive between
-requests (each next head still due within ``head_timeout``), a few per user."""
-
-
-def web_app(ca_dir: Path, sip: SipWebSocket | None = None, domain: str = "") -> Any:
-    """What the HTTPS listener serves: the CA's two documents and, with ``sip``,
-    SIP over WebSocket at :data:`~conclave.web.sipws.SIP_PATH` and the browser
-    client at ``/`` (:mod:`conclave.web.client`); the security headers of
-    :mod:`conclave.web.pages` on every answer."""
-    app = publication_app(ca_dir)
-    if sip is not None:
-        add_client(app, domain)
-
-        async def sip_socket(websocket: WebSocket) -> None:
-            await sip(websocket)
-
-        app.add_api_websocket_route(SIP_PATH, sip_socket)
-    return SecureHeaders(app)
 
 
 class Publication:
