@@ -240,6 +240,19 @@ RULES = {
             lambda t: within(t, "conclave.transport", "conclave.core"),
         ),
         Rule(
+            "web",
+            "web imports no core and no feature: SIP from a WebSocket reaches the stack "
+            "only as a flow of the transport manager",
+            lambda m: within(m, "conclave.web"),
+            lambda t: within(t, "conclave.core", "conclave.services"),
+        ),
+        Rule(
+            "transport-web",
+            "transport never imports web (the web listener hands it a channel)",
+            lambda m: within(m, "conclave.transport"),
+            lambda t: within(t, "conclave.web"),
+        ),
+        Rule(
             "top",
             "nothing below imports conclave.server, wiring, roles, cli or commands",
             lambda m: not is_top(m),
