@@ -103,3 +103,40 @@ def test_two_browsers_see_presence_and_exchange_messages(
     expect(alice.locator("#messages")).to_contain_text(  # type: ignore[attr-defined]
         "bob@localhost: hello back", timeout=WAIT_MS
     )
+
+
+def test_a_browser_user_and_a_baresip_user(
+    make_server: Callable[..., ConclaveServer], browsers: list[object]
+) -> None:
+    """Mixed: the page in chromium and baresip over TLS see each other's presence
+    and exchange messages both ways."""
+    from playwright.sync_api import expect
+
+    from .peers import Baresip
+
+    server = make_server(config={**WEB, "presence": {"notify_merge_window": "0ms"},
+                                 "auth": {"algorithms": ["MD5"]}})  # fmt: skip
+    port, _origin = web_port_and_origin(server)
+    alice_uri, bob_uri = "sip:alice@localhost", "sip:bob@localhost"
+    with Baresip(
+        bob_uri, password=PASSWORDS["bob"], outbound=f"sip:127.0.0.1:{server.ports['tls']}",
+        transport="tls", ca_file=server.ca, publish=True,
+        presence_contacts=[alice_uri], name="bob",
+    ) as bob:  # fmt: skip
+        bob.wait_registered()
+        alice = sign_in(browsers[0], f"https://127.0.0.1:{port}/", "alice")
+        # Each sees the other: the page watches baresip's PUBLISH, baresip the page's.
+        alice.get_by_label("Add a contact (user name)").fill("bob")  # type: ignore[attr-defined]
+        alice.get_by_role("button", name="Add", exact=True).click()  # type: ignore[attr-defined]
+        state = alice.locator(f'li[data-contact="{bob_uri}"] .state')  # type: ignore[attr-defined]
+        expect(state).to_have_text("Available", timeout=WAIT_MS)
+        bob.wait_presence(alice_uri, "online", timeout=20)
+
+        alice.get_by_label("To", exact=True).fill("bob")  # type: ignore[attr-defined]
+        alice.get_by_label("Message", exact=True).fill("hello baresip")  # type: ignore[attr-defined]
+        alice.get_by_role("button", name="Send", exact=True).click()  # type: ignore[attr-defined]
+        assert bob.wait_message(timeout=15) == "hello baresip"
+        bob.send_message(alice_uri, "hello browser")
+        expect(alice.locator("#messages")).to_contain_text(  # type: ignore[attr-defined]
+            "bob@localhost: hello browser", timeout=WAIT_MS
+        )
