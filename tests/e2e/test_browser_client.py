@@ -140,3 +140,21 @@ def test_a_browser_user_and_a_baresip_user(
         expect(alice.locator("#messages")).to_contain_text(  # type: ignore[attr-defined]
             "bob@localhost: hello browser", timeout=WAIT_MS
         )
+
+
+def test_messages_sent_while_offline_arrive_at_sign_in(
+    make_server: Callable[..., ConclaveServer], browsers: list[object]
+) -> None:
+    from playwright.sync_api import expect
+
+    from .test_im import send_im, signed_in
+
+    server = make_server(config=WEB)
+    port, _origin = web_port_and_origin(server)
+    bob = signed_in(server, "bob")
+    send_im(bob, "bob", "alice", b"while you were out")
+    assert bob.final().status == 202  # stored for alice
+    alice = sign_in(browsers[0], f"https://127.0.0.1:{port}/", "alice")
+    expect(alice.locator("#messages")).to_contain_text(  # type: ignore[attr-defined]
+        "bob@localhost: while you were out", timeout=WAIT_MS
+    )
