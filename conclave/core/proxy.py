@@ -195,17 +195,30 @@ class Proxy:
         context = ProxyContext(server_txn, request, flows_failed=flows_failed)
         self._contexts[server_txn] = context
         now = self.stack.now()
-        for target in targets:
-            opened = None
-            if opens:
-                opened = self.dialogs.open(
-                    request, owner=sender, caller_flow=inbound, callee_flow=target.flow, now=now
+        opened_here: list[RoutedDialog] = []
+        try:
+            for target in targets:
+                opened = None
+                if opens:
+                    opened = self.dialogs.open(
+                        request, owner=sender, caller_flow=inbound, callee_flow=target.flow,
+                        now=now,
+                    )  # fmt: skip
+                    if opened is not None:
+                        opened_here.append(opened)
+                branch_req = self._branch_request(
+                    request, target, inbound, sender, opened or dialog
                 )
-            branch_req = self._branch_request(request, target, inbound, sender, opened or dialog)
-            for name, value in extra_headers:
-                branch_req.headers.add(name, value)
-            branch = Branch(self, weakref.ref(context), target, branch_req, opened)
-            context.branches.append(branch)
+                for name, value in extra_headers:
+                    branch_req.headers.add(name, value)
+                branch = Branch(self, weakref.ref(context), target, branch_req, opened)
+                context.branches.append(branch)
+        except Exception:
+            # Nothing was sent: forget the request (the stack answers it 500).
+            del self._contexts[server_txn]
+            for routed in opened_here:
+                self.dialogs.close(routed)
+            raise
         for branch in context.branches:
             try:
                 branch.txn = self.stack.send_request(branch.request, branch.target.flow, branch)

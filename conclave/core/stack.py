@@ -14,6 +14,7 @@ Nothing here waits: every handler runs to completion on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Callable
@@ -405,7 +406,10 @@ class SipStack:
                     self.dispatch(self.layer.transport_error(ev.transaction, self.now()))
             elif isinstance(ev, RequestReceived):
                 self._arrived[ev.transaction] = self.now()
-                tu.on_request(ev.transaction, ev.request)
+                try:
+                    tu.on_request(ev.transaction, ev.request)
+                except Exception:  # a bug on the request path: answer it, never hang
+                    self._handling_failed(ev.transaction, ev.request)
             elif isinstance(ev, CancelReceived):
                 self._arrived[ev.transaction] = self.now()
                 tu.on_cancel(ev.transaction, ev.request, ev.invite)
@@ -428,6 +432,14 @@ class SipStack:
                 elif isinstance(ev.transaction, ServerTransaction):
                     self._answer_listeners.pop(ev.transaction, None)  # never answered
                 tu.on_terminated(ev.transaction)
+
+    def _handling_failed(self, txn: ServerTransaction, request: Request) -> None:
+        """The core raised while handling ``request``: log it, and answer 500 unless
+        an answer went out already, so the sender is told at once instead of
+        waiting out its timers."""
+        log.exception("request handling failed", method=request.method)
+        with contextlib.suppress(LocalProtocolError):  # already answered: it ends as it was
+            self.respond(txn, 500, "Server Internal Error")
 
     # -- the one timer -------------------------------------------------------------------
     def _rearm(self) -> None:

@@ -337,3 +337,25 @@ def test_input_that_does_not_parse(converse: Converse) -> None:
         assert core.leaks() == NOTHING_LEFT
 
     converse(script)
+
+
+def test_a_failure_on_the_request_path_is_answered_500_and_leaves_nothing(
+    converse: Converse,
+) -> None:
+    """A bug while forwarding (here: the server has no port of its own for the
+    callee's transport, so it cannot write its Via) must not leave the sender
+    waiting or the proxy holding the request."""
+
+    async def script(core: Core) -> None:
+        alice, bob = core.agent("alice"), core.agent("bob", transport="udp")
+        alice.sign_in()
+        bob.sign_in()
+        del core.local.ports["udp"]  # what forwarding to bob needs
+        alice.send(alice.message("bob", "Hello Bob"))
+        alice.retry_with_credentials(alice.expect_response(407))
+        assert alice.expect_response(500).reason == "Server Internal Error"
+        bob.expect_nothing()
+        core.quiet()
+        assert core.leaks() == NOTHING_LEFT
+
+    converse(script)
