@@ -311,24 +311,28 @@ class _GuardedH11(H11Protocol):
             self.transport.close()
 
 
-class _Close:
-    """ASGI middleware: ``Connection: close`` on every answer (one request per connection)."""
+class SetHeaders:
+    """ASGI middleware: ``headers`` on every HTTP answer, replacing whatever the
+    application set for the same names (lower-case bytes, as ASGI has them)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
         self.app = app
+        self.headers = headers
+        self._names = frozenset(name for name, _value in headers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        names, extra = self._names, self.headers
 
-        async def closing(message: Any) -> None:
+        async def with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": [*kept, *extra]}
             await send(message)
 
-        await self.app(scope, receive, closing)
+        await self.app(scope, receive, with_headers)
 
 
 class HttpListener:
@@ -362,7 +366,8 @@ class HttpListener:
         self.limits = limits or HttpLimits()
         self.tls = tls
         _quiet_uvicorn()
-        served = app if self.limits.keep_alive else _Close(app)
+        # One request per connection unless kept alive: Connection: close on every answer.
+        served = app if self.limits.keep_alive else SetHeaders(app, ((b"connection", b"close"),))
         self._sentry = None if guard is None else _Sentry(guard, guard_clock, on_ban)
         self._config = Config(
             served,

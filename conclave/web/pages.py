@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from conclave.web.http import SetHeaders
+
 
 def problem(status: int, detail: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """An RFC 9457 problem document."""
@@ -62,24 +64,9 @@ nothing loaded from elsewhere, no plugins, no framing by another site
 the browsing context or of responses with other origins."""
 
 
-class SecureHeaders:
+class SecureHeaders(SetHeaders):
     """ASGI middleware: :data:`SECURITY_HEADERS` on every HTTP answer, replacing
     whatever the application set for the same names."""
 
     def __init__(self, app: Any) -> None:
-        self.app = app
-        self._names = {name for name, _value in SECURITY_HEADERS}
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        names = self._names
-
-        async def with_headers(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
-                message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+        super().__init__(app, SECURITY_HEADERS)
