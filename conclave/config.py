@@ -378,6 +378,12 @@ class AdminSection(_Section):
     """serve the admin interface"""
     bind: Annotated[Str, AfterValidator(_host_port)] = "127.0.0.1:0"
     """host:port to listen on; port 0 picks a free port"""
+    console: Bool = False
+    """serve the admin console and API too, over HTTPS (server certificate; needs tls)"""
+    admins: tuple[Str, ...] = ()
+    """users who may sign in to the console and admin API"""
+    topology: Str = ""
+    """the deployment's topology document, for the console (set by serve --topology)"""
 
 
 class WebSection(_Section):
@@ -507,6 +513,11 @@ class Config(_Section):
             raise ValueError(
                 "[transports] ws needs [web] enabled = true: SIP over WebSocket is "
                 "served on the web listener"
+            )
+        if self.admin.console and not (self.admin.enabled and self.transports.tls):
+            raise ValueError(
+                "[admin] console needs [admin] enabled = true and [transports] tls = true: "
+                "the console is served over HTTPS with the server's certificate"
             )
         return self
 

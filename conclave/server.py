@@ -76,10 +76,14 @@ from conclave.store.generations import USERS, GenerationStore, Reloader
 from conclave.store.registrations import RegistrationStore
 from conclave.store.users import UserStore
 from conclave.transport.manager import TransportManager
+from conclave.web.api import user_api
+from conclave.web.console import add_console
 from conclave.web.http import HttpListener
 from conclave.web.publish import Publication
 from conclave.web.sipws import SipWebSocket, web_origins
 from conclave.web.site import WEB_LIMITS, web_app
+from conclave.web.tokens import Sessions
+from conclave.webapi import ServerBackend
 from conclave.wiring import assemble
 from conclave.workers import Worker, member_name, relay_host, worker_config
 
@@ -225,6 +229,9 @@ class Server:
             )
             self.tasks.append(asyncio.create_task(watcher.run()))
         presence, tls = self.features.get("presence"), self.tls
+        sessions = Sessions()  # web API sign-ins, for both listeners
+        backend = ServerBackend(self, sessions)
+        console = self.config.admin.console and self.chief and tls is not None
         await self.ops.start(  # log delivery, debug sessions, gauges, admin /metrics
             registrations=self.location.count,
             connections=lambda: self.transports.connection_count,
@@ -232,6 +239,9 @@ class Server:
             certificate_expiry=(lambda: tls.certificate.not_valid_after_utc) if tls else None,
             listening=lambda: bool(self.transports.listeners) and not self.stack.draining,
             database=self.db,
+            console=(lambda app: add_console(app, backend, sessions)) if console else None,
+            tls=tls.context if console and tls is not None else None,
+            guard=self._http_guard() if console else None,
         )
         if self.config.web.enabled and self.chief:  # one publication point per host
             host, port = split_endpoint(self.config.web.crl_bind)
@@ -247,7 +257,12 @@ class Server:
             host, port = split_endpoint(self.config.web.bind)
             sip = SipWebSocket(self.transports) if self.config.transports.ws else None
             self.web = HttpListener(
-                web_app(ca_directory(self.data_dir, self.config), sip, self.config.server.domain),
+                web_app(
+                    ca_directory(self.data_dir, self.config),
+                    sip,
+                    self.config.server.domain,
+                    api=user_api(backend, sessions),
+                ),
                 host,
                 port,
                 name="web",
@@ -298,7 +313,7 @@ class Server:
             "source banned", source=ip, reason="request rate", seconds=self.guard.ban_length(ip)
         )
         self.transports.close_connections_from(ip)
-        for listener in (self.web, self.publication):
+        for listener in (self.web, self.publication, self.ops.admin):
             if listener is not None:
                 listener.close_from(ip)
 
@@ -364,6 +379,7 @@ class Server:
         )
         self.host, self.features = built.host, built.features
         self.proxy, self.router = built.proxy, built.router
+        self.signin = built.signin
         self.lockout = LockoutKeeper(self.data_dir, built.signin.lockout)
         built.signin.on_lock_change = self.lockout.changed
         if self.pool is not None:  # one lockout for the pool (and the host's workers)

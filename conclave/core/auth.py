@@ -36,6 +36,7 @@ from conclave.sip.digest import (
     NonceFactory,
     NonceStatus,
     UnsupportedScheme,
+    compute_ha1,
     parse_credentials,
     verify_response,
 )
@@ -216,6 +217,22 @@ class Authenticator:
         # The HA1 binds the name as spelled, so only the stored spelling can
         # get here; answer with it all the same, it is the identity.
         return Authenticated(self.users.canonical(creds.username) or creds.username)
+
+    def check_password(self, username: str, password: str) -> tuple[bool, str | None]:
+        """Whether ``password`` is ``username``'s (for sign-in outside SIP: the web API).
+
+        Answers ``(good, user)``: ``user`` is the stored spelling of an enabled
+        user (None for no such user, whose check costs the same work against a
+        decoy). The comparison is of HA1 values, so no clear password is kept.
+        """
+        user = self.users.get(username)
+        algorithm = next((a for a in self.algorithms if user and a in user.ha1), self.algorithms[0])
+        stored = user.ha1.get(algorithm) if user is not None else None
+        expected = stored if stored is not None else self._decoy_ha1(username, algorithm)
+        name = self.users.canonical(username) if user is not None else None
+        computed = compute_ha1(name or username, self.realm, password, algorithm)
+        good = hmac.compare_digest(computed, expected) and stored is not None
+        return good, name
 
     def refuse(
         self, request: Request, *, proxy: bool, now: float, bound_to: str = ""

@@ -127,6 +127,30 @@ class SignIn:
         self.stack.respond(txn, 407 if proxy else 401, headers=headers, once=once)
         return None
 
+    def verify_password(self, name: str, password: str, source: str) -> str | None:
+        """Sign-in with a password outside SIP (the web API): the user, or None.
+
+        The same rules as a digest sign-in from ``source``: a banned source is
+        refused, a failure counts against the source (and bans it at the same
+        threshold) and against the account (smart lockout), and an account
+        locked for this kind of source is refused even with the right password.
+        Every refusal looks the same, whether the name exists or not.
+        """
+        now = self.wall_clock()
+        if self.guard.is_banned(source, now):
+            return None
+        good, user = self.auth.check_password(name, password)
+        if good and user is not None:
+            if not self.lockout.is_locked(user, source, now):
+                self.lockout.success(user, source, now)
+                return user
+            log.info("sign-in refused: account locked", user=user, source=source)
+            return None
+        self._failed(source, now)
+        if user is not None:
+            self._account_failed(user, source, now)
+        return None
+
     def _by_certificate(self, request: Request, flow: Flow) -> str | None:
         if self.certificate_user is None or not flow.secure:
             return None

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from fastapi import FastAPI
@@ -37,7 +38,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from conclave.ops import metrics
 from conclave.web.http import HttpLimits, HttpListener, HttpListenError
-from conclave.web.pages import read_only_app
+from conclave.web.pages import SecureHeaders, read_only_app
 
 log = structlog.get_logger("conclave.admin")
 
@@ -57,6 +58,16 @@ scrapers and probes need a few, and a flood must not cost descriptors."""
 LISTEN_BACKLOG: Final = 16
 """Connections the kernel holds, unaccepted, while every slot is busy; past
 that it refuses them (or drops their SYN) without us spending anything."""
+CONSOLE_LIMITS: Final = HttpLimits(
+    max_connections=64, listen_backlog=32, max_head=MAX_REQUEST_HEAD, head_timeout=10.0,
+    connection_timeout=None, keep_alive=True,
+)  # fmt: skip
+"""With the console on, browsers keep connections open between requests (each
+next head still due within ``head_timeout``): a few administrators' browsers
+and the scrapers fit."""
+
+Extend = Callable[[FastAPI], None]
+"""Adds the console and the admin API to the pages' application."""
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
@@ -103,7 +114,14 @@ class AdminServer:
         *,
         idle_timeout: float = IDLE_TIMEOUT,
         connection_timeout: float = CONNECTION_TIMEOUT,
+        console: Extend | None = None,
+        tls: ssl.SSLContext | None = None,
+        guard: dict[str, Any] | None = None,
     ) -> None:
+        """``console`` (with ``tls``, the server's HTTPS context) adds the admin
+        console and API and makes the listener HTTPS with browser security
+        headers; ``guard`` shares SIP's per-source limits (as
+        :class:`~conclave.web.http.HttpListener` takes them)."""
         self.host = host
         self.port = port
         self.checks = dict(checks)
@@ -114,7 +132,14 @@ class AdminServer:
             head_timeout=idle_timeout,
             connection_timeout=connection_timeout,
         )
-        self._listener = HttpListener(ops_app(self.ready), host, port, name="admin", limits=limits)
+        app: Any = ops_app(self.ready)
+        if console is not None:
+            console(app)
+            app, limits = SecureHeaders(app), CONSOLE_LIMITS
+        self.scheme = "https" if tls is not None else "http"
+        self._listener = HttpListener(
+            app, host, port, name="admin", limits=limits, tls=tls, **(guard or {})
+        )
 
     @property
     def open_connections(self) -> int:
@@ -130,11 +155,15 @@ class AdminServer:
             self.port = await self._listener.start()
         except HttpListenError as exc:
             raise AdminListenError(exc.errno or 0, exc.strerror) from exc
-        log.info("admin listening", address=self.host, port=self.port)
+        log.info("admin listening", address=self.host, port=self.port, scheme=self.scheme)
         return self.port
 
     async def stop(self) -> None:
         await self._listener.stop()
+
+    def close_from(self, ip: str) -> None:
+        """Close every connection from ``ip`` (a banned source)."""
+        self._listener.close_from(ip)
 
     async def ready(self) -> tuple[bool, dict[str, bool]]:
         """Run every readiness check; a check that raises or times out fails."""

@@ -18,17 +18,18 @@ import contextlib
 import datetime as dt
 import re
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import text
 
 from conclave.config import Config
 from conclave.ops import metrics
-from conclave.ops.admin import AdminServer, ReadyCheck
+from conclave.ops.admin import AdminServer, Extend, ReadyCheck
 from conclave.ops.agent import AgentSettings, LoggingAgent
 from conclave.ops.controller import AgentHost, ControllerSettings
 from conclave.ops.logbuffer import BUFFER_DIR
@@ -79,6 +80,9 @@ class Operations:
         certificate_expiry: Callable[[], dt.datetime] | None,
         listening: Callable[[], bool],
         database: Database | None,
+        console: Extend | None = None,
+        tls: ssl.SSLContext | None = None,
+        guard: dict[str, Any] | None = None,
     ) -> None:
         """Deliver logs, obey debug sessions, publish gauges, and serve /metrics if enabled."""
         self.agent.start()
@@ -105,7 +109,7 @@ class Operations:
                 db = database
                 checks["database"] = lambda: database_reachable(db)
             host, port = split_endpoint(self.config.admin.bind)
-            self.admin = AdminServer(host, port, checks)
+            self.admin = AdminServer(host, port, checks, console=console, tls=tls, guard=guard)
             await self.admin.start()
 
     async def stop(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from fastapi import WebSocket
 
+from conclave.web.api import PREFIX
 from conclave.web.client import add_client
 from conclave.web.http import HttpLimits
 from conclave.web.pages import SecureHeaders
@@ -27,12 +28,17 @@ WEB_LIMITS: Final = HttpLimits(
 requests (each next head still due within ``head_timeout``), a few per user."""
 
 
-def web_app(ca_dir: Path, sip: SipWebSocket | None = None, domain: str = "") -> Any:
+def web_app(
+    ca_dir: Path, sip: SipWebSocket | None = None, domain: str = "", *, api: Any = None
+) -> Any:
     """What the HTTPS listener serves: the CA's two documents and, with ``sip``,
     SIP over WebSocket at :data:`~conclave.web.sipws.SIP_PATH` and the browser
-    client at ``/`` (:mod:`conclave.web.client`); the security headers of
-    :mod:`conclave.web.pages` on every answer."""
+    client at ``/`` (:mod:`conclave.web.client`); ``api`` (the user API,
+    :func:`conclave.web.api.user_api`) at :data:`~conclave.web.api.PREFIX`; the
+    security headers of :mod:`conclave.web.pages` on every answer."""
     app = publication_app(ca_dir)
+    if api is not None:
+        app.mount(PREFIX, api)
     if sip is not None:
         add_client(app, domain)
 

@@ -1,0 +1,168 @@
+"""The web API over real HTTPS: the user API on the web listener and the admin
+API on the admin listener, against a running server.
+
+A user signs in with their SIP password and reads and changes their own
+contacts and privacy rules; an administrator adds, disables and re-enables a
+user and resets a password, each change logged with the administrator's name,
+and the disabled user can no longer sign in (SIP or API).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .conftest import PASSWORDS
+from .server import ConclaveServer
+from .sipclient import digest_header
+from .test_sip_websocket import WEB
+
+ADMIN = {
+    **WEB,
+    "admin": {"enabled": True, "bind": "127.0.0.1:0", "console": True, "admins": ["carol"]},
+    "archive": {"enabled": True},
+}
+
+
+def urls(server: ConclaveServer) -> tuple[str, str]:
+    web = server.wait_for(lambda e: e.get("event") == "web listening")
+    admin = server.wait_for(lambda e: e.get("event") == "admin listening")
+    return f"https://127.0.0.1:{web['port']}/api/v1", f"https://127.0.0.1:{admin['port']}/api/v1"
+
+
+def client(server: ConclaveServer, base: str) -> httpx.Client:
+    trust = ssl.create_default_context(cafile=str(server.ca))
+    return httpx.Client(base_url=base, verify=trust, timeout=10.0)
+
+
+def sign_in(http: httpx.Client, user: str, password: str | None = None) -> dict[str, Any]:
+    answer = http.post("/session", json={"user": user, "password": password or PASSWORDS[user]})
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    http.headers["Authorization"] = f"Bearer {body['token']}"
+    return body
+
+
+def test_a_user_manages_their_own_contacts_and_privacy(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    server = make_server(config=ADMIN)
+    web, _admin = urls(server)
+    with client(server, web) as http:
+        session = sign_in(http, "alice")
+        assert session["user"] == "alice" and session["admin"] is False
+        assert 0 < session["expires_in"] <= 900
+        me = http.get("/me").json()
+        assert me == {"user": "alice", "address": "sip:alice@localhost", "admin": False}
+        put = http.put("/me/contacts/bob", json={"group": "Team"})
+        assert put.status_code == 200, put.text
+        assert put.json() == {"address": "sip:bob@localhost", "group": "Team"}
+        assert http.get("/me/contacts").json() == [put.json()]
+        nobody = http.put("/me/contacts/nobody", json={"group": "Team"})
+        assert nobody.status_code == 404
+        assert nobody.headers["content-type"] == "application/problem+json"
+        rule = http.put("/me/privacy/sip:bob@localhost", json={"level": "friends"})
+        assert rule.status_code == 200, rule.text
+        assert http.get("/me/privacy").json() == [rule.json()]
+        assert rule.json() == {"target": "sip:bob@localhost", "level": "friends"}
+        assert http.delete("/me/privacy/sip:bob@localhost").status_code == 204
+        assert http.delete("/me/contacts/sip:bob@localhost").status_code == 204
+        assert http.get("/me/contacts").json() == []
+        assert http.get("/me/messages").json() == []
+        assert http.get("/me/relay").status_code == 404  # no media relay here
+        assert http.delete("/session").status_code == 204
+        assert http.get("/me").status_code == 401
+
+
+def test_an_administrator_manages_users(make_server: Callable[..., ConclaveServer]) -> None:
+    server = make_server(config=ADMIN)
+    web, admin = urls(server)
+    with client(server, admin) as http, client(server, web) as user_http:
+        refused = http.post("/session", json={"user": "alice", "password": PASSWORDS["alice"]})
+        assert refused.status_code == 403  # alice is no administrator
+        sign_in(http, "carol")
+        names = {u["name"]: u for u in http.get("/admin/users").json()}
+        assert set(PASSWORDS) <= set(names) and names["carol"]["admin"] is True
+        added = http.post("/admin/users", json={"name": "dave"})
+        assert added.status_code == 201, added.text
+        password = added.json()["password"]
+        assert password
+        sign_in(user_http, "dave", password)
+        assert user_http.get("/me").status_code == 200
+        disabled = http.post("/admin/users/dave/disable")
+        assert disabled.status_code == 200 and disabled.json()["disabled"] is True
+        server.wait_for(
+            lambda e: (
+                e.get("event") == "admin change"
+                and e.get("admin") == "carol"
+                and e.get("action") == "user disabled"
+                and e.get("user") == "dave"
+            )
+        )
+        assert user_http.get("/me").status_code == 401  # the disabled user's session ended
+        again = user_http.post("/session", json={"user": "dave", "password": password})
+        assert again.status_code == 401
+        assert http.post("/admin/users/dave/enable").json()["disabled"] is False
+        reset = http.post("/admin/users/dave/password", json={})
+        assert reset.status_code == 200 and reset.json()["password"] != password
+        assert http.get("/admin/users/nobody/disable").status_code == 405
+        assert http.post("/admin/users/nobody/disable").status_code == 404
+        assert http.post("/admin/users", json={"name": "alice"}).status_code == 409
+        health = http.get("/admin/health").json()
+        assert health["ready"] is True and health["role"] == "standard"
+        certs = http.get("/admin/certificates").json()
+        assert any(c["role"] == "server" for c in certs)
+        findings = http.get("/admin/audit")
+        assert findings.status_code == 200 and isinstance(findings.json(), list)
+        assert http.get("/admin/topology").json() == {"kind": "standard", "document": None}
+        assert http.get("/admin/calls").status_code == 200
+        export = http.get("/admin/archive/export")
+        assert export.status_code == 200
+        assert export.headers["content-type"].startswith("application/x-ndjson")
+
+
+def test_a_locked_out_user_is_seen_and_unlocked_by_an_administrator(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    config = {**ADMIN, "lockout": {"threshold": 3}}
+    server = make_server(config=config)
+    web, admin = urls(server)
+    with client(server, web) as user_http, client(server, admin) as http:
+        for _ in range(3):
+            wrong = user_http.post("/session", json={"user": "bob", "password": "not-it-at-all"})
+            assert wrong.status_code == 401
+        server.wait_for(lambda e: e.get("event") == "account locked" and e.get("user") == "bob")
+        locked = user_http.post("/session", json={"user": "bob", "password": PASSWORDS["bob"]})
+        assert locked.status_code == 401  # the right password, but locked: the same answer
+        sign_in(http, "carol")
+        rows = {row["user"]: row for row in http.get("/admin/lockouts").json()}
+        assert rows["bob"]["locked_until"]
+        assert http.delete("/admin/lockouts/bob").status_code == 204
+        assert http.get("/admin/lockouts").json() == [] or not any(
+            r["locked_until"] for r in http.get("/admin/lockouts").json()
+        )
+        sign_in(user_http, "bob")
+
+
+def test_the_api_answers_what_the_sip_side_sees(make_server: Callable[..., ConclaveServer]) -> None:
+    """A password set through the admin API is the SIP password at once."""
+    from .sipclient import SipClient
+
+    server = make_server(config=ADMIN)
+    _web, admin = urls(server)
+    with client(server, admin) as http:
+        sign_in(http, "carol")
+        http.post("/admin/users/bob/password", json={"password": "Fresh-Password-4242"})
+    sip = SipClient("tls", server.ports["tls"], ca=str(server.ca))
+    try:
+        to, uri = "sip:bob@localhost", "sip:localhost"
+        first = sip.send("REGISTER", uri, from_user="bob", to=to, headers=["Expires: 60"])
+        fresh = "Fresh-Password-4242"
+        auth = digest_header(first, user="bob", password=fresh, method="REGISTER", uri=uri)
+        final = sip.send("REGISTER", uri, from_user="bob", to=to, headers=["Expires: 60", auth])
+        assert final.status == 200, final
+    finally:
+        sip.close()
