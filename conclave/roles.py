@@ -118,7 +118,10 @@ def host_config(plan: HostPlan) -> tuple[Config, list[str]]:
         )  # fmt: skip
     except ConfigError as exc:
         raise RoleError(str(exc).replace("\n", "; ")) from None
-    return config, differences(on_disk, config)
+    changed = differences(on_disk, config)
+    # The admin console draws and audits the topology the host was started from.
+    admin = config.admin.model_copy(update={"topology": str(plan.topology_path.resolve())})
+    return config.model_copy(update={"admin": admin}), changed
 
 
 def serve_host(

@@ -39,6 +39,7 @@ TOP = (
     "conclave.wiring",
     "conclave.roles",
     "conclave.cli",
+    "conclave.webapi",  # the server's side of the web API: its stores and state for the routes
 )
 TOP_PACKAGES = ("conclave.commands", "conclave.audit")
 """What assembles processes and commands, and the audit that inspects them: the top,

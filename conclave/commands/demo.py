@@ -15,7 +15,9 @@ from .init import initialise
 from .user import _store_call
 
 DEMO_DOMAIN = "example.test"
-DEMO_USERS = ("alice", "bob")
+DEMO_USERS = ("alice", "bob", "admin")
+DEMO_ADMINS = ("admin",)
+"""Who may sign in to the demo's admin console (a user like the others)."""
 DEMO_ADMIN = "127.0.0.1:9464"
 """Where the demo's admin listener serves /metrics, /health and /ready (loopback only)."""
 DEMO_WEB = ("127.0.0.1:8443", "127.0.0.1:8080")
@@ -44,6 +46,7 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
             sip_port=5060,
             admin=DEMO_ADMIN,
             web=DEMO_WEB,
+            console=DEMO_ADMINS,
         )
         config = load(data_dir)
         click.echo(f"Created a demo deployment for {DEMO_DOMAIN} in {data_dir}.")
@@ -64,7 +67,12 @@ def demo_command(data_dir: Path, tls_port: int) -> None:
             f"import http://{config.web.crl_bind}/pki/ca.crt as an authority)"
         )
     if config.admin.enabled:
-        click.echo(f"Monitoring: http://{config.admin.bind}/metrics (Prometheus), /health, /ready")
+        scheme = "https" if config.admin.console else "http"
+        base = f"{scheme}://{config.admin.bind}"
+        click.echo(f"Monitoring: {base}/metrics (Prometheus), /health, /ready")
+        if config.admin.console:
+            who = ", ".join(config.admin.admins)
+            click.echo(f"Admin console: {base}/console (sign in as {who}); API: {base}/api/v1")
     else:
         click.echo(
             f'Monitoring is off: set [admin] enabled = true and bind = "{DEMO_ADMIN}" '

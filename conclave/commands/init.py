@@ -33,6 +33,7 @@ def initialise(
     sip_port: int,
     admin: str | None = None,
     web: tuple[str, str] | None = None,
+    console: tuple[str, ...] = (),
 ) -> None:
     """Create everything a Standard Edition server needs in ``data_dir``.
 
@@ -40,7 +41,8 @@ def initialise(
     ``/health``, ``/ready``) on there; by default it stays off. ``web``
     (HTTPS ``host:port``, CRL ``host:port``) turns the web face on there, SIP
     over WebSocket and the browser client with it, and the server certificate
-    names the CRL's URL.
+    names the CRL's URL. ``console`` (user names, with ``admin``) serves the
+    admin console and API on the admin listener, over HTTPS, to those users.
     Everything is created private (umask 077 while we work): ``conclave.toml``
     names every file and secret-bearing setting, ``conclave.db`` holds digest
     HA1 values (password equivalents). Certificates are made 0644 explicitly.
@@ -65,7 +67,7 @@ def initialise(
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        _create(data_dir, domain, host, transports, tls_port, sip_port, admin, web)
+        _create(data_dir, domain, host, transports, tls_port, sip_port, admin, web, console)
     finally:
         os.umask(previous)
 
@@ -79,6 +81,7 @@ def _create(
     sip_port: int,
     admin: str | None,
     web: tuple[str, str] | None = None,
+    console: tuple[str, ...] = (),
 ) -> None:
     try:
         config = write_default_config(
@@ -95,6 +98,8 @@ def _create(
         if admin is not None:
             data = config.model_dump(mode="python")
             data["admin"] = {"enabled": True, "bind": admin}
+            if console:  # the console and admin API, over HTTPS, for these users
+                data["admin"].update(console=True, admins=list(console))
             config = config_from_mapping(data, source="--admin")
             write_config(data_dir, config)
         if web is not None:

@@ -46,9 +46,12 @@ def test_the_demo_prints_what_the_readme_promises(tmp_path: Path) -> None:
     ).stdout
     admin = load_config(data).admin
     assert admin.enabled and admin.bind == "127.0.0.1:9464"
-    assert "http://127.0.0.1:9464/metrics" in out
+    assert admin.console and admin.admins == ("admin",)
+    assert "https://127.0.0.1:9464/metrics" in out
+    assert "Admin console: https://127.0.0.1:9464/console (sign in as admin)" in out
     assert "bin/conclave" in out
     assert "pubint=" in out  # baresip publishes presence
     assert "sip.example.test" in out and "maddr=127.0.0.1" in out  # Linphone verifies by name
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "http://127.0.0.1:9464/health" in readme
+    assert "https://127.0.0.1:9464/health" in readme
+    assert "https://127.0.0.1:9464/console" in readme
