@@ -147,6 +147,18 @@ def _frontend(ref: HostRef, topology: Topology) -> list[Listener]:
                 f"{path}.pairing_tls",
             )
         )  # fmt: skip
+    if ref.pool.web:
+        found += [
+            Listener(
+                "frontend", "web_https", "tcp", host.address, ports.web_https, "internal",
+                "HTTPS", "web face: browser client, user API, SIP over WebSocket",
+                f"{path}.web_https",
+            ),
+            Listener(
+                "frontend", "web_crl", "tcp", host.address, ports.web_crl, "internal",
+                "HTTP", "the CA's CRL and certificate (revocation checks)", f"{path}.web_crl",
+            ),
+        ]  # fmt: skip
     if host.workers > 1:
         for index in range(host.workers):
             found.append(
@@ -287,8 +299,11 @@ def host_listeners(ref: HostRef, topology: Topology) -> list[Listener]:
         interface: Interface = "loopback" if is_loopback(address) else "internal"
         found.append(
             Listener(
-                "admin", "admin", "tcp", address, port, interface, "HTTP",
-                "admin interface: health and /metrics", f"{ref.path}.admin",
+                "admin", "admin", "tcp", address, port, interface,
+                "HTTPS" if ref.host.console else "HTTP",
+                "admin interface: health and /metrics"
+                + (", admin console and admin API" if ref.host.console else ""),
+                f"{ref.path}.admin",
             )
         )  # fmt: skip
     for i, extra in enumerate(ref.host.extra_ports):

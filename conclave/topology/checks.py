@@ -52,6 +52,7 @@ def check_topology(topology: Topology, topology_path: Path | None = None) -> lis
         _pairing,
         _mediation,
         _admin,
+        _web,
         _directors,
     ):
         problems += rule(topology)
@@ -503,6 +504,44 @@ def _admin(topology: Topology) -> list[Problem]:
                     f"{address} is neither loopback nor this host's address ({ref.host.address})",
                 )
             )
+    return problems
+
+
+def _web(topology: Topology) -> list[Problem]:
+    """The web face runs on Front Ends over TLS; the console needs the admin interface."""
+    problems: list[Problem] = []
+    for name, pool in topology.pools.items():
+        has_frontend = any("frontend" in h.roles for h in pool.members)
+        if pool.web and not has_frontend:
+            problems.append(Problem(f"pools.{name}.web", "only Front End pools serve the web face"))
+        elif pool.web and "tls" not in pool.transports:
+            problems.append(
+                Problem(
+                    f"pools.{name}.web",
+                    "the web face serves the Front Ends' TLS certificate: add tls to transports",
+                )
+            )
+    consoles = False
+    for ref in topology.hosts():
+        if not ref.host.console:
+            continue
+        consoles = True
+        if not ref.host.admin:
+            problems.append(
+                Problem(f"{ref.path}.console", "the console is on the admin interface: set admin")
+            )
+        if "frontend" not in ref.host.roles or "tls" not in ref.pool.transports:
+            problems.append(
+                Problem(f"{ref.path}.console", "only a Front End with tls serves the admin console")
+            )
+    if consoles and not topology.policies.administrators:
+        problems.append(
+            Problem(
+                "policies.administrators",
+                "a host serves the admin console but nobody may sign in to it",
+                level="warning",
+            )
+        )
     return problems
 
 

@@ -183,6 +183,10 @@ class Ports(_Model):
     """edge, external interface: SIP over mutual TLS with federated partners"""
     turn: Port = 3478
     """edge, external interface: the media relay (TURN over UDP and TCP, RFC 8656)"""
+    web_https: Port = 443
+    """frontend in a pool with web: HTTPS (browser client, user API, SIP over WebSocket)"""
+    web_crl: Port = 80
+    """frontend in a pool with web: plain HTTP publishing the CA's CRL and certificate"""
 
 
 class ExtraPort(_Model):
@@ -238,6 +242,8 @@ class Host(_Model):
     machine, or --dir); empty: the one provisioned in hosts/NAME, if any"""
     admin: Endpoint = ""
     """ip:port of the admin HTTP interface (health, /metrics); empty: off"""
+    console: Bool = False
+    """frontend with admin: the admin console and admin API on the admin interface (HTTPS)"""
     workers: Annotated[int, Strict(), Field(ge=1, le=MAX_WORKERS)] = 1
     """frontend: Front End processes on this host, sharing its SIP ports (one per core;
     more than one needs the pool's state, pools.X.state)"""
@@ -305,6 +311,8 @@ class Pool(_Model):
         "tls"
     ]
     """SIP transports of the Front Ends: tls; tcp and udp are plain text"""
+    web: Bool = False
+    """Front End pools: the web face on each Front End (ports.web_https and web_crl; needs tls)"""
     paired_with: Str = ""
     """the pool in another site that takes over if this one fails"""
     failover: Literal["manual", "automatic"] = "manual"
@@ -423,6 +431,8 @@ class Policies(_Model):
     presence: PresencePolicy = PresencePolicy()
     lockout: Lockout | None = None
     """none: no lockout policy stated (the server's built-in limits apply)"""
+    administrators: list[Text] = []
+    """users who may sign in to the admin console and admin API (hosts with console)"""
 
 
 class Topology(_Model):

@@ -68,7 +68,7 @@ def host_settings(topology: Topology, ref: HostRef, topology_path: Path | None =
             "tls": "tls" in pool.transports,
             "tcp": "tcp" in pool.transports,
             "udp": "udp" in pool.transports,
-            "ws": False,
+            "ws": pool.web and "frontend" in host.roles,
             "bind": host.address,
             "tls_port": host.ports.sip_tls,
             "sip_port": host.ports.sip,
@@ -91,6 +91,16 @@ def host_settings(topology: Topology, ref: HostRef, topology_path: Path | None =
     }
     if host.admin:
         settings["admin"]["bind"] = host.admin
+        console = host.console and "frontend" in host.roles
+        settings["admin"]["console"] = console
+        settings["admin"]["admins"] = list(policies.administrators) if console else []
+    if "frontend" in host.roles:  # the web face (docs/web.md): on the host's address
+        address = f"[{host.address}]" if ":" in host.address else host.address
+        settings["web"] = {
+            "enabled": pool.web,
+            "bind": f"{address}:{host.ports.web_https}",
+            "crl_bind": f"{address}:{host.ports.web_crl}",
+        }
     if policies.lockout is not None:
         settings["limits"] = {
             "auth_failures_per_minute": policies.lockout.threshold,

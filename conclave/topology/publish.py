@@ -232,6 +232,8 @@ def _sources(ref: HostRef, listener: Listener, topology: Topology) -> list[tuple
             for m in ref.pool.members
             if "frontend" in m.roles
         ]
+    if key in ("web_https", "web_crl"):  # browsers inside; no edge relays HTTP
+        return [internal_clients]
     if role == "frontend" or key == "director_tls":
         sources = [internal_clients]
         if ref in next_hops_of_edge(topology):

@@ -193,16 +193,17 @@ def member(name: str, address: str, roles: list[str], **extra: Any) -> dict[str,
 
 def deployment(tmp_path: Path, database: str) -> Path:
     """Every role, one host each, on 127.0.0.x with free ports; presence turned off."""
-    p = free_ports(10)
+    p = free_ports(12)
     pool = {"site": "hq", "edition": "enterprise"}
     doc = {
         "organisation": {"name": "Example Ltd", "sip_domains": ["example.test"]},
         "requirements": {"users": 100, "remote_access": True},
         "sites": {"hq": {}},
         "pools": {
-            "se": {"site": "hq", "edition": "standard", "members": [
-                member("fe-se", "127.0.0.1", ["frontend"], ports={"sip_tls": p[0]},
-                       admin=f"127.0.0.1:{p[1]}")]},
+            "se": {"site": "hq", "edition": "standard", "web": True, "members": [
+                member("fe-se", "127.0.0.1", ["frontend"],
+                       ports={"sip_tls": p[0], "web_https": p[10], "web_crl": p[11]},
+                       admin=f"127.0.0.1:{p[1]}", console=True)]},
             "ee": pool | {"fqdn": "ee.example.test", "database": database, "members": [
                 member("fe-ee", "127.0.0.1", ["frontend"], ports={"sip_tls": p[2]})]},
             "logs": pool | {"members": [
@@ -224,6 +225,7 @@ def deployment(tmp_path: Path, database: str) -> Path:
             "external_access": {"remote_users": True},
             "presence": {"enabled": False},
             "lockout": {"threshold": 10, "duration": "10m"},
+            "administrators": ["admin"],
         },
     }  # fmt: skip
     path = tmp_path / "topology.toml"
@@ -272,6 +274,12 @@ def test_each_host_opens_only_its_roles_ports(
     assert provisioned.returncode == 0, provisioned.stderr
     for host in ("med1", "chat1"):
         assert f"{host}: skipped: its roles" in provisioned.stdout
+    added = subprocess.run(
+        [*CONCLAVE, "user", "add", "admin", "--dir", str(tmp_path / "hosts" / "fe-se"),
+         "--password-stdin"],
+        input=f"{ADMIN_PASSWORD}\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
     ready = {
         "fe-se": "ready", "fe-ee": "ready", "log1": "logging controller listening",
         "edge1": "edge ready", "dir1": "director ready",
@@ -290,7 +298,10 @@ def test_each_host_opens_only_its_roles_ports(
     assert expected(topology, "fe-se") == {
         ("tcp", "127.0.0.1", fe_se.ports.sip_tls),  # SIP over TLS only
         ("tcp", "127.0.0.1", int(fe_se.admin.rpartition(":")[2])),  # its admin interface
+        ("tcp", "127.0.0.1", fe_se.ports.web_https),  # the web face: HTTPS
+        ("tcp", "127.0.0.1", fe_se.ports.web_crl),  # and the CRL
     }
+    console_shows_the_topology(topology, fe_se.admin)
     # The Front Ends' logging agents deliver to the controller over mutual TLS.
     for host in ("fe-se", "fe-ee"):
         running[host].event("log controller connected")
@@ -316,6 +327,28 @@ def test_each_host_opens_only_its_roles_ports(
     assert any(f"tcp 127.0.0.1:{_sip_port(topology, 'fe-se')}" in o for o in observed["fe-se"])
     for process in running.values():
         assert process.stop() == 0
+
+
+ADMIN_PASSWORD = "Console-Keeper-4711"
+
+
+def console_shows_the_topology(topology: Path, admin: str) -> None:
+    """The Front End's admin console knows the topology it was started from and draws it."""
+    import httpx
+
+    trust = ssl.create_default_context(cafile=str(topology.parent / "ca" / "ca.crt"))
+    trust.check_hostname = False  # the certificate names the host's FQDN, we dial 127.0.0.1
+    with httpx.Client(base_url=f"https://{admin}/api/v1", verify=trust, timeout=30) as http:
+        signed = http.post("/session", json={"user": "admin", "password": ADMIN_PASSWORD})
+        assert signed.status_code == 200, signed.text
+        http.headers["Authorization"] = f"Bearer {signed.json()['token']}"
+        summary = http.get("/admin/topology").json()
+        assert summary["kind"] == "topology"
+        assert "se" in summary["document"]["pools"]
+        picture = http.get("/admin/topology/diagram.svg")
+        assert picture.status_code == 200, picture.text
+        assert picture.headers["content-type"] == "image/svg+xml"
+        assert b"<svg" in picture.content and b"example.test" in picture.content
 
 
 def _sip_port(topology: Path, host: str) -> int:

@@ -299,3 +299,41 @@ def test_front_ends_share_the_edges_relay_secret(tmp_path: Path) -> None:
     fe1 = alone.host("fe1")
     assert fe1 is not None
     assert host_settings(alone, fe1)["media_relay"] == {"enabled": False, "servers": []}
+
+
+def test_the_topology_turns_the_web_face_and_the_console_on(tmp_path: Path) -> None:
+    doc = base()
+    doc["pools"]["se1"]["web"] = True
+    member = doc["pools"]["se1"]["members"][0]
+    member.update(admin="127.0.0.1:9100", console=True, ports={"web_https": 8443, "web_crl": 8080})
+    doc["policies"]["administrators"] = ["admin"]
+    path = write(tmp_path, doc)
+    topology = load_topology(path)
+    assert errors(check_topology(topology)) == []
+    ref = topology.host("fe1")
+    assert ref is not None
+    provision(topology, path, ref)
+    config = load_config(tmp_path / "hosts" / "fe1")
+    assert config.web.enabled and config.transports.ws
+    assert (config.web.bind, config.web.crl_bind) == ("10.0.0.1:8443", "10.0.0.1:8080")
+    assert config.admin.console and config.admin.admins == ("admin",)
+    # The firewall plan opens exactly the web face's two ports on the Front End.
+    opened = {
+        (r.port, r.purpose.split(":")[0], r.source_zone)
+        for r in firewall_rules(topology)
+        if "fe1" in r.destination
+    }
+    assert {(8443, "HTTPS", "internal"), (8080, "HTTP", "internal")} <= opened
+
+
+def test_the_web_face_needs_a_front_end_with_tls_and_the_console_an_admin_interface(
+    tmp_path: Path,
+) -> None:
+    doc = base()
+    doc["pools"]["se1"]["web"] = True
+    doc["pools"]["se1"]["transports"] = ["tcp"]
+    doc["pools"]["se1"]["members"][0]["console"] = True
+    found = {(p.path, p.level) for p in check_topology(load_topology(write(tmp_path, doc)))}
+    assert ("pools.se1.web", "error") in found
+    assert ("pools.se1.members[0].console", "error") in found
+    assert ("policies.administrators", "warning") in found
