@@ -45,6 +45,9 @@ from conclave.web.api.models import (
     Message,
     PrivacyRule,
     Relay,
+    TopologyCheck,
+    TopologyPlan,
+    TopologyProblem,
     TopologySummary,
     UserInfo,
 )
@@ -331,6 +334,34 @@ class ServerBackend:
             return await asyncio.to_thread(render, topology, "svg")
         except DiagramError as exc:
             raise ApiError(503, str(exc)) from None
+
+    async def check_topology(self, toml: str) -> TopologyCheck:
+        from conclave.topology.checks import check_topology
+        from conclave.topology.document import TopologyError, loads_topology
+
+        def run() -> list[TopologyProblem]:
+            try:
+                topology = loads_topology(toml, source="document")
+            except TopologyError as exc:
+                found = list(exc.problems)
+            else:
+                found = check_topology(topology)
+            return [TopologyProblem(path=p.path, message=p.message, level=p.level) for p in found]
+
+        problems = await asyncio.to_thread(run)
+        return TopologyCheck(valid=all(p.level != "error" for p in problems), problems=problems)
+
+    async def plan_topology(self, answers: dict[str, Any]) -> TopologyPlan:
+        from conclave.topology.document import TopologyError, dumps_topology
+        from conclave.topology.planner import answers_from_mapping, plan
+
+        try:
+            proposed = plan(answers_from_mapping(answers))
+        except TopologyError as exc:
+            raise ApiError(422, f"answers: {exc.problems[0]}") from None
+        return TopologyPlan(
+            toml=dumps_topology(proposed.topology), sizing=proposed.sizing, notes=proposed.notes
+        )
 
     async def calls(
         self,

@@ -166,3 +166,24 @@ def test_the_api_answers_what_the_sip_side_sees(make_server: Callable[..., Concl
         assert final.status == 200, final
     finally:
         sip.close()
+
+
+def test_an_administrator_plans_and_checks_a_topology(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    server = make_server(config=ADMIN)
+    _web, admin = urls(server)
+    with client(server, admin) as http:
+        sign_in(http, "carol")
+        planned = http.post("/admin/topology/plan", json={"domain": "example.test", "users": 500})
+        assert planned.status_code == 200, planned.text
+        proposal = planned.json()
+        assert "[pools." in proposal["toml"] and proposal["sizing"]
+        checked = http.post("/admin/topology/check", json={"toml": proposal["toml"]})
+        assert checked.status_code == 200 and checked.json()["valid"] is True
+        broken = proposal["toml"].replace('edition = "standard"', 'edition = "premium"', 1)
+        result = http.post("/admin/topology/check", json={"toml": broken}).json()
+        assert result["valid"] is False
+        assert any("edition" in p["path"] for p in result["problems"])
+        bad = http.post("/admin/topology/plan", json={"domain": "example.test", "users": 0})
+        assert bad.status_code == 422

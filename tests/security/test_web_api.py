@@ -175,7 +175,7 @@ def test_malformed_and_oversized_input_is_a_4xx(make_server: Callable[..., Concl
         refused(http.post("/session", json={"user": "alice", "password": "x", "extra": 1}), 422)
         refused(
             http.post(
-                "/session", content=b"x" * 70_000, headers={"Content-Type": "application/json"}
+                "/session", content=b"x" * 1_100_000, headers={"Content-Type": "application/json"}
             ),
             413,
         )

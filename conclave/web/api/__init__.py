@@ -29,9 +29,9 @@ from conclave.web.tokens import Sessions
 PREFIX: Final = "/api/v1"
 OPENAPI_PATH: Final = "/openapi.json"
 """Under :data:`PREFIX`: ``/api/v1/openapi.json``."""
-MAX_BODY: Final = 64 * 1024
-"""Octets of a request body: the largest document the API takes (a user, a
-password, a privacy rule) is a few hundred; more is 413 before it is parsed."""
+MAX_BODY: Final = 1024 * 1024
+"""Octets of a request body: the largest document the API takes is a topology to
+check (tens of KiB for hundreds of hosts); more is 413 before it is parsed."""
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
 

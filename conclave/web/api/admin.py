@@ -27,6 +27,10 @@ from conclave.web.api.models import (
     Lockout,
     NewUser,
     PasswordChange,
+    PlanAnswers,
+    TopologyCheck,
+    TopologyDocument,
+    TopologyPlan,
     TopologySummary,
     UserInfo,
 )
@@ -111,6 +115,17 @@ def admin_routes(backend: Backend, signed_in: Callable[..., Awaitable[Session]])
     async def diagram(_admin: Admin) -> Response:
         """The topology as a picture (SVG, drawn by Graphviz)."""
         return Response(await backend.topology_svg(), media_type="image/svg+xml")
+
+    @router.post("/topology/check", response_model=TopologyCheck)
+    async def check(_admin: Admin, document: TopologyDocument) -> TopologyCheck:
+        """Check a topology document as ``conclave topology check`` does (without
+        reading certificate files): every problem, errors and warnings."""
+        return await backend.check_topology(document.toml)
+
+    @router.post("/topology/plan", response_model=TopologyPlan)
+    async def plan(_admin: Admin, answers: PlanAnswers) -> TopologyPlan:
+        """Propose a topology from stated figures, as ``conclave topology plan`` does."""
+        return await backend.plan_topology(answers.model_dump())
 
     @router.get("/calls", response_model=list[CallRecord])
     async def calls(

@@ -26,6 +26,9 @@ MAX_RESULTS: Final = 1000
 """Rows one search answers at most (CDRs, log events, messages)."""
 MAX_TEXT: Final = 200
 """Characters of a search text."""
+MAX_DOCUMENT: Final = 512 * 1024
+"""Characters of a topology document sent to be checked: a deployment of hundreds
+of hosts is tens of KiB."""
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 Password = Annotated[str, Field(min_length=1, max_length=MAX_PASSWORD)]
@@ -179,6 +182,37 @@ class CallRecord(_Model):
     detail: dict[str, Any]
 
 
+class TopologyDocument(_Model):
+    toml: Annotated[str, Field(max_length=MAX_DOCUMENT)] = Field(
+        description="the topology document, as topology.toml holds it"
+    )
+
+
+class TopologyProblem(_Model):
+    path: str
+    message: str
+    level: str
+
+
+class TopologyCheck(_Model):
+    valid: bool = Field(description="no errors (warnings may remain)")
+    problems: list[TopologyProblem]
+
+
+class PlanAnswers(BaseModel):
+    """What ``conclave topology plan`` asks (its answers file, as JSON)."""
+
+    model_config = ConfigDict(extra="allow")
+    domain: str
+    users: int
+
+
+class TopologyPlan(_Model):
+    toml: str = Field(description="the proposed topology.toml")
+    sizing: list[str]
+    notes: list[str]
+
+
 class TopologySummary(_Model):
     kind: Literal["standard", "topology"]
     document: dict[str, Any] | None
@@ -215,6 +249,8 @@ class Backend(Protocol):
     async def health(self) -> Health: ...
     async def topology(self) -> TopologySummary: ...
     async def topology_svg(self) -> bytes: ...
+    async def check_topology(self, toml: str) -> TopologyCheck: ...
+    async def plan_topology(self, answers: dict[str, Any]) -> TopologyPlan: ...
     async def calls(
         self,
         user: str | None,
