@@ -43,6 +43,7 @@ from conclave.web.api.models import (
     Health,
     Lockout,
     Message,
+    Presence,
     PrivacyRule,
     Relay,
     TopologyCheck,
@@ -102,14 +103,19 @@ class ServerBackend:
         entries = await ContactStore(self.server.db).list(self._aor(user))
         return [Contact(address=e.contact, group=e.group) for e in entries]
 
-    async def _contact_address(self, text: str) -> str:
-        """``text`` as an AOR; a local one must be an existing user (404 otherwise)."""
+    def _address(self, text: str) -> tuple[str, str, str]:
+        """``text`` as (AOR, name, domain): ``bob`` is ``sip:bob@`` our domain."""
         name, at, host = text.strip().removeprefix("sip:").rpartition("@")
         if not at:
             name, host = host, self.domain
-        if host.lower() == self.domain and self.server.users.canonical(name) is None:
+        return f"sip:{name}@{host.lower()}", name, host.lower()
+
+    async def _contact_address(self, text: str) -> str:
+        """``text`` as an AOR; a local one must be an existing user (404 otherwise)."""
+        aor, name, host = self._address(text)
+        if host == self.domain and self.server.users.canonical(name) is None:
             raise ApiError(404, f"no user {name} in {self.domain}")
-        return f"sip:{name}@{host.lower()}"
+        return aor
 
     async def set_contact(self, user: str, address: str, group: str) -> Contact:
         contact = await self._contact_address(address)
@@ -121,7 +127,7 @@ class ServerBackend:
 
     async def remove_contact(self, user: str, address: str) -> None:
         try:
-            await ContactStore(self.server.db).remove(self._aor(user), address)
+            await ContactStore(self.server.db).remove(self._aor(user), self._address(address)[0])
         except NotFoundError:
             raise ApiError(404, f"{address} is not on the contact list") from None
         except StoreError as exc:
@@ -184,6 +190,23 @@ class ServerBackend:
         return Relay(
             urls=urls, username=creds.username, credential=creds.password, expires=creds.expires
         )
+
+    def _presence(self) -> Any:
+        from conclave.services.presence.feature import PresenceFeature
+
+        feature = self.server.features.get("presence")
+        if not isinstance(feature, PresenceFeature):
+            raise ApiError(404, "presence is off in this deployment")
+        return feature
+
+    def presence(self, user: str) -> Presence:
+        view = self._presence().own_view(self._aor(user))
+        return Presence(availability=view.availability.token, note=view.note)
+
+    def set_note(self, user: str, note: str | None) -> Presence:
+        view = self._presence().set_note(self._aor(user), note)
+        log.info("presence note set" if note else "presence note removed", user=user)
+        return Presence(availability=view.availability.token, note=view.note)
 
     # -- administration -------------------------------------------------------------------
     def _changed(self, admin: str, action: str, **detail: object) -> None:

@@ -69,7 +69,7 @@ def test_a_user_manages_their_own_contacts_and_privacy(
         assert http.get("/me/privacy").json() == [rule.json()]
         assert rule.json() == {"target": "sip:bob@localhost", "level": "friends"}
         assert http.delete("/me/privacy/sip:bob@localhost").status_code == 204
-        assert http.delete("/me/contacts/sip:bob@localhost").status_code == 204
+        assert http.delete("/me/contacts/bob").status_code == 204  # our domain by default
         assert http.get("/me/contacts").json() == []
         assert http.get("/me/messages").json() == []
         assert http.get("/me/relay").status_code == 404  # no media relay here
@@ -187,3 +187,44 @@ def test_an_administrator_plans_and_checks_a_topology(
         assert any("edition" in p["path"] for p in result["problems"])
         bad = http.post("/admin/topology/plan", json={"domain": "example.test", "users": 0})
         assert bad.status_code == 422
+
+
+def test_a_note_set_through_the_api_reaches_watchers(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    """Bob publishes from a SIP client; his note set through the API reaches Alice's
+    subscription, a newer note from his device wins, and removing it leaves his."""
+    from .test_presence import FAST, Peer, Subscription, pidf
+
+    server = make_server(config={**ADMIN, **FAST})
+    web, _admin = urls(server)
+    bob, alice = Peer(server, "bob"), Peer(server, "alice")
+    try:
+        etag = bob.publish(pidf("bob"))
+        Subscription(alice, "sip:bob@localhost")
+        assert b"<basic>open</basic>" in alice.notify().body
+        with client(server, web) as http:
+            sign_in(http, "bob")
+            # Colleagues see no notes: Bob lets Alice see them (workgroup).
+            assert http.put("/me/privacy/alice@localhost", json={"level": "workgroup"}).is_success
+            assert http.get("/me/presence").json() == {"availability": "available", "note": None}
+            noted = http.put("/me/presence/note", json={"note": "in the lab until 3"})
+            assert noted.json() == {"availability": "available", "note": "in the lab until 3"}
+            notified(alice, b"in the lab until 3")
+            bob.publish(pidf("bob", note="back at my desk"), etag=etag)  # newer: it wins
+            notified(alice, b"back at my desk")
+            assert http.get("/me/presence").json()["note"] == "back at my desk"
+            assert http.delete("/me/presence/note").json()["note"] == "back at my desk"
+            too_long = http.put("/me/presence/note", json={"note": "x" * 501})
+            assert too_long.status_code == 422
+    finally:
+        bob.close()
+        alice.close()
+
+
+def notified(watcher: Any, text: bytes, most: int = 5) -> None:
+    """Read the watcher's NOTIFYs until one carries ``text`` (each read is bounded)."""
+    for _ in range(most):
+        if text in watcher.notify().body:
+            return
+    raise AssertionError(f"no NOTIFY with {text!r} in {most}")

@@ -17,6 +17,7 @@ from conclave.ops.gcpause import settle_heap
 from conclave.store.generations import DIRECTORY, GenerationStore
 
 from .directory import read_directory
+from .model import PresenceView
 from .service import PresenceService
 from .settings import PresenceSettings
 
@@ -53,6 +54,13 @@ class PresenceFeature(Feature):
 
     def stats(self) -> dict[str, int]:
         return self.service.stats()
+
+    def set_note(self, aor: str, note: str | None) -> PresenceView:
+        """A note set through the web API (None removes it)."""
+        return self.service.set_note(aor, note)
+
+    def own_view(self, aor: str) -> PresenceView:
+        return self.service.own_view(aor)
 
 
 def build(setup: Setup) -> PresenceFeature | None:

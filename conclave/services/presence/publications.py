@@ -46,8 +46,8 @@ from conclave.sip.address import aor_of
 from conclave.sip.fields import parse_content_type, parse_event, parse_expires
 from conclave.sip.message import Request
 
-from .model import DeviceState
-from .pidf import PIDF_CONTENT_TYPE, PidfError, parse_pidf
+from .model import Availability, DeviceState
+from .pidf import MAX_NOTE_LENGTH, PIDF_CONTENT_TYPE, PidfError, parse_pidf
 from .settings import PresenceSettings
 from .state import PresenceState, Publication
 from .timers import Deadlines
@@ -107,6 +107,10 @@ class RateLimiter:
         ]
         for key in full:
             del self._buckets[key]
+
+
+NOTE_DEVICE = "conclave-web-note"
+"""The device identifier of a note set through the web API (:meth:`Publications.set_note`)."""
 
 
 class Publications:
@@ -179,6 +183,26 @@ class Publications:
             return Answer(400, f"Bad PIDF: {exc.reason}")
         device = dataclasses.replace(device, published=next(self._order))
         return self._store(publisher, device, expires, now, old=old)
+
+    def set_note(self, aor: str, note: str | None, now: float) -> None:
+        """The note ``aor`` set outside SIP (the web API); None or blank removes it.
+
+        It is a publication of its own carrying only the note, with the state
+        Offline: "the most available device wins", so it never makes the user
+        look online or change state, and "the most recent note wins", so it
+        shows until a device publishes a newer note. It lasts as long as any
+        publication may (``max_expires``); setting it again refreshes it.
+        """
+        text = (note or "").strip()[:MAX_NOTE_LENGTH]
+        old = next((p for p in self.state.publications(aor) if p.state.device == NOTE_DEVICE), None)
+        if not text:
+            if old is not None:
+                self._remove(old)
+            return
+        device = DeviceState(
+            Availability.OFFLINE, note=text, device=NOTE_DEVICE, published=next(self._order)
+        )
+        self._store(aor, device, self.settings.max_expires, now, old=old)
 
     def _store(
         self,

@@ -45,6 +45,7 @@ from conclave.sip.transaction import ServerTransaction
 from conclave.store.generations import Reloader
 
 from .directory import Directory
+from .model import PresenceView
 from .notifier import PUMP_SLICE, Notifier, NotifyStack
 from .publications import Answer, Publications, new_etag
 from .settings import PresenceSettings
@@ -212,6 +213,18 @@ class PresenceService:
             self._in_call.discard(aor)
         self._presentity_changed(aor)
         self._after(self.clock())
+
+    def set_note(self, aor: str, note: str | None) -> PresenceView:
+        """A note set through the web API (None: removed); watchers are told. Answers
+        what the user's watchers at the most trusted level now see."""
+        now = self.clock()
+        self.publications.set_note(aor, note, now)
+        self._after(now)
+        return self.views.view(aor)
+
+    def own_view(self, aor: str) -> PresenceView:
+        """The aggregate of ``aor``'s publications, before any privacy filter."""
+        return self.views.view(aor)
 
     def users_changed(self, enabled: Set[str], disabled: Set[str]) -> None:
         """The user list was reloaded: end what removed or disabled users had.

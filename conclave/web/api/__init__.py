@@ -80,23 +80,31 @@ def _app(title: str, description: str) -> FastAPI:
     return app
 
 
-def user_api(backend: Backend, sessions: Sessions) -> FastAPI:
-    """The user API, for the HTTPS web listener (mount at :data:`PREFIX`)."""
+def _api(
+    backend: Backend, sessions: Sessions, *, admin: bool, title: str, description: str
+) -> FastAPI:
+    from conclave.web.api.admin import admin_routes
     from conclave.web.api.user import user_routes
 
-    app = _app("Conclave user API", "A signed-in user's own profile, contacts and history.")
-    authority = Authority(backend, sessions, admin=False)
+    app = _app(title, description)
+    authority = Authority(backend, sessions, admin=admin)
     app.include_router(authority.routes())
-    app.include_router(user_routes(backend, authority.dependency()))
+    routes = admin_routes if admin else user_routes
+    app.include_router(routes(backend, authority.dependency()))
     return app
+
+
+def user_api(backend: Backend, sessions: Sessions) -> FastAPI:
+    """The user API, for the HTTPS web listener (mount at :data:`PREFIX`)."""
+    return _api(
+        backend, sessions, admin=False, title="Conclave user API",
+        description="A signed-in user's own profile, contacts and history.",
+    )  # fmt: skip
 
 
 def admin_api(backend: Backend, sessions: Sessions) -> FastAPI:
     """The admin API, for the admin listener (mount at :data:`PREFIX`)."""
-    from conclave.web.api.admin import admin_routes
-
-    app = _app("Conclave admin API", "Users, lockouts, certificates, audit, health and records.")
-    authority = Authority(backend, sessions, admin=True)
-    app.include_router(authority.routes())
-    app.include_router(admin_routes(backend, authority.dependency()))
-    return app
+    return _api(
+        backend, sessions, admin=True, title="Conclave admin API",
+        description="Users, lockouts, certificates, audit, health, topology and records.",
+    )  # fmt: skip

@@ -22,6 +22,8 @@ MAX_PASSWORD: Final = 256
 MAX_ADDRESS: Final = 320
 """Characters of a SIP address (64 for the user, 255 for the domain, and sip:)."""
 MAX_GROUP: Final = 64
+MAX_NOTE: Final = 500
+"""Characters of a presence note (what a PIDF note keeps)."""
 MAX_RESULTS: Final = 1000
 """Rows one search answers at most (CDRs, log events, messages)."""
 MAX_TEXT: Final = 200
@@ -92,6 +94,15 @@ class Message(_Model):
     recipients: list[str]
     content_type: str
     body: str
+
+
+class Presence(_Model):
+    availability: str = Field(description="the aggregate of the user's devices, e.g. available")
+    note: str | None
+
+
+class NoteChange(_Model):
+    note: Annotated[str, Field(min_length=1, max_length=MAX_NOTE)]
 
 
 class Relay(_Model):
@@ -237,6 +248,8 @@ class Backend(Protocol):
         self, user: str, since: dt.datetime | None, until: dt.datetime | None, limit: int
     ) -> list[Message]: ...
     def relay(self, user: str) -> Relay: ...
+    def presence(self, user: str) -> Presence: ...
+    def set_note(self, user: str, note: str | None) -> Presence: ...
 
     async def users(self) -> list[UserInfo]: ...
     async def add_user(self, admin: str, name: str, password: str | None) -> Credentials: ...

@@ -18,6 +18,8 @@ from conclave.web.api.models import (
     Contact,
     ContactChange,
     Message,
+    NoteChange,
+    Presence,
     PrivacyChange,
     PrivacyRule,
     Profile,
@@ -85,6 +87,22 @@ def user_routes(backend: Backend, signed_in: Callable[..., Awaitable[Session]]) 
         """Instant messages the user sent or received, oldest first, where the
         deployment archives them (404 where it does not)."""
         return await backend.messages(me.user, since, until, limit)
+
+    @router.get("/presence", response_model=Presence)
+    async def presence(me: Me) -> Presence:
+        """The user's own presence, as the most trusted watchers see it (404 where
+        presence is off)."""
+        return backend.presence(me.user)
+
+    @router.put("/presence/note", response_model=Presence)
+    async def put_note(me: Me, change: NoteChange) -> Presence:
+        """Set the presence note watchers see (until a device publishes a newer one)."""
+        return backend.set_note(me.user, change.note)
+
+    @router.delete("/presence/note", response_model=Presence)
+    async def delete_note(me: Me) -> Presence:
+        """Remove the note set here."""
+        return backend.set_note(me.user, None)
 
     @router.get("/relay", response_model=Relay)
     async def relay(me: Me) -> Relay:
