@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import itertools
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from conclave.web.api.models import (
     Credentials,
     Finding,
     Health,
+    HostHealth,
     Lockout,
     Message,
     Presence,
@@ -62,6 +64,8 @@ log = structlog.get_logger("conclave.webapi")
 EXPORT_BATCH: Final = 200
 """Archive records read per step of a streamed export: the response streams
 while the thread reads the next batch, and memory stays bounded."""
+HEALTH_TIMEOUT: Final = 3.0
+"""Seconds another host's admin interface has to answer ``/ready`` for the console."""
 RELAY_LIFETIME: Final = 3600.0
 """Seconds media relay credentials from the API work (a call's set-up and more);
 the ``[media_relay] lifetime`` caps it."""
@@ -323,6 +327,7 @@ class ServerBackend:
     async def health(self) -> Health:
         admin = self.server.ops.admin
         ok, checks = (True, {}) if admin is None else await admin.ready()
+        hosts = await self._hosts_health() if self._topology_path() is not None else []
         return Health(
             role="standard" if self._topology_path() is None else "frontend",
             host=self.config.server.host,
@@ -330,7 +335,42 @@ class ServerBackend:
             checks=[Check(name=n, ok=v) for n, v in checks.items()],
             registrations=int(self.server.location.count()),
             connections=self.server.transports.connection_count,
+            hosts=hosts,
         )
+
+    async def _hosts_health(self) -> list[HostHealth]:
+        """Every other host's ``/ready``, asked of its admin interface (where it has one
+        this server can reach), all at once and each bounded by :data:`HEALTH_TIMEOUT`."""
+        import httpx
+
+        topology = await asyncio.to_thread(self._load_topology)
+        me = self.config.server.host.lower()
+        trust = ssl.create_default_context(
+            cafile=str(self.config.path(self.data_dir, self.config.tls.ca))
+        )
+        trust.check_hostname = False  # dialled by address; the chain is still verified
+
+        async def ask(ref: Any, http: httpx.AsyncClient) -> HostHealth:
+            roles = list(ref.host.roles)
+            if not ref.host.admin:
+                return HostHealth(
+                    host=ref.name, roles=roles, ready=None, detail="no admin interface"
+                )
+            scheme = "https" if ref.host.console else "http"
+            try:
+                answer = await http.get(f"{scheme}://{ref.host.admin}/ready")
+            except httpx.HTTPError as exc:
+                return HostHealth(
+                    host=ref.name, roles=roles, ready=None, detail=f"not reachable: {exc}"
+                )
+            return HostHealth(
+                host=ref.name, roles=roles, ready=answer.status_code == 200,
+                detail=f"/ready answered {answer.status_code}",
+            )  # fmt: skip
+
+        others = [r for r in topology.hosts() if r.host.fqdn.lower() != me]
+        async with httpx.AsyncClient(verify=trust, timeout=HEALTH_TIMEOUT) as http:
+            return list(await asyncio.gather(*(ask(r, http) for r in others)))
 
     def _load_topology(self) -> Any:
         from conclave.topology.document import TopologyError, load_topology

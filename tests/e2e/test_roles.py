@@ -193,7 +193,7 @@ def member(name: str, address: str, roles: list[str], **extra: Any) -> dict[str,
 
 def deployment(tmp_path: Path, database: str) -> Path:
     """Every role, one host each, on 127.0.0.x with free ports; presence turned off."""
-    p = free_ports(12)
+    p = free_ports(13)
     pool = {"site": "hq", "edition": "enterprise"}
     doc = {
         "organisation": {"name": "Example Ltd", "sip_domains": ["example.test"]},
@@ -205,7 +205,8 @@ def deployment(tmp_path: Path, database: str) -> Path:
                        ports={"sip_tls": p[0], "web_https": p[10], "web_crl": p[11]},
                        admin=f"127.0.0.1:{p[1]}", console=True)]},
             "ee": pool | {"fqdn": "ee.example.test", "database": database, "members": [
-                member("fe-ee", "127.0.0.1", ["frontend"], ports={"sip_tls": p[2]})]},
+                member("fe-ee", "127.0.0.1", ["frontend"], ports={"sip_tls": p[2]},
+                       admin=f"127.0.0.1:{p[12]}")]},
             "logs": pool | {"members": [
                 member("log1", "127.0.0.1", ["logging-controller"], ports={"syslog_tls": p[3]})]},
             "edge": pool | {"members": [member(
@@ -345,6 +346,9 @@ def console_shows_the_topology(topology: Path, admin: str) -> None:
         summary = http.get("/admin/topology").json()
         assert summary["kind"] == "topology"
         assert "se" in summary["document"]["pools"]
+        others = {h["host"]: h for h in http.get("/admin/health").json()["hosts"]}
+        assert others["fe-ee"]["ready"] is True, others["fe-ee"]  # asked of its admin interface
+        assert others["log1"]["ready"] is None and others["log1"]["detail"] == "no admin interface"
         picture = http.get("/admin/topology/diagram.svg")
         assert picture.status_code == 200, picture.text
         assert picture.headers["content-type"] == "image/svg+xml"

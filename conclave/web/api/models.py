@@ -169,6 +169,13 @@ class Check(_Model):
     ok: bool
 
 
+class HostHealth(_Model):
+    host: str
+    roles: list[str]
+    ready: bool | None = Field(description="its /ready answer; null: could not be asked")
+    detail: str
+
+
 class Health(_Model):
     role: str
     host: str
@@ -176,6 +183,9 @@ class Health(_Model):
     checks: list[Check]
     registrations: int
     connections: int
+    hosts: list[HostHealth] = Field(
+        description="with a topology: every other host's readiness, asked of its admin interface"
+    )
 
 
 class CallRecord(_Model):

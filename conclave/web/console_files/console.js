@@ -90,6 +90,14 @@ async function health() {
   $("load").textContent =
     `${h.role} ${h.host}: ${h.ready ? "ready" : "not ready"}; ` +
     `${h.registrations} registrations, ${h.connections} connections`;
+  $("hosts").hidden = h.hosts.length === 0;
+  $("hosts").tBodies[0].replaceChildren(...h.hosts.map((other) => {
+    const row = document.createElement("tr");
+    row.dataset.host = other.host;
+    const state = other.ready === null ? `unknown: ${other.detail}` : (other.ready ? "ready" : "not ready");
+    row.append(text("td", other.host), text("td", other.roles.join(", ")), text("td", state));
+    return row;
+  }));
 }
 
 async function topology() {
