@@ -258,6 +258,8 @@ class ServerBackend:
         return record
 
     async def set_disabled(self, admin: str, name: str, disabled: bool) -> UserInfo:
+        if disabled and name.lower() == admin.lower():
+            raise ApiError(409, "an administrator cannot disable their own account")
         record = await self._record(name, "set_disabled", disabled)
         await self._users_changed()
         if disabled:

@@ -110,6 +110,7 @@ def test_an_administrator_manages_users(make_server: Callable[..., ConclaveServe
         assert reset.status_code == 200 and reset.json()["password"] != password
         assert http.get("/admin/users/nobody/disable").status_code == 405
         assert http.post("/admin/users/nobody/disable").status_code == 404
+        assert http.post("/admin/users/Carol/disable").status_code == 409  # not oneself
         assert http.post("/admin/users", json={"name": "alice"}).status_code == 409
         health = http.get("/admin/health").json()
         assert health["ready"] is True and health["role"] == "standard"
