@@ -472,7 +472,11 @@ class ServerBackend:
         try:
             events = await asyncio.to_thread(search)
         except FileNotFoundError:
-            raise ApiError(404, "no log store here: the logging controller keeps it") from None
+            raise ApiError(
+                404,
+                "no log store on this host: the logging controller keeps it (run one here, "
+                "`conclave logs controller`, and point [logging] controller at it)",
+            ) from None
         return [json.loads(json.dumps(e, default=str)) for e in events]
 
     def export(
