@@ -10,7 +10,9 @@ share one controller.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,20 @@ def register(port: int, user: str, call_id: str, password: str | None = None) ->
     )
     client.close()
     return final.status
+
+
+@contextlib.contextmanager
+def admin_api(server: ConclaveServer, user: str) -> Iterator[Any]:
+    """An httpx client signed in to ``server``'s admin API as ``user``."""
+    import httpx
+
+    port = server.wait_for(lambda e: e.get("event") == "admin listening")["port"]
+    trust = ssl.create_default_context(cafile=str(server.ca))
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}/api/v1", verify=trust) as http:
+        signed = http.post("/session", json={"user": user, "password": PASSWORDS[user]})
+        assert signed.status_code == 200, signed.text
+        http.headers["Authorization"] = f"Bearer {signed.json()['token']}"
+        yield http
 
 
 class Deployment:
@@ -91,6 +107,8 @@ def test_one_call_on_two_servers_is_found_by_one_search(deployment: Deployment) 
     controller = deployment.controller(a)
     target = f"127.0.0.1:{controller.port}"
     patch(a, {"logging": {"controller": target}})
+    patch(a, {"admin": {"enabled": True, "bind": "127.0.0.1:0", "console": True,
+                        "admins": ["carol"]}})  # fmt: skip
     patch(b, {"logging": {"controller": target, "controller_ca": str(a.ca)}})
     a.start()
     b.start()
@@ -110,6 +128,14 @@ def test_one_call_on_two_servers_is_found_by_one_search(deployment: Deployment) 
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.splitlines()  # fmt: skip
     assert [line.split()[1] for line in out] == ["127.0.0.1", "localhost"]
+    # The admin API searches the same store (the console's log search).
+    with admin_api(a, "carol") as http:
+        found = http.get("/admin/logs", params={"call_id": call_id}).json()
+        assert [(e["host"], e["event"]) for e in found] == [
+            ("127.0.0.1", "register"),
+            ("localhost", "register"),
+        ]
+        assert http.get("/admin/logs", params={"user": "nobody-at-all"}).json() == []
     # Both servers' start-up is there too, each from its own host.
     hosts = {e["host"] for e in search(a.data_dir) if e["event"] == "ready"}
     assert hosts == {"127.0.0.1", "localhost"}

@@ -211,7 +211,7 @@ async function searchLogs(event) {
   try {
     const events = await call("GET", `/admin/logs?${query}`);
     $("log-results").replaceChildren(...events.map((e) =>
-      text("li", `${e.timestamp || e.ts || ""} ${e.host || ""} ${e.event || ""} ${e.user || ""}`)));
+      text("li", `${e.time || ""} ${e.host || ""} ${e.role || ""} ${e.event || ""} ${e.user || ""}`)));
     if (!events.length) say("No matching events.");
   } catch (error) {
     say(error.message);
