@@ -229,3 +229,40 @@ def notified(watcher: Any, text: bytes, most: int = 5) -> None:
         if text in watcher.notify().body:
             return
     raise AssertionError(f"no NOTIFY with {text!r} in {most}")
+
+
+def test_history_and_export_come_from_the_archive(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    """A message Alice sends (held for offline Bob) is in both users' history and in
+    the administrator's streamed export; another user's history does not show it."""
+    import json
+
+    from .test_im import send_im, signed_in
+
+    server = make_server(config=ADMIN)
+    web, admin = urls(server)
+    alice = signed_in(server, "alice")
+    try:
+        send_im(alice, "alice", "bob", b"minutes attached")
+        assert alice.final().status == 202  # bob is offline: archived, then held
+    finally:
+        alice.close()
+    with client(server, web) as http:
+        for user in ("alice", "bob"):
+            sign_in(http, user)
+            history = http.get("/me/messages").json()
+            assert [(m["sender"], m["body"]) for m in history] == [
+                ("sip:alice@localhost", "minutes attached")
+            ], user
+        sign_in(http, "carol")
+        assert http.get("/me/messages").json() == []
+    with client(server, admin) as http:
+        sign_in(http, "carol")
+        with http.stream("GET", "/admin/archive/export", params={"user": "bob"}) as export:
+            assert export.status_code == 200
+            lines = [json.loads(line) for line in export.iter_lines() if line]
+        assert [r["body"] for r in lines] == ["minutes attached"]
+        server.wait_for(
+            lambda e: e.get("event") == "archive exported" and e.get("admin") == "carol"
+        )
