@@ -179,6 +179,9 @@ def test_malformed_and_oversized_input_is_a_4xx(make_server: Callable[..., Concl
             ),
             413,
         )
+        # What a cross-site form can send (text/plain) is no sign-in: JSON only.
+        form = b'{"user": "alice", "password": "' + PASSWORDS["alice"].encode() + b'"}'
+        refused(http.post("/session", content=form, headers={"Content-Type": "text/plain"}), 422)
         chunks = (part for part in (b'{"user": "alice", ', b'"password": "x"}'))
         refused(http.post("/session", content=chunks), 411)  # chunked: no length known
         sign_in(http, "alice")
