@@ -96,8 +96,9 @@ class ServerBackend:
     def is_admin(self, user: str) -> bool:
         return user.lower() in self._admins
 
-    def signed_out(self, user: str) -> None:
-        return None
+    def is_active(self, user: str) -> bool:
+        """Still an enabled user (disabled or removed elsewhere, e.g. by the CLI: no)."""
+        return self.server.users.canonical(user) is not None
 
     def _aor(self, user: str) -> str:
         return f"sip:{user}@{self.domain}"

@@ -266,3 +266,19 @@ def test_history_and_export_come_from_the_archive(
         server.wait_for(
             lambda e: e.get("event") == "archive exported" and e.get("admin") == "carol"
         )
+
+
+def test_a_user_disabled_from_the_command_line_loses_their_token(
+    make_server: Callable[..., ConclaveServer],
+) -> None:
+    from .server import conclave
+
+    server = make_server(config=ADMIN)
+    web, _admin = urls(server)
+    with client(server, web) as http:
+        sign_in(http, "bob")
+        assert http.get("/me").status_code == 200
+        seen = {id(e) for e in server.lines}
+        conclave("user", "disable", "bob", "--dir", str(server.data_dir))
+        server.wait_for(lambda e: e.get("event") == "users reloaded" and id(e) not in seen)
+        assert http.get("/me").status_code == 401

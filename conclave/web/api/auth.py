@@ -95,6 +95,9 @@ class Authority:
         session = self.sessions.check(token, self.clock())
         if session is None or session.admin != self.admin:
             raise ApiError(401, "the token is not valid here, or has expired: sign in again")
+        if not self.backend.is_active(session.user):  # disabled since (the CLI, another admin)
+            self.sessions.end_user(session.user)
+            raise ApiError(401, "the token is not valid here, or has expired: sign in again")
         if bearer is None and request.method not in SAFE_METHODS:
             self._check_csrf(request, session)
         return session
