@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
+from conclave.commands.archive import user_aor
 from conclave.services.archive import archive_directory
 from conclave.services.archive.export import iter_messages
 from conclave.services.archive.record import decode_body
@@ -110,10 +111,9 @@ class ServerBackend:
 
     def _address(self, text: str) -> tuple[str, str, str]:
         """``text`` as (AOR, name, domain): ``bob`` is ``sip:bob@`` our domain."""
-        name, at, host = text.strip().removeprefix("sip:").rpartition("@")
-        if not at:
-            name, host = host, self.domain
-        return f"sip:{name}@{host.lower()}", name, host.lower()
+        aor = user_aor(text, self.domain)
+        name, _, host = aor.removeprefix("sip:").rpartition("@")
+        return aor, name, host
 
     async def _contact_address(self, text: str) -> str:
         """``text`` as an AOR; a local one must be an existing user (404 otherwise)."""
@@ -437,9 +437,7 @@ class ServerBackend:
         until: dt.datetime | None,
         limit: int,
     ) -> list[CallRecord]:
-        aor = self._aor(user) if user and "@" not in user else user
-        if aor is not None and not aor.startswith("sip:"):
-            aor = f"sip:{aor}"
+        aor = self._address(user)[0] if user else None
         records = await CdrStore(self.server.db).query(
             user=aor, kind=kind, since=_utc(since), until=_utc(until), limit=limit
         )
@@ -484,7 +482,7 @@ class ServerBackend:
         self, admin: str, user: str | None, since: dt.datetime | None, until: dt.datetime | None
     ) -> AsyncIterator[bytes]:
         directory = self._archive()
-        aor = self._aor(user) if user and "@" not in user else user
+        aor = self._address(user)[0] if user else None
         found: Iterator[dict[str, Any]] = iter_messages(
             directory, user=aor, since=_utc(since), until=_utc(until)
         )
