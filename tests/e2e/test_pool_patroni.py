@@ -154,9 +154,17 @@ def test_patroni_promotes_the_standby_and_no_acknowledged_write_is_lost(
     print(f"promoted {promoted:.1f} s and writes accepted {time.monotonic() - killed:.1f} s "
           f"after the primary died ({sent} refused with 503 after the promotion)")  # fmt: skip
 
+    # A 503 answered because the connection died after COMMIT was sent is in doubt: the
+    # write may have reached the standby (the sender retries; at worst a duplicate). Every
+    # acknowledged (202) message must arrive; a refused one may, nothing else may.
+    in_doubt = {b"while nobody writes", *(f"retry {n}".encode() for n in range(sent))}
     alice = deployment.client("127.0.0.82")
     assert sign_in(alice, "alice").status == 200
-    assert sorted(delivered(alice, len(stored))) == sorted(stored)
+    received: list[bytes] = []
+    while not set(stored) <= set(received):
+        body = delivered(alice, 1)[0]
+        assert body in set(stored) | in_doubt and body not in received, (body, received)
+        received.append(body)
     alice.close()
     carol.close()
 
